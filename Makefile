@@ -1,0 +1,39 @@
+# The two commands a fresh machine needs:  make quickstart  and  make test.
+# Both create .venv on first use. CPU torch is pinned (2.13.0 is a local CPU wheel here; any other
+# spec can pull a multi-GB CUDA build). torchvision and torch-fidelity are never installed on CPU
+# machines: see DESIGN.md section 7 and the gpu-metrics extra in pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test quickstart bench lint clean docs
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	@if $(BIN)/python -m pip show torchvision torch-fidelity >/dev/null 2>&1 && \
+	    ! $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  echo "removing torchvision/torch-fidelity (CPU machine; they break torchmetrics.image)"; \
+	  $(BIN)/python -m pip uninstall -y -q torchvision torch-fidelity; fi
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+quickstart: $(STAMP)
+	$(BIN)/satdiffmoe quickstart
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --out bench/results
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests data_prep bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,192 @@
+"""Typed schema of an experiment config.
+
+Every YAML file in `experiments/` is merged onto `ExperimentConfig`, so an unknown key or a value of
+the wrong type fails at load time with the key's full dotted name (see `config.loading`). Add a knob
+here first, with a default and a one-line comment; the YAML files then only state what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
+CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
+LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
+
+
+@dataclass
+class SplitShards:
+    train: Optional[str] = None  # folder, glob, brace pattern or pipe: URL; None -> <root>/train-*.tar
+    val: Optional[str] = None
+    test: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    root: str = "runs/data/synthsat"  # folder with manifest.json and <split>-NNNNNN.tar shards
+    shards: SplitShards = field(default_factory=SplitShards)
+    hr_size: int = 64  # HR side in pixels (records are centre-cropped / checked against it)
+    scale: int = 4  # HR size / LR size
+    channels: int = 3
+    batch_size: int = 16
+    eval_batch_size: int = 8
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    epoch_length: int = 1024  # training samples per epoch per rank (resampled shards: ranks never hang)
+    augment: bool = True  # same random flip/rot90 on HR and every LR
+    train_lr_policy: str = "pair"  # pair = one random LR per training example (the paper's setting)
+    num_lr: int = 4  # LR images per scene at evaluation (-1 = all available)
+    eval_lr_policy: str = "first_k"  # first_k | random_k | nearest_k | all
+    max_lr: int = 8  # T: frames stacked for DiffusionSat; also the padding length of eval batches
+    val_subset: int = 32  # scenes in the fast validation during training
+    test_subset: int = -1  # scenes used by `evaluate` (-1 = whole test split)
+
+
+@dataclass
+class VAEConfig:
+    pretrained: Optional[str] = None  # local diffusers AutoencoderKL folder; skips autoencoder training
+    block_out_channels: List[int] = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 16
+    scaling_factor: Optional[float] = None  # None -> 1/std of latents, computed after training
+
+
+@dataclass
+class UNetConfig:
+    pretrained: Optional[str] = None  # local diffusers UNet2DModel folder for the prior
+    block_out_channels: List[int] = field(default_factory=lambda: [64, 128, 128])
+    layers_per_block: int = 1
+    attention_levels: List[bool] = field(default_factory=lambda: [False, True, True])
+    attention_head_dim: int = 32
+    norm_num_groups: int = 16
+    dropout: float = 0.0
+
+
+@dataclass
+class ControlNetConfig:
+    conditioning_scale: float = 1.0
+    frames: int = 8  # T for the DiffusionSat 3D ControlNet
+    temporal_heads: int = 4
+    metadata_fields: List[str] = field(default_factory=lambda: ["dt", "gsd", "cloud_cover", "day_of_year"])
+
+
+@dataclass
+class ModelConfig:
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    controlnet: ControlNetConfig = field(default_factory=ControlNetConfig)
+    conditioning: str = "latent"  # latent = E(upsample(LR)); pixel = LR resized to the latent size
+    dt_embedding: bool = True  # Δt through sinusoid(sign·log1p|Δt|) + MLP, added to the time embedding
+    metadata_embedding: bool = False  # prior: numeric metadata embedding (DiffusionSat-style)
+    cond_dropout: float = 0.1  # probability of dropping the LR condition (classifier-free guidance)
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"  # epsilon | v_prediction
+
+
+@dataclass
+class InitConfig:
+    vae_ckpt: Optional[str] = None  # checkpoint or run folder of the autoencoder stage
+    prior_ckpt: Optional[str] = None  # checkpoint or run folder of the prior stage
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 500
+    lr: float = 2.0e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    lr_schedule: str = "cosine"  # constant | cosine
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    precision: str = "32-true"  # Lightning precision string, e.g. bf16-mixed on GPUs
+    ema_decay: float = 0.999  # 0 disables the EMA callback
+    val_every: int = 100  # optimizer steps between fast validations
+    log_every: int = 10
+    ckpt_top_k: int = 2
+    monitor: str = "val/psnr"
+    monitor_mode: str = "max"
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    channels_last: bool = False
+    compile: bool = False
+    fused_adamw: bool = False
+    kl_weight: float = 1.0e-6  # autoencoder
+    val_nfe: int = 20  # DDIM steps of the fast validation sampling
+
+
+@dataclass
+class SamplerConfig:
+    nfe: int = 50  # UNet evaluations per branch (DDIM steps)
+    scheduler: str = "ddim"  # ddim | dpm (DPM-Solver++ via diffusers)
+    fusion_every: Optional[int] = 5  # fuse every k steps; null/0 = off (independent branches)
+    consensus: str = "mean"  # mean | time_weighted | mask_weighted | optimized
+    tau: float = 180.0  # days; time_weighted w_i ∝ exp(-|Δt_i|/τ)
+    pull: float = 1.0  # eta_pull: 1 = every branch takes the consensus
+    eta: float = 0.0  # DDIM eta
+    renoise: float = 0.0  # ReSample-style stochastic re-noising strength after fusion (0 = off)
+    shared_noise: bool = True  # same initial noise for every branch
+    guidance_scale: float = 1.0  # classifier-free guidance (1 = off)
+    optimize_steps: int = 5  # K for consensus=optimized
+    optimize_lr: float = 0.1
+    dc_weight: float = 1.0  # λ, the LR data-consistency weight
+    chunk_size: int = 64  # max (scene × branch) rows per UNet call
+    late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
+
+
+@dataclass
+class EvalConfig:
+    name: Optional[str] = None  # eval/<name>.json; default derived from sampler settings
+    seeds: List[int] = field(default_factory=lambda: [0])
+    metrics: List[str] = field(
+        default_factory=lambda: ["psnr", "ssim", "cpsnr", "cssim", "lr_psnr", "swd", "lpips", "fid"]
+    )
+    lpips_weights: Optional[str] = None  # local LPIPS weight file; absent -> "unavailable"
+    inception_weights: Optional[str] = None  # local FID Inception weight file
+    grid_scenes: int = 4
+    references: bool = True  # also evaluate bicubic-nearest and mean-of-bicubic
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
+    project: str = "satdiffmoe"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress_bar: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    stage: str = "satdiffmoe"
+    seed: int = 0
+    run_root: str = "runs"
+    run_id: Optional[str] = None  # default: timestamp; set to reuse/resume a folder
+    resume: bool = False  # continue from <run>/checkpoints/last.ckpt
+    ckpt: Optional[str] = None  # train: continue from this; evaluate/sweep: model to load
+    init: InitConfig = field(default_factory=InitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    extends: Optional[Any] = None  # base config file(s), relative to this file; resolved at load time
