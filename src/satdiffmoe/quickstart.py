@@ -1,0 +1,120 @@
+"""`satdiffmoe quickstart`: the embedded default, end to end, on a 2-core CPU with no network.
+
+synthetic shards -> autoencoder -> prior -> SatDiffMoE, ControlNet, DiffusionSat -> evaluation of
+every method and the non-generative references -> a small fusion sweep -> report.
+
+Every stage goes through the same public CLI a user would type, with fixed run ids under `--out`, so
+re-running the command resumes: finished training runs are detected from their `last.ckpt` and
+skipped, the sweep resumes its Optuna study, and finished evaluations are not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import List
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+SWEEPS = ROOT / "sweeps"
+RUN_ID = "quickstart"
+# (stage name, config file, which earlier stages it starts from)
+TRAINING = [
+    ("autoencoder", EXPERIMENTS / "quickstart.yaml", []),
+    ("prior", EXPERIMENTS / "quickstart.yaml", ["vae"]),
+    ("satdiffmoe", EXPERIMENTS / "quickstart.yaml", ["vae", "prior"]),
+    ("controlnet", EXPERIMENTS / "baselines" / "controlnet_quickstart.yaml", ["vae", "prior"]),
+    ("diffusionsat", EXPERIMENTS / "baselines" / "diffusionsat_quickstart.yaml", ["vae", "prior"]),
+]
+SCENES = 640
+
+
+class Quickstart:
+    def __init__(self, out: Path, overrides: List[str]):
+        self.out, self.overrides = out, list(overrides)
+        self.data, self.runs, self.report = out / "data", out / "runs", out / "report"
+        self.timings: dict = {}
+        self.started = time.time()
+
+    def run_dir(self, stage: str) -> Path:
+        return self.runs / stage / RUN_ID
+
+    def _cli(self, argv: List[str]) -> None:
+        from .cli import main
+
+        code = main([str(a) for a in argv])
+        if code:
+            raise UserError(f"quickstart step failed: satdiffmoe {' '.join(map(str, argv))} (exit {code})")
+
+    def _step(self, index: int, total: int, title: str, func) -> None:
+        start = time.time()
+        print(f"\n=== [{index}/{total}] {title}  (elapsed {start - self.started:.0f} s) ===", flush=True)
+        func()
+        self.timings[title] = round(time.time() - start, 1)
+        print(f"=== done in {self.timings[title]:.0f} s ===", flush=True)
+
+    def prepare(self) -> None:
+        if (self.data / "manifest.json").is_file():
+            print(f"shards already in {self.data}; reusing them")
+            return
+        self._cli(["prepare", "synthetic", "--out", self.data, "--num-scenes", SCENES, "--hr-size", 64,
+                   "--scale", 4, "--max-lr", 8, "--seed", 0])
+
+    def train(self, stage: str, config: Path, needs: List[str]) -> None:
+        argv = ["train", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
+                f"run_root={self.runs}", f"data.root={self.data}", "resume=true"]
+        if "vae" in needs:
+            argv.append(f"init.vae_ckpt={self.run_dir('autoencoder')}")
+        if "prior" in needs:
+            argv.append(f"init.prior_ckpt={self.run_dir('prior')}")
+        self._cli(argv + self.overrides)
+
+    def evaluate(self) -> None:
+        jobs = [
+            ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"]),
+            ("satdiffmoe", "satdiffmoe_n8", ["data.num_lr=8"]),
+            ("controlnet", "controlnet_nearest", ["data.num_lr=8"]),
+            ("diffusionsat", "diffusionsat_t8", ["data.num_lr=8"]),
+        ]
+        for stage, name, extra in jobs:
+            target = self.run_dir(stage) / "eval" / f"{name}.json"
+            if target.is_file():
+                print(f"{target} exists; skipping")
+                continue
+            config = dict((s, c) for s, c, _ in TRAINING)[stage]
+            refs = ["eval.references=true"] if name == "satdiffmoe_n8" else ["eval.references=false"]
+            self._cli(["evaluate", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
+                       f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(stage)}",
+                       f"eval.name={name}", *refs, *extra, *self.overrides])
+
+    def sweep(self) -> None:
+        self._cli(["sweep", SWEEPS / "quickstart_fusion.yaml", "--out", self.out / "sweep",
+                   f"ckpt={self.run_dir('satdiffmoe')}", f"base_overrides=[data.root={self.data}]"])
+
+    def make_report(self) -> None:
+        self._cli(["report", "--runs", *[self.run_dir(s) for s, _, _ in TRAINING[2:]],
+                   "--study", self.out / "sweep", "--evals", *[self.run_dir(s) / "eval" for s, _, _ in TRAINING[2:]],
+                   "--out", self.report])
+
+    def __call__(self) -> Path:
+        steps = [("synthetic data", self.prepare)]
+        steps += [(f"train {stage}", lambda s=stage, c=config, n=needs: self.train(s, c, n))
+                  for stage, config, needs in TRAINING]
+        steps += [("evaluate methods", self.evaluate), ("fusion sweep", self.sweep), ("report", self.make_report)]
+        for index, (title, func) in enumerate(steps, 1):
+            self._step(index, len(steps), title, func)
+        total = round(time.time() - self.started, 1)
+        (self.out / "timings.json").write_text(json.dumps({"steps_s": self.timings, "total_s": total}, indent=2))
+        print(f"\nquickstart finished in {total / 60:.1f} min. Report: {self.report / 'report.md'}")
+        return self.report / "report.md"
+
+
+def quickstart_command(args) -> int:
+    Quickstart(Path(args.out), args.overrides)()
+    return 0

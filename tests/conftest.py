@@ -1,0 +1,22 @@
+"""Project-wide test set-up: GPU marker handling, quiet offline W&B, bounded CPU threads."""
+
+import os
+
+import pytest
+import torch
+
+# W&B must never reach the network in tests; each test that wants a run sets its own dir.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+# CI has 2 cores: more threads than cores only adds contention.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the lent GPU machine: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
