@@ -1,0 +1,157 @@
+"""fMoW -> shards, the DiffusionSat / SatDiffMoE setting: fMoW-RGB HR + fMoW-Sentinel LRs of the same place.
+
+    satdiffmoe prepare fmow --root RAW --out DIR [--hr-size 256] [--scale 4] [--max-lr 8]
+
+Expected raw layout (the fMoW-RGB and fMoW-Sentinel releases side by side under RAW):
+
+    RAW/fmow-rgb/<split>/<category>/<category>_<loc>/<category>_<loc>_<k>_rgb.jpg
+    RAW/fmow-rgb/<split>/<category>/<category>_<loc>/<category>_<loc>_<k>_rgb.json
+        fMoW metadata: "timestamp" (ISO), "gsd" (m/px), "raw_location" (WKT polygon, lon lat), "cloud_cover"
+    RAW/fmow-sentinel/<split>/<category>/<category>_<loc>/<category>_<loc>_<k>.tif
+        Sentinel-2, 13 bands B1..B12 with B8A, uint16 reflectance × 10000
+    RAW/fmow-sentinel/<split>.csv
+        one row per Sentinel image: category, location_id, image_id, timestamp
+
+<split> is a folder name from --splits (train, val, test_gt by default; test_gt is written as test).
+
+One record per fMoW-RGB image: the HR is that image (centre square, resized to --hr-size); the LRs
+are the Sentinel-2 images of the same category/location in the same split, B4, B3, B2 as RGB, centre
+square resized to hr_size / scale, at most --max-lr of them (the nearest in time, kept in date order).
+Δt = t_Sentinel − t_RGB in days. Radiometry: the HR JPEG is uint8 (value_max 255); Sentinel
+reflectance DN is clipped to --s2-max (3000 = reflectance 0.3, the usual true-colour stretch) and
+mapped onto 0..255, so HR and LR share one value range. An LR pixel that is 0 in every band is nodata.
+fMoW-RGB JPEGs carry no georeference, so records have lon/lat (centre of raw_location) but no crs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from satdiffmoe.data.record import Scene
+from satdiffmoe.errors import UserError
+
+from .conversion import finish, open_writer, write_units
+from .dates import delta_days, iso, parse_date
+from .raster_io import center_square, nonzero_mask, read_raster, rescale, resize, resize_mask
+from .splits import normalise_split
+
+VERSION = "1"
+S2_RGB_BANDS = [4, 3, 2]  # B4, B3, B2 in the 13-band order
+Location = Tuple[str, str, str]  # (split folder, category, location id)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, required=True, help="folder holding fmow-rgb/ and fmow-sentinel/")
+    parser.add_argument("--rgb-dir", default="fmow-rgb", help="fMoW-RGB folder, relative to --root")
+    parser.add_argument("--sentinel-dir", default="fmow-sentinel", help="fMoW-Sentinel folder, relative to --root")
+    parser.add_argument("--splits", nargs="+", default=["train", "val", "test_gt"], help="split folders to convert")
+    parser.add_argument("--hr-size", type=int, default=256, help="HR side in pixels after resizing")
+    parser.add_argument("--scale", type=int, default=4, help="HR size / LR size")
+    parser.add_argument("--max-lr", type=int, default=8, help="most LR images per record, nearest in time (0 = all)")
+    parser.add_argument("--s2-max", type=float, default=3000.0, help="Sentinel DN mapped to 255 (brighter clips)")
+
+
+def convert(args: argparse.Namespace) -> dict:
+    root = Path(args.root)
+    if args.hr_size % args.scale:
+        raise UserError(f"--hr-size {args.hr_size} is not a multiple of --scale {args.scale}")
+    rgb_root, s2_root = root / args.rgb_dir, root / args.sentinel_dir
+    for folder in (rgb_root, s2_root):
+        if not folder.is_dir():
+            raise UserError(f"missing folder: {folder} does not exist; pass --root (and --rgb-dir/--sentinel-dir)")
+    images: List[Tuple[Location, Path]] = []
+    sentinel: Dict[Location, List[Tuple[datetime, Path]]] = {}
+    for split_dir in args.splits:
+        images += [((split_dir, p.parent.parent.name, _location_id(p.parent.name)), p)
+                   for p in sorted((rgb_root / split_dir).glob("*/*/*_rgb.json"))]
+        sentinel.update(_sentinel_index(s2_root, split_dir))
+    if not images:
+        raise UserError(f"no fMoW-RGB images: {rgb_root}/<split>/<category>/<category>_<loc>/*_rgb.json "
+                        f"matched nothing for splits {args.splits}")
+    writer = open_writer(args, "fmow", VERSION)
+    write_units(writer, images, lambda item: item[1].name[: -len("_rgb.json")],
+                lambda item: _image_scene(item[0], item[1], sentinel.get(item[0], []), args),
+                args.skip_bad, desc="fmow")
+    return finish(writer, {"value_max": 255, "scale": args.scale, "bands": ["R", "G", "B"], "hr_size": args.hr_size})
+
+
+def _location_id(folder_name: str) -> str:
+    return folder_name.rsplit("_", 1)[-1]
+
+
+def _sentinel_index(s2_root: Path, split_dir: str) -> Dict[Location, List[Tuple[datetime, Path]]]:
+    """(split, category, location) -> [(timestamp, tif)] from the split's CSV of timestamps."""
+    folder = s2_root / split_dir
+    if not folder.is_dir():
+        return {}
+    table = s2_root / f"{split_dir}.csv"
+    if not table.is_file():
+        raise UserError(f"no dates: {table} (the fMoW-Sentinel timestamp CSV for {folder}) does not exist")
+    index: Dict[Location, List[Tuple[datetime, Path]]] = defaultdict(list)
+    with table.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            category, loc, image = row["category"], str(row["location_id"]), str(row["image_id"])
+            path = folder / category / f"{category}_{loc}" / f"{category}_{loc}_{image}.tif"
+            index[(split_dir, category, loc)].append((parse_date(row["timestamp"], f"{table} ({path.name})"), path))
+    return index
+
+
+def _image_scene(location: Location, meta_path: Path, sentinel: List[Tuple[datetime, Path]],
+                 args: argparse.Namespace) -> Iterator[Tuple[Scene, str]]:
+    split_dir, category, loc = location
+    jpg = meta_path.with_name(meta_path.name.replace("_rgb.json", "_rgb.jpg"))
+    if not jpg.is_file():
+        raise UserError(f"missing HR: {jpg} does not exist (its metadata {meta_path.name} does)")
+    try:
+        info = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"unreadable file: {meta_path} ({exc})") from None
+    hr_time = parse_date(info.get("timestamp"), f"{meta_path} field 'timestamp'")
+    if not sentinel:
+        raise UserError(f"missing LR: no fMoW-Sentinel image of {category}_{loc} in split {split_dir}")
+
+    chosen = sorted(sentinel, key=lambda item: abs((item[0] - hr_time).total_seconds()))
+    chosen = sorted(chosen[: args.max_lr] if args.max_lr > 0 else chosen)
+    lr_size = args.hr_size // args.scale
+    lrs, masks = [], []
+    for _, path in chosen:
+        raw, _, _ = center_square(read_raster(path, S2_RGB_BANDS).array)
+        masks.append(resize_mask(nonzero_mask(raw), (lr_size, lr_size)))
+        lrs.append(rescale(resize(raw, (lr_size, lr_size)), args.s2_max, 255, np.uint8))
+
+    hr, _, _ = center_square(read_raster(jpg).array)
+    native_side = hr.shape[-1]
+    hr = resize(hr, (args.hr_size, args.hr_size))
+    gsd = info.get("gsd")
+    lr_mask = np.stack(masks)
+    meta = {
+        "source": "fmow", "category": category, "location": loc, "scale": args.scale, "bands": ["R", "G", "B"],
+        "value_max": 255, "lr_dt": [delta_days(t, hr_time) for t, _ in chosen],
+        "hr_time": iso(hr_time), "lr_times": [iso(t) for t, _ in chosen],
+        "gsd": float(gsd) * native_side / args.hr_size if gsd else None,
+        "hr_cloud_cover": info.get("cloud_cover"),
+        "cloud_cover": [round(1.0 - float(m.mean()), 4) for m in lr_mask],
+        **_lon_lat(info.get("raw_location")),
+    }
+    yield Scene(key=meta_path.name[: -len("_rgb.json")].replace(".", "_"), hr=hr, lr=np.stack(lrs),
+                lr_mask=lr_mask, meta=meta), normalise_split(split_dir, str(meta_path.parent))
+
+
+def _lon_lat(polygon: Optional[str]) -> Dict[str, float]:
+    """Centre of a WKT polygon "POLYGON ((lon lat, ...))" as lon/lat (empty when absent)."""
+    numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", str(polygon or ""))]
+    if len(numbers) < 2:
+        return {}
+    pairs = list(zip(numbers[0::2], numbers[1::2]))
+    if len(pairs) > 1 and pairs[0] == pairs[-1]:  # WKT rings repeat the first vertex at the end
+        pairs = pairs[:-1]
+    return {"lon": round(float(np.mean([p[0] for p in pairs])), 6), "lat": round(float(np.mean([p[1] for p in pairs])), 6)}

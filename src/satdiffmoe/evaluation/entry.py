@@ -1,0 +1,90 @@
+"""`satdiffmoe evaluate CONFIG ckpt=... [sampler.* data.num_lr=K eval.seeds=[0,1]]`.
+
+Writes into the checkpoint's run folder (runs/x/y/checkpoints/best.ckpt -> runs/x/y/eval/), or into
+a new run folder when the checkpoint does not sit in one:
+
+    eval/<name>.json     summary: metrics (mean, std, ci95, n), resolved sampler, wall time, NFE
+    eval/<name>.jsonl    one row per scene and seed
+    eval/<name>.png      grid: LRs, bicubic, output, uncertainty, HR
+    eval/<reference>_n<K>.json(l)   the same for bicubic_nearest and mean_bicubic (eval.references)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig
+
+from ..config import load_config
+from ..errors import UserError
+from ..runs import RunDir, seed_everything
+from .evaluator import EvalResult, Evaluator
+from .grids import save_grid
+from .references import REFERENCES
+
+log = logging.getLogger(__name__)
+
+
+def eval_folder(cfg: DictConfig, ckpt: Path) -> Path:
+    """The checkpoint's run folder's eval/ when it has one, else a new run folder's."""
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    if (run / "config.yaml").is_file():
+        folder = run / "eval"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return RunDir.create(cfg).eval_dir
+
+
+def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
+    """eval/<name>.json (+ .jsonl rows, + .png grid); returns the JSON path."""
+    name = result.summary["name"]
+    target = folder / f"{name}.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.summary, indent=2, allow_nan=False))
+    os.replace(tmp, target)  # readers (reports, sweeps) never see half a file
+    with open(folder / f"{name}.jsonl", "w") as rows:
+        for row in result.rows:
+            rows.write(json.dumps(row, allow_nan=False) + "\n")
+    if grid and result.grid:
+        save_grid(folder / f"{name}.png", **result.grid)
+    return target
+
+
+def format_metrics(summary: Dict[str, Any]) -> str:
+    parts: List[str] = []
+    for name, value in summary["metrics"].items():
+        if "unavailable" in value:
+            parts.append(f"{name}=unavailable")
+        else:
+            ci = f"±{value['ci95']:.3g}" if value.get("ci95") is not None else ""
+            parts.append(f"{name}={value['mean']:.4g}{ci}")
+    return " ".join(parts)
+
+
+def evaluate_command(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.ckpt:
+        raise UserError("evaluate needs a model: add ckpt=runs/<name>/<run>/checkpoints/last.ckpt (or the run folder)")
+    from ..training.checkpoints import load_task, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(cfg.ckpt)
+    seed_everything(cfg.seed)
+    task = load_task(ckpt)
+    task.eval()
+    folder = eval_folder(cfg, Path(ckpt))
+    evaluator = Evaluator(cfg)
+    result = evaluator.evaluate(task, cfg)
+    path = write_result(folder, result)
+    log.info("%s: %s (%.2f s/image, NFE %d) -> %s", result.summary["name"], format_metrics(result.summary),
+             result.summary["seconds_per_image"], result.summary["nfe"], path)
+    if cfg.eval.references:
+        for reference in REFERENCES:
+            ref = evaluator.evaluate(reference, cfg)
+            write_result(folder, ref, grid=False)
+            log.info("%s: %s", ref.summary["name"], format_metrics(ref.summary))
+    print(path)
+    return 0

@@ -1,0 +1,238 @@
+"""Image-quality metrics for super-resolution, per image and per set.
+
+Inputs are images in [-1, 1] (B×C×H×W), as the datamodule and the sampler produce them; every
+metric maps them to [0, 1] (data range 1) first.
+
+* Per image (`PER_IMAGE`): `psnr`, `ssim` (torchmetrics), `cpsnr`, `cssim` (PROBA-V / WorldStrat:
+  brightness-bias corrected, best over shifts of up to `max_shift` px, with the HR validity mask),
+  `lr_psnr` (area-downsampled output vs each input LR, cloud-masked), `lpips` (torchmetrics' LPIPS
+  network from a local weight file).
+* Per set (`SetMetrics`): `swd` (sliced Wasserstein distance of Laplacian-pyramid patches; no
+  pretrained network), `fid` and `kid` (torchmetrics with torch-fidelity's Inception from a local file).
+
+A metric that cannot run here is reported as `{"unavailable": reason}`, never as a number: LPIPS
+needs torchvision, FID/KID need torch-fidelity (both absent on CPU machines, DESIGN.md section 7),
+and all of them need weight files because nothing may download at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+# PSNR-type scores of exact matches are capped at 100 dB (MSE 1e-10) so JSON stays finite and means
+# stay meaningful; no real reconstruction comes near.
+MIN_MSE = 1e-10
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return peak_signal_noise_ratio(to_unit(pred), to_unit(target), data_range=1.0, reduction="none",
+                                   dim=(1, 2, 3))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return structural_similarity_index_measure(to_unit(pred), to_unit(target), data_range=1.0, reduction="none")
+
+
+def _shifted_pairs(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, max_shift: int):
+    """Yield (pred crop, target crop, mask crop) for every shift of up to `max_shift` px.
+
+    The target is cropped by `max_shift` on each side and the prediction slides over it, as in the
+    PROBA-V challenge score (registration errors of the HR are not the model's fault).
+    """
+    height, width = target.shape[-2:]
+    m = max_shift
+    crop = (slice(None), slice(None), slice(m, height - m), slice(m, width - m))
+    for du in range(-m, m + 1):
+        for dv in range(-m, m + 1):
+            shifted = pred[..., m + du:height - m + du, m + dv:width - m + dv]
+            yield shifted, target[crop], mask[crop]
+
+
+def _bias_corrected(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """pred + b, b = masked mean(target - pred) per image and band (the brightness bias)."""
+    count = mask.sum((-2, -1), keepdim=True).clamp_min(1)
+    bias = ((target - pred) * mask).sum((-2, -1), keepdim=True) / count
+    return pred + bias
+
+
+def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tensor] = None,
+          max_shift: int = 3) -> torch.Tensor:
+    """Clear-pixel PSNR corrected for brightness bias, best over shifts (PROBA-V cPSNR)."""
+    pred, target = to_unit(pred), to_unit(target)
+    mask = torch.ones_like(target[:, :1]) if hr_mask is None else hr_mask.float().view(target.shape[0], 1,
+                                                                                       *target.shape[-2:])
+    best = None
+    for p, t, m in _shifted_pairs(pred, target, mask, max_shift):
+        corrected = _bias_corrected(p, t, m)
+        count = (m.sum((1, 2, 3)) * t.shape[1]).clamp_min(1)
+        mse = (((corrected - t) * m) ** 2).sum((1, 2, 3)) / count
+        score = -10 * torch.log10(mse.clamp_min(MIN_MSE))
+        best = score if best is None else torch.maximum(best, score)
+    return best
+
+
+def cssim(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tensor] = None,
+          max_shift: int = 3) -> torch.Tensor:
+    """Brightness-corrected SSIM, best over shifts; masked HR pixels are excluded by copying them."""
+    pred, target = to_unit(pred), to_unit(target)
+    mask = torch.ones_like(target[:, :1]) if hr_mask is None else hr_mask.float().view(target.shape[0], 1,
+                                                                                       *target.shape[-2:])
+    best = None
+    for p, t, m in _shifted_pairs(pred, target, mask, max_shift):
+        corrected = _bias_corrected(p, t, m) * m + t * (1 - m)
+        score = structural_similarity_index_measure(corrected.clamp(0, 1), t, data_range=1.0, reduction="none")
+        best = score if best is None else torch.maximum(best, score)
+    return best
+
+
+def lr_psnr(pred: torch.Tensor, lr: torch.Tensor, lr_valid: torch.Tensor,
+            lr_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """PSNR of the area-downsampled output against every valid input LR (clear pixels), per image."""
+    down = to_unit(F.interpolate(pred.float(), size=lr.shape[-2:], mode="area"))[:, None]
+    lr = to_unit(lr)
+    mask = torch.ones_like(lr[:, :, :1]) if lr_mask is None else lr_mask.float()[:, :, None]
+    mask = mask * lr_valid.float()[:, :, None, None, None]
+    mse = (((down - lr) * mask) ** 2).sum((1, 2, 3, 4)) / (mask.sum((1, 2, 3, 4)) * lr.shape[2]).clamp_min(1)
+    return -10 * torch.log10(mse.clamp_min(MIN_MSE))
+
+
+# ------------------------------------------------------------------------- pretrained-network metrics
+def _missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+def lpips_unavailable(weights: Optional[str], channels: int) -> Optional[str]:
+    """Why LPIPS cannot run here, or None when it can."""
+    if _missing("torchvision"):
+        return "torchvision is not installed (CPU machine, see DESIGN.md section 7)"
+    if channels != 3:
+        return f"LPIPS needs 3-band RGB images, got {channels} bands"
+    if not weights:
+        return "no LPIPS weights: set eval.lpips_weights to a local state-dict file (nothing is downloaded)"
+    if not Path(weights).is_file():
+        return f"eval.lpips_weights file not found: {weights}"
+    return None
+
+
+def load_lpips(weights: str, net: str = "alex") -> torch.nn.Module:
+    """torchmetrics' LPIPS network with backbone and heads from one local state dict.
+
+    `LearnedPerceptualImagePatchSimilarity` would fetch the ImageNet backbone from the internet, so
+    the network is built untrained (`pnet_rand=True`) and filled from the file, e.g. one written by
+    `torch.save(LearnedPerceptualImagePatchSimilarity("alex").net.state_dict(), path)`.
+    """
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    model = _NoTrainLpips(net=net, pretrained=False, pnet_rand=True)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def lpips(pred: torch.Tensor, target: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    from torchmetrics.functional.image.lpips import _lpips_update
+
+    model = model.to(pred.device)
+    return _lpips_update(pred.float().clamp(-1, 1), target.float().clamp(-1, 1), model, normalize=False).view(-1)
+
+
+def inception_unavailable(weights: Optional[str], channels: int) -> Optional[str]:
+    """Why FID/KID cannot run here, or None when they can."""
+    if _missing("torch_fidelity"):
+        return "torch-fidelity is not installed (CPU machine, see DESIGN.md section 7)"
+    if channels != 3:
+        return f"the Inception network needs 3-band RGB images, got {channels} bands"
+    if not weights:
+        return "no Inception weights: set eval.inception_weights to a local pt_inception file"
+    if not Path(weights).is_file():
+        return f"eval.inception_weights file not found: {weights}"
+    return None
+
+
+def inception_features(weights: str) -> torch.nn.Module:
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                              feature_extractor_weights_path=weights)
+
+
+# ------------------------------------------------------------------------------------ sliced Wasserstein
+def _gaussian_blur(images: torch.Tensor) -> torch.Tensor:
+    kernel = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=images.device) / 16
+    kernel = (kernel[:, None] * kernel[None, :]).expand(images.shape[1], 1, 5, 5)
+    return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
+
+
+def laplacian_pyramid(images: torch.Tensor, levels: int) -> List[torch.Tensor]:
+    pyramid, current = [], images
+    for _ in range(levels - 1):
+        low = F.avg_pool2d(_gaussian_blur(current), 2)
+        pyramid.append(current - F.interpolate(low, size=current.shape[-2:], mode="bilinear", align_corners=False))
+        current = low
+    return pyramid + [current]
+
+
+def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, patch: int = 7, patches_per_image: int = 64,
+                       projections: int = 128, seed: int = 0) -> float:
+    """SWD between the Laplacian-pyramid patch distributions of two image sets (Karras et al. 2018).
+
+    Mean over pyramid levels of the SWD of per-channel standardised 7×7 patches (×1e3, as usual).
+    Patch positions and projections come from `seed`, so identical sets give exactly 0.
+    """
+    real, fake = to_unit(real), to_unit(fake)
+    levels = max(1, min(4, (min(real.shape[-2:]) // (2 * patch)).bit_length()))
+    distances = []
+    for level_real, level_fake in zip(laplacian_pyramid(real, levels), laplacian_pyramid(fake, levels)):
+        generator = torch.Generator().manual_seed(seed)
+        descriptors = []
+        for level in (level_real, level_fake):
+            cols = F.unfold(level, patch)  # B×(C·p·p)×L
+            index = torch.randint(cols.shape[-1], (cols.shape[0], patches_per_image), generator=generator)
+            generator.manual_seed(seed)  # the same positions in both sets
+            picked = torch.gather(cols, 2, index[:, None].expand(-1, cols.shape[1], -1).to(cols.device))
+            descriptors.append(picked.permute(0, 2, 1).reshape(-1, cols.shape[1]))
+        a, b = descriptors
+        n = min(len(a), len(b))
+        a, b = a[:n], b[:n]
+        mean, std = a.mean(0), a.std(0).clamp_min(1e-8)
+        a, b = (a - mean) / std, (b - mean) / std
+        directions = torch.randn(a.shape[1], projections, generator=generator).to(a.device)
+        directions = directions / directions.norm(dim=0, keepdim=True)
+        projected_a, projected_b = (a @ directions).sort(0).values, (b @ directions).sort(0).values
+        distances.append((projected_a - projected_b).abs().mean().item())
+    return 1e3 * sum(distances) / len(distances)
+
+
+PER_IMAGE: Dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "cssim": cssim, "lr_psnr": lr_psnr}
+SET_LEVEL = ("swd", "fid", "kid")
+
+
+def inception_scores(real: torch.Tensor, fake: torch.Tensor, weights: str, names: List[str]) -> Dict[str, float]:
+    """FID and/or KID between two image sets with torch-fidelity's Inception from a local file."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    features = inception_features(weights)
+    real8, fake8 = (to_unit(real) * 255).round().byte(), (to_unit(fake) * 255).round().byte()
+    metrics = {}
+    if "fid" in names:
+        metrics["fid"] = FrechetInceptionDistance(feature=features)
+    if "kid" in names:
+        metrics["kid"] = KernelInceptionDistance(feature=features, subset_size=min(50, len(real8)))
+    scores = {}
+    for name, metric in metrics.items():
+        metric = metric.to(real.device)
+        metric.update(real8, real=True)
+        metric.update(fake8, real=False)
+        value = metric.compute()
+        scores[name] = float(value[0] if isinstance(value, tuple) else value)  # KID: (mean, std)
+    return scores

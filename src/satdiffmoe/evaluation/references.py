@@ -1,0 +1,48 @@
+"""Non-generative reference methods, evaluated by the same code as the models (DESIGN.md section 5).
+
+* `bicubic_nearest`: bicubic upsampling of the LR nearest in time to the HR (first valid LR when
+  every Δt is unknown).
+* `mean_bicubic`: per-pixel mean of the bicubic-upsampled LRs, weighted by their cloud masks (equal
+  weights where every LR is masked).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+
+def _bicubic(lr: torch.Tensor, size: tuple) -> torch.Tensor:
+    return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def bicubic_nearest(batch: Dict[str, Any]) -> torch.Tensor:
+    lr, valid, dt = batch["lr"], batch["lr_valid"].bool(), batch["dt"].float()
+    distance = torch.where(valid & torch.isfinite(dt), dt.abs(), torch.full_like(dt, float("inf")))
+    distance = torch.where(valid, distance, torch.full_like(dt, float("nan")))
+    # nan_to_num puts padding after unknown Δt, so argmin picks: nearest known, else first valid
+    index = torch.nan_to_num(distance, nan=float("inf"), posinf=1e30).argmin(1)
+    index = torch.where(torch.isfinite(distance).any(1), index, valid.float().argmax(1))
+    nearest = lr[torch.arange(lr.shape[0], device=lr.device), index]
+    return _bicubic(nearest, tuple(batch["hr"].shape[-2:]))
+
+
+def mean_bicubic(batch: Dict[str, Any]) -> torch.Tensor:
+    lr, valid = batch["lr"], batch["lr_valid"].bool()
+    batch_size, branches = valid.shape
+    size = tuple(batch["hr"].shape[-2:])
+    upsampled = _bicubic(lr.flatten(0, 1), size).view(batch_size, branches, lr.shape[2], *size)
+    mask = batch.get("lr_mask")
+    mask = torch.ones_like(lr[:, :, 0]) if mask is None else mask.float()
+    weights = F.interpolate(mask, size=size, mode="nearest")[:, :, None] * valid[:, :, None, None, None].float()
+    equal = valid[:, :, None, None, None].float().expand_as(weights)
+    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, equal)
+    return (weights * upsampled).sum(1) / weights.sum(1)
+
+
+REFERENCES: Dict[str, Callable[[Dict[str, Any]], torch.Tensor]] = {
+    "bicubic_nearest": bicubic_nearest,
+    "mean_bicubic": mean_bicubic,
+}

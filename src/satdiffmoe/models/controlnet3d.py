@@ -1,0 +1,124 @@
+"""DiffusionSat's 3D ControlNet: one control branch over a stack of T LR frames, mixed across time.
+
+Khanna et al. (DiffusionSat, ICLR 2024) condition on a temporal stack of images with a ControlNet
+whose encoder runs on every frame (each with its own metadata embedding added to the timestep
+embedding) and is interleaved with temporal layers that let frames exchange information. Here:
+
+* every frame goes through the `UNet2DControlNet` encoder copied from the prior (frames are folded
+  into the batch, so convolutions and GroupNorms never mix frames);
+* after every down block and after the mid block a `TemporalAttention` layer (diffusers `Attention`,
+  SDPA) attends across the T frames at each pixel; its output projection starts at zero, so at
+  initialisation the network is the per-frame 2D ControlNet;
+* the per-frame features are averaged over the valid frames and leave through the zero convs.
+
+Padding is masked, not just zeroed: padded frames are never attended to and never averaged, and
+their inputs are replaced by zeros first so that NaN metadata in a padded slot cannot leak through
+`0 * NaN`. There is no positional encoding over the frame axis: a frame's place in time is its Δt /
+day-of-year metadata, so the output does not depend on the order of the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import Attention
+from diffusers.models.controlnets.controlnet import ControlNetOutput
+from torch import nn
+
+from .controlnet import UNet2DControlNet, timestep_embedding
+
+
+class TemporalAttention(nn.Module):
+    """Residual self-attention over the frame axis at every pixel, with a key-padding mask."""
+
+    def __init__(self, channels: int, heads: int, norm_num_groups: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"temporal attention: {channels} channels are not divisible by {heads} heads")
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.attention = Attention(query_dim=channels, heads=heads, dim_head=channels // heads, bias=True)
+        # Zero output projection: the layer is the identity until training moves it (as in
+        # AnimateDiff-style temporal modules), so the copied prior encoder starts undisturbed.
+        nn.init.zeros_(self.attention.to_out[0].weight)
+        nn.init.zeros_(self.attention.to_out[0].bias)
+
+    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """hidden: (R·T)×C×H×W, frames of a row contiguous; valid: R×T bool."""
+        rows, frames = valid.shape
+        _, channels, height, width = hidden.shape
+        # Per-frame GroupNorm before regrouping, so padded frames never enter another frame's statistics.
+        tokens = self.norm(hidden).view(rows, frames, channels, height * width)
+        tokens = tokens.permute(0, 3, 1, 2).reshape(rows * height * width, frames, channels)
+        bias = torch.zeros(valid.shape, dtype=tokens.dtype, device=tokens.device)
+        bias = bias.masked_fill(~valid, torch.finfo(tokens.dtype).min)
+        bias = bias.repeat_interleave(height * width, dim=0)[:, None, :]  # (R·H·W)×1×T key mask
+        mixed = self.attention(tokens, attention_mask=bias)
+        mixed = mixed.view(rows, height * width, frames, channels).permute(0, 2, 3, 1)
+        return hidden + mixed.reshape(rows * frames, channels, height, width)
+
+
+def masked_frame_mean(features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(R·T)×... per-frame features -> R×... mean over the valid frames of each row."""
+    rows, frames = valid.shape
+    features = features.view(rows, frames, *features.shape[1:])
+    weights = valid.to(features.dtype).view(rows, frames, *([1] * (features.ndim - 2)))
+    return (features * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class TemporalControlNet(UNet2DControlNet):
+    """A `UNet2DControlNet` over a T-frame stack with per-frame embeddings and temporal attention."""
+
+    @register_to_config
+    def __init__(
+        self,
+        unet_config: dict,
+        conditioning_channels: int = 4,
+        conditioning_embedding_out_channels: Sequence[int] = (32,),
+        num_frames: int = 8,
+        temporal_heads: int = 4,
+    ):
+        # Keywords, not positions: diffusers' `register_to_config` records positional arguments of the
+        # parent's init as "defaults", which `from_config` would then drop.
+        super().__init__(unet_config=unet_config, conditioning_channels=conditioning_channels,
+                         conditioning_embedding_out_channels=conditioning_embedding_out_channels)
+        groups = self.config.unet_config["norm_num_groups"]
+        mixed_channels = list(self.config.unet_config["block_out_channels"])
+        mixed_channels.append(mixed_channels[-1])  # the mid block
+        self.temporal_layers = nn.ModuleList(TemporalAttention(c, temporal_heads, groups) for c in mixed_channels)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        controlnet_cond: torch.Tensor,
+        frame_valid: torch.Tensor,
+        frame_emb: Optional[torch.Tensor] = None,
+        conditioning_scale: float = 1.0,
+    ) -> ControlNetOutput:
+        """sample R×C×h×w; controlnet_cond R×T×Cc×h×w; frame_valid R×T bool; frame_emb R×T×E metadata."""
+        rows, frames = frame_valid.shape
+        if frames > self.config.num_frames:
+            raise ValueError(f"got {frames} frames, the 3D ControlNet was built for at most {self.config.num_frames}")
+        if not bool(frame_valid.any(dim=1).all()):
+            raise ValueError("every row needs at least one valid frame")
+        keep = frame_valid.view(rows, frames, 1, 1, 1)
+        frames_in = torch.where(keep, controlnet_cond, torch.zeros_like(controlnet_cond)).flatten(0, 1)
+
+        emb = timestep_embedding(self, sample, timestep).repeat_interleave(frames, dim=0)
+        if frame_emb is not None:
+            frame_emb = torch.where(frame_valid[..., None], frame_emb, torch.zeros_like(frame_emb))
+            emb = emb + frame_emb.flatten(0, 1).to(emb.dtype)
+
+        hidden = self.conv_in(sample).repeat_interleave(frames, dim=0) + self.controlnet_cond_embedding(frames_in)
+        features = [hidden]
+        for block, temporal in zip(self.down_blocks, self.temporal_layers):
+            hidden, res = block(hidden_states=hidden, temb=emb)
+            hidden = temporal(hidden, frame_valid)
+            # The block's last skip is its output; emit the time-mixed version.
+            features += list(res[:-1]) + [hidden]
+        mid = self.temporal_layers[-1](self.mid_block(hidden, emb), frame_valid)
+
+        features = [masked_frame_mean(f, frame_valid) for f in features]
+        return self.zero_convs(features, masked_frame_mean(mid, frame_valid), conditioning_scale)

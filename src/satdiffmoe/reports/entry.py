@@ -1,0 +1,138 @@
+"""`satdiffmoe report`: convergence, ablation and method-comparison tables and figures, indexed in report.md.
+
+    satdiffmoe report --runs runs/synth_satdiffmoe runs/synth_controlnet --thresholds val/psnr=20 \\
+                      --study runs/sweeps/fusion journal:sweep.log --evals runs/x/1/eval --out reports/
+
+Every input is read (and checked) before anything is written, so a bad path fails fast with one line.
+Everything in --out is regenerated from the input files by re-running the command printed in report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .ablation import ablation_figures, ablation_tables
+from .convergence import (
+    convergence_figures,
+    convergence_tables,
+    default_thresholds,
+    parse_thresholds,
+    validation_metrics,
+)
+from .methods import method_tables
+from .sources import (
+    AblationSource,
+    EvalSummary,
+    TrainingRun,
+    read_ablation_sources,
+    read_eval_summaries,
+    read_training_runs,
+)
+from .tables import Table, to_markdown, write_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Section:
+    title: str
+    intro: str
+    tables: list[tuple[Table, dict[str, Path]]] = field(default_factory=list)
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def _unique(stem: str, used: set) -> str:
+    candidate, k = stem, 2
+    while candidate in used:
+        candidate, k = f"{stem}_{k}", k + 1
+    used.add(candidate)
+    return candidate
+
+
+def _write_tables(section: Section, tables: list[tuple[str, Table]], out: Path, used: set) -> None:
+    for stem, table in tables:
+        section.tables.append((table, write_table(table, out, _unique(stem, used))))
+
+
+def convergence_section(runs: list[TrainingRun], threshold_args: list[str], out: Path, used: set) -> Section:
+    metrics = validation_metrics(runs)
+    if not metrics:
+        raise UserError("the training runs log no validation metrics (val/...) yet; convergence needs val/psnr or similar")
+    thresholds = parse_thresholds(threshold_args, metrics) or default_thresholds(runs, metrics)
+    methods = sorted({r.method for r in runs})
+    section = Section("Convergence", f"{len(runs)} training runs ({', '.join(methods)}), read from their metrics.jsonl.")
+    _write_tables(section, convergence_tables(runs, thresholds, derived=not threshold_args), out, used)
+    section.figures = convergence_figures(runs, thresholds, out)
+    return section
+
+
+def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
+    section = Section(f"Ablation: {source.name}",
+                      f"{len(source.observations)} evaluated configurations from {source.origin}.")
+    tables = ablation_tables(source)
+    if not tables:
+        section.intro += " No key takes more than one value, so there is nothing to ablate."
+    _write_tables(section, tables, out, used)
+    section.figures = ablation_figures(source, out)
+    return section
+
+
+def methods_section(evals: list[EvalSummary], out: Path, used: set) -> Section:
+    section = Section("Method comparison", f"{len(evals)} evaluation summaries.")
+    _write_tables(section, method_tables(evals), out, used)
+    return section
+
+
+def render_index(sections: list[Section], out: Path, command: str) -> str:
+    lines = ["# SatDiffMoE report", "", "Regenerate everything in this folder with:", "",
+             f"    {command}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", "", section.intro, ""]
+        for table, paths in section.tables:
+            links = " · ".join(f"[{fmt}]({p.relative_to(out)})" for fmt, p in paths.items())
+            lines += [to_markdown(table), f"Files: {links}", ""]
+        for caption, path in section.figures:
+            lines += [f"![{caption}]({path.relative_to(out)})", "", f"*{caption}* ([png]({path.relative_to(out)}))", ""]
+    return "\n".join(lines)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["satdiffmoe", "report"]
+    for flag, values in (("--runs", args.runs), ("--study", args.study), ("--evals", args.evals),
+                         ("--thresholds", args.thresholds)):
+        if values:
+            parts += [flag, *values]
+    return shlex.join(parts + ["--out", str(args.out)])
+
+
+def report_command(args: argparse.Namespace) -> int:
+    if not (args.runs or args.study or args.evals):
+        raise UserError("nothing to report: pass --runs (training runs), --study (sweeps) and/or --evals (eval JSONs)")
+    if args.thresholds and not args.runs:
+        raise UserError("--thresholds applies to convergence curves; pass the training runs with --runs")
+    runs = read_training_runs(args.runs)
+    studies = [source for spec in args.study for source in read_ablation_sources(spec)]
+    evals = read_eval_summaries(args.evals)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set = set()
+    sections = []
+    if runs:
+        log.info("convergence of %d runs", len(runs))
+        sections.append(convergence_section(runs, args.thresholds, out, used))
+    for source in studies:
+        log.info("ablation tables of %s (%d configurations)", source.name, len(source.observations))
+        sections.append(ablation_section(source, out, used))
+    if evals:
+        log.info("method comparison of %d evaluations", len(evals))
+        sections.append(methods_section(evals, out, used))
+    index = out / "report.md"
+    index.write_text(render_index(sections, out, _command_line(args)))
+    print(index)
+    return 0

@@ -1,0 +1,86 @@
+"""The method comparison: every method's eval JSON side by side on the same test set.
+
+Rows are the non-generative references, ControlNet, DiffusionSat and SatDiffMoE (typically with N = 1
+and with all LR images), in that order; columns are the metrics the evaluations share, then trainable
+and total parameter counts and sampling time. Numbers are only comparable on the same scenes, so
+evaluations over different numbers of scenes are flagged in the log and in the table notes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .sources import EvalSummary, higher_is_better, method_name, metric_label, ordered_metrics
+from .tables import Cell, Row, Table, mark_best
+
+log = logging.getLogger(__name__)
+
+REFERENCES = ("bicubic_nearest", "mean_bicubic")
+METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "controlnet", "diffusionsat", "satdiffmoe")
+
+
+def row_label(summary: EvalSummary) -> str:
+    label = method_name(summary.method)
+    num_lr = summary.data.get("num_lr")
+    if summary.method not in REFERENCES and num_lr is not None:
+        label += f" (N = {'all' if num_lr == -1 else num_lr})"
+    return label
+
+
+def _order(summary: EvalSummary):
+    method = summary.method
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    num_lr = summary.data.get("num_lr")
+    return (rank, method, float("inf") if num_lr in (None, -1) else float(num_lr), summary.name)
+
+
+def _metric_cell(entry) -> Cell:
+    if not isinstance(entry, dict):
+        return Cell(unavailable="not computed in this evaluation")
+    if "unavailable" in entry:
+        return Cell(unavailable=str(entry["unavailable"]))
+    if isinstance(entry.get("mean"), (int, float)):
+        return Cell(value=float(entry["mean"]), ci95=entry.get("ci95"), n=entry.get("n"))
+    return Cell(unavailable="no value recorded")
+
+
+def _count_cell(value) -> Cell:
+    return Cell(value=int(value)) if isinstance(value, (int, float)) else Cell(text="—")
+
+
+def scene_count_warning(summaries: Sequence[EvalSummary]) -> str | None:
+    counts = {s.name: s.data.get("num_scenes") for s in summaries}
+    if len(set(counts.values())) <= 1:
+        return None
+    listed = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    return f"evaluations use different numbers of test scenes ({listed}); numbers are not directly comparable"
+
+
+def methods_table(summaries: Sequence[EvalSummary]) -> Table:
+    summaries = sorted(summaries, key=_order)
+    metrics = ordered_metrics({m for s in summaries for m in s.metrics})
+    table = Table(title="Method comparison on the test set", row_header="method",
+                  columns=["eval", "scenes", "NFE"] + [metric_label(m) for m in metrics]
+                  + ["trainable params", "total params", "time (s/image)"],
+                  notes=["± = 95% CI reported by the evaluation; bold = best in column"])
+    for s in summaries:
+        params = s.data.get("params") or {}
+        seconds = s.data.get("seconds_per_image")
+        table.rows.append(Row(row_label(s), [
+            s.name, _count_cell(s.data.get("num_scenes")), _count_cell(s.data.get("nfe")),
+            *[_metric_cell(s.metrics.get(m)) for m in metrics],
+            _count_cell(params.get("trainable")), _count_cell(params.get("total")),
+            Cell(value=float(seconds)) if isinstance(seconds, (int, float)) else Cell(unavailable="no timing recorded"),
+        ]))
+    for j, metric in enumerate(metrics, start=3):
+        mark_best(table.column_cells(j), higher_is_better(metric))
+    warning = scene_count_warning(summaries)
+    if warning:
+        log.warning(warning)
+        table.notes.insert(0, f"WARNING: {warning}")
+    return table
+
+
+def method_tables(summaries: Sequence[EvalSummary]) -> list[tuple]:
+    return [("methods", methods_table(summaries))]

@@ -1,0 +1,99 @@
+"""Reading users' LR images and writing HR outputs: GeoTIFF through rasterio, PNG through PIL.
+
+Pixels become float32 C×H×W in [-1, 1] like the training data: integer images are divided by their
+dtype's maximum (uint8 255, uint16 65535) unless `value_max` says otherwise (e.g. 4095 for 12-bit
+data stored as uint16); float images are taken to be in [0, 1]. A GeoTIFF's CRS and affine transform
+travel with the image; the output transform is the input one with pixels `scale` times smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.transform import Affine
+
+from ..errors import UserError
+
+GEOTIFF = (".tif", ".tiff")
+PNG = (".png",)
+
+
+@dataclass
+class Raster:
+    pixels: np.ndarray  # float32 C×H×W in [-1, 1]
+    crs: Any = None
+    transform: Optional[Affine] = None
+    value_max: float = 255.0
+
+
+def _value_max(dtype: np.dtype, value_max: Optional[float]) -> float:
+    if value_max:
+        return float(value_max)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def read_raster(path: str | Path, value_max: Optional[float] = None) -> Raster:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"input image not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in GEOTIFF:
+            with rasterio.open(path) as source:
+                data, crs, transform = source.read(), source.crs, source.transform
+        elif suffix in PNG:
+            data = np.asarray(Image.open(path))
+            data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+            crs = transform = None
+        else:
+            raise UserError(f"{path}: unsupported format {suffix!r}; use GeoTIFF (.tif) or PNG (.png)")
+    except (rasterio.errors.RasterioIOError, OSError) as exc:
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    top = _value_max(data.dtype, value_max)
+    pixels = data.astype(np.float32) / top * 2 - 1
+    if not np.isfinite(pixels).all():
+        raise UserError(f"{path} has non-finite pixel values (NaN/inf); fill or mask them first")
+    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A validity mask image -> H×W float32, 1 = clear (any non-zero value)."""
+    raster = read_raster(path, value_max=1.0)
+    return ((raster.pixels[0] + 1) / 2 > 0).astype(np.float32)
+
+
+def write_raster(path: str | Path, pixels: np.ndarray, like: Optional[Raster] = None, scale: int = 1,
+                 value_max: float = 255.0, as_float: bool = False) -> Path:
+    """Write C×H×W pixels: [-1, 1] images as integers in `value_max` units, or raw float32 maps."""
+    path = Path(path)
+    if as_float:
+        data = pixels.astype(np.float32)
+    else:
+        dtype = np.uint8 if value_max <= 255 else np.uint16
+        data = np.round((np.clip(pixels, -1, 1) + 1) / 2 * value_max).astype(dtype)
+    if path.suffix.lower() in GEOTIFF:
+        profile = {"driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
+                   "dtype": data.dtype.name}
+        if like is not None and like.crs is not None:
+            profile["crs"] = like.crs
+        if like is not None and like.transform is not None:
+            profile["transform"] = like.transform @ Affine.scale(1 / scale)  # same origin, finer pixels
+        with rasterio.open(path, "w", **profile) as target:
+            target.write(data)
+    elif path.suffix.lower() in PNG:
+        if as_float:  # maps as 8-bit grey, 0..max
+            data = np.round(data / max(float(data.max()), 1e-12) * 255).astype(np.uint8)
+        if data.dtype == np.uint16 and data.shape[0] != 1:
+            raise UserError(f"{path}: PNG cannot hold {data.shape[0]}-band 16-bit data; write a .tif instead")
+        image = data[0] if data.shape[0] == 1 else data[:3].transpose(1, 2, 0)
+        Image.fromarray(np.ascontiguousarray(image)).save(path)
+    else:
+        raise UserError(f"{path}: unsupported output format; use .tif (keeps the georeference) or .png")
+    return path

@@ -1,0 +1,61 @@
+"""Super-resolving LR images larger than the training size: overlapping tiles, blended.
+
+The model was trained on LR tiles of a fixed size. A larger image is cut into tiles of that size
+with `overlap` LR pixels shared between neighbours; each HR tile is weighted by a raised-cosine
+window (1 in the middle, falling towards the tile edges) so seams fade out instead of showing.
+Images smaller than a tile are reflect-padded and cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+TileSampler = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+# (lr tiles T×N×C×t×t, masks T×N×t×t) -> (hr tiles T×C×S×S, uncertainty T×1×S×S), S = scale·t
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets covering [0, size) with tiles of `tile` px overlapping by at least `overlap`."""
+    if size <= tile:
+        return [0]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
+
+
+def blend_window(size: int, device=None) -> torch.Tensor:
+    """size×size raised-cosine weights, never exactly 0 (edge pixels of the image have one tile)."""
+    ramp = torch.sin(math.pi * (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size)
+    return (ramp[:, None] * ramp[None, :]).clamp_min(1e-3)
+
+
+def sample_tiled(sample: TileSampler, lr: torch.Tensor, mask: torch.Tensor, tile: int, overlap: int,
+                 scale: int, batch_size: int = 8) -> Tuple[torch.Tensor, torch.Tensor]:
+    """lr N×C×h×w (+ mask N×h×w) of any size -> HR C×(scale·h)×(scale·w) and uncertainty 1×H×W."""
+    height, width = lr.shape[-2:]
+    pad_h, pad_w = max(0, tile - height), max(0, tile - width)
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
+        mask = F.pad(mask[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
+    full_h, full_w = lr.shape[-2:]
+    boxes = [(y, x) for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
+    out = torch.zeros(lr.shape[1], full_h * scale, full_w * scale, device=lr.device)
+    spread = torch.zeros(1, full_h * scale, full_w * scale, device=lr.device)
+    weight = torch.zeros(1, full_h * scale, full_w * scale, device=lr.device)
+    window = blend_window(tile * scale, lr.device)
+    for first in range(0, len(boxes), batch_size):
+        group = boxes[first:first + batch_size]
+        lr_tiles = torch.stack([lr[..., y:y + tile, x:x + tile] for y, x in group])
+        mask_tiles = torch.stack([mask[..., y:y + tile, x:x + tile] for y, x in group])
+        images, uncertainty = sample(lr_tiles, mask_tiles)
+        for (y, x), image, unc in zip(group, images, uncertainty):
+            box = (slice(None), slice(y * scale, (y + tile) * scale), slice(x * scale, (x + tile) * scale))
+            out[box] += window * image
+            spread[box] += window * unc
+            weight[box] += window
+    crop = (slice(None), slice(0, height * scale), slice(0, width * scale))
+    return (out / weight)[crop], (spread / weight)[crop]

@@ -1,0 +1,79 @@
+"""`satdiffmoe sweep sweeps/X.yaml [--n-trials N] [--storage URL] [--workers K] [--out DIR] [key=value ...]`
+
+Creates (or resumes) the study, runs K local workers on it (spawned processes; K = 1 runs in this
+process), then writes trials.csv, best.json and the plots, and logs the W&B summary run.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from ..errors import UserError
+from .results import write_results
+from .spec import load_sweep
+from .study import _worker_process, open_study, requeue_failed, run_worker, split_budget
+from .wandb_tracking import TrialRunLogger
+
+log = logging.getLogger(__name__)
+
+
+def sweep_command(args) -> int:
+    spec = load_sweep(args.sweep, args.overrides)
+    sweep_dir = Path(args.out or spec.out or Path("runs") / "sweeps" / spec.study)
+    storage_url = args.storage or spec.storage
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(spec))  # what this invocation ran
+
+    # Created here, before any worker starts, so workers only ever load it.
+    study = open_study(spec, sweep_dir, storage_url)
+    requeue_failed(study, spec.heartbeat.max_retry)
+    log.info("study '%s' in %s: %d trial(s) so far; %d worker(s)", spec.study, sweep_dir,
+             len(study.get_trials(deepcopy=False)), args.workers)
+
+    budgets = split_budget(args.n_trials, args.workers)
+    if args.workers == 1:
+        run_worker(spec, sweep_dir, storage_url, budgets[0])
+    else:
+        _run_processes(spec, sweep_dir, storage_url, budgets, bool(getattr(args, "verbose", False)))
+
+    study = open_study(spec, sweep_dir, storage_url)
+    plots = write_results(study, sweep_dir)
+    TrialRunLogger(spec, sweep_dir).log_study(study, plots)
+    return _summarise(study, sweep_dir)
+
+
+def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:
+    # spawn, not fork: each worker builds its own torch state, storage connections and W&B service.
+    context = multiprocessing.get_context("spawn")
+    container = OmegaConf.to_container(spec, resolve=True)
+    workers = [context.Process(target=_worker_process, name=f"sweep-worker-{i}",
+                               args=(container, str(sweep_dir), storage_url, budget, verbose))
+               for i, budget in enumerate(budgets)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    crashed = [w.name for w in workers if w.exitcode != 0]
+    if crashed:
+        log.warning("worker(s) %s exited abnormally; their running trials are retried on the next run",
+                    ", ".join(crashed))
+
+
+def _summarise(study, sweep_dir: Path) -> int:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    log.info("study '%s': %s", study.study_name, ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    log.info("results: %s, %s", sweep_dir / "trials.csv", sweep_dir / "best.json")
+    if trials and not counts["complete"] and counts["fail"]:
+        reason = next((t.system_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL), "?")
+        raise UserError(f"every trial of study '{study.study_name}' failed; first reason: {str(reason).splitlines()[0]}")
+    return 0

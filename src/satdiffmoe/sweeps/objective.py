@@ -1,0 +1,133 @@
+"""One trial: apply the sampled parameters to the base config, evaluate (or train then evaluate).
+
+`TrialObjective` is built once per worker process, so inference trials share one loaded model and
+one `Evaluator` (whose test set is read once); only the config changes from trial to trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+from omegaconf import DictConfig
+
+from ..config import load_config, with_overrides
+from ..errors import UserError
+from .spec import read_metric, to_config_value
+
+log = logging.getLogger(__name__)
+
+PRUNED_REASON = "pruned_reason"  # user attribute explaining why a trial was pruned
+
+
+def suggest_params(trial: optuna.Trial, spec: DictConfig) -> Dict[str, Any]:
+    """Ask the trial for every parameter of the search space (keys are dotted config keys)."""
+    params: Dict[str, Any] = {}
+    for key, p in spec.params.items():
+        key = str(key)
+        if any(params.get(str(k)) != v for k, v in p.when.items()):
+            continue  # a conditional param whose condition does not hold (e.g. tau without time_weighted)
+        if p.type == "categorical":
+            params[key] = trial.suggest_categorical(key, list(p.choices))
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def base_config(spec: DictConfig) -> DictConfig:
+    """The experiment config every trial starts from: the sweep's config + base_overrides (+ ckpt)."""
+    overrides = list(spec.base_overrides)
+    if spec.ckpt:
+        overrides.append(f"ckpt={spec.ckpt}")
+    return load_config(spec.config, overrides)
+
+
+def _duplicate_of(trial: optuna.Trial) -> Optional[int]:
+    """Number of an earlier live trial on the same grid point, if this trial repeats one.
+
+    GridSampler re-issues a running point once the grid is exhausted ("all grids should be
+    evaluated"), which with several workers would evaluate that point twice.
+    """
+    trials = trial.study.get_trials(deepcopy=False)
+    grid_id = next(t.system_attrs.get("grid_id") for t in trials if t.number == trial.number)
+    if grid_id is None:
+        return None
+    live = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for other in trials:
+        if other.number < trial.number and other.state in live and other.system_attrs.get("grid_id") == grid_id:
+            return other.number
+    return None
+
+
+class TrialObjective:
+    """`study.optimize(TrialObjective(spec, sweep_dir), ...)`; returns the declared objective values."""
+
+    def __init__(self, spec: DictConfig, sweep_dir: Path):
+        self.spec = spec
+        self.sweep_dir = Path(sweep_dir)
+        self.base_cfg = base_config(spec)
+        self._task = None
+        self._evaluator = None
+
+    # Loaded on first use, then kept for every later trial of this worker.
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from ..evaluation.evaluator import Evaluator
+
+            self._evaluator = Evaluator(self.base_cfg)
+        return self._evaluator
+
+    @property
+    def task(self):
+        if self._task is None:
+            from ..training.checkpoints import load_task
+
+            if not self.base_cfg.ckpt:
+                raise UserError("an evaluate sweep needs a checkpoint; set ckpt: in the sweep file or pass ckpt=PATH")
+            self._task = load_task(self.base_cfg.ckpt)
+            self._task.eval()
+        return self._task
+
+    def trial_config(self, trial: optuna.Trial, params: Dict[str, Any]) -> DictConfig:
+        overrides = {key: to_config_value(value) for key, value in params.items()}
+        overrides["eval.seeds"] = list(range(self.spec.seeds))
+        if self.spec.kind == "train":
+            overrides.update({"name": f"{self.spec.study}-trial-{trial.number}",
+                              "run_root": str(self.sweep_dir / "trials"), "run_id": "run"})
+        return with_overrides(self.base_cfg, overrides)
+
+    def __call__(self, trial: optuna.Trial) -> List[float] | float:
+        params = suggest_params(trial, self.spec)
+        duplicate = _duplicate_of(trial)
+        if duplicate is not None:
+            self._prune(trial, f"grid point already taken by trial {duplicate}")
+        try:
+            cfg = self.trial_config(trial, params)
+        except UserError as exc:  # an impossible combination: record why and let the study go on
+            self._prune(trial, str(exc))
+        log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine/process ran it
+        if self.spec.kind == "train":
+            from .training_trial import train_and_evaluate
+
+            summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator)
+        else:
+            summary = self.evaluator.run(self.task, cfg)
+        trial.set_user_attr("eval", summary)
+        values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
+        log.info("trial %d: %s", trial.number,
+                 ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.spec.objectives, values)))
+        return values[0] if len(values) == 1 else values
+
+    @staticmethod
+    def _prune(trial: optuna.Trial, reason: str) -> None:
+        log.warning("trial %d pruned: %s", trial.number, reason)
+        trial.set_user_attr(PRUNED_REASON, reason)
+        raise optuna.TrialPruned(reason)

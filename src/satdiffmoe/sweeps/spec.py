@@ -1,0 +1,222 @@
+"""The sweep file: what an Optuna study varies, measures and where it keeps its trials.
+
+    spec = load_sweep("sweeps/fusion_ablation.yaml", ["n_trials=12", "ckpt=runs/.../last.ckpt"])
+
+A sweep file is OmegaConf YAML merged onto `SweepSpec`, with the same error messages as experiment
+configs (unknown key -> the closest valid one). Search-space keys are dotted experiment-config keys
+(`sampler.nfe`, `data.num_lr`, ...) and are checked against the experiment schema at load time.
+The string "off" as a parameter value means null (e.g. `sampler.fusion_every: "off"` = no fusion);
+quote it, because YAML reads a bare `off` as the boolean false.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ..config.loading import _merge_checked, _read_yaml, _valid_keys, parse_overrides
+from ..config.schema import ExperimentConfig
+from ..errors import UserError
+
+OFF = "off"  # parameter value meaning "null" in the experiment config
+KINDS = ("evaluate", "train")
+SAMPLERS = ("grid", "tpe", "random")
+PRUNERS = ("none", "median", "hyperband")
+PARAM_TYPES = ("categorical", "int", "float")
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass
+class ObjectiveSpec:
+    metric: str = "psnr"  # eval metric (metrics.<name>.mean) or a summary number: seconds_per_image, wall_time_s
+    direction: str = "maximize"  # maximize | minimize
+
+
+@dataclass
+class ParamSpec:
+    type: str = "categorical"  # categorical | int | float
+    choices: Optional[List[Any]] = None  # categorical values ("off" = null)
+    low: Optional[float] = None  # int / float range (inclusive)
+    high: Optional[float] = None
+    step: Optional[float] = None  # int / float step; grid sampling of an int range needs none (1)
+    log: bool = False  # sample on a log scale
+    when: Dict[str, Any] = field(default_factory=dict)  # only sampled when earlier params have these values
+
+
+@dataclass
+class SamplerSpec:
+    name: str = "tpe"  # grid | tpe | random
+    seed: int = 0
+    n_startup_trials: int = 5  # TPE: random trials before the model kicks in
+
+
+@dataclass
+class PrunerSpec:
+    name: str = "none"  # none | median | hyperband (training sweeps report the validation metric)
+    n_startup_trials: int = 2  # median: trials that are never pruned
+    n_warmup_steps: int = 0  # median: reports before pruning may start
+
+
+@dataclass
+class HeartbeatSpec:
+    interval: Optional[int] = 60  # seconds between heartbeats of a running trial; null = no dead-worker detection
+    grace: Optional[int] = 120  # a running trial silent for this long is failed and retried
+    max_retry: int = 2  # retries of a failed trial (dead worker or error) before it stays failed
+
+
+@dataclass
+class SweepWandbSpec:
+    mode: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
+    project: str = "satdiffmoe-sweeps"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepSpec:
+    study: str = MISSING  # study name; also the W&B group and the folder runs/sweeps/<study>
+    kind: str = "evaluate"  # evaluate = inference knobs on one checkpoint; train = train then evaluate
+    config: str = MISSING  # base experiment config; in the file: relative to the file, on the command line: to cwd
+    ckpt: Optional[str] = None  # evaluate: checkpoint or run folder, loaded once per worker (default: config's ckpt)
+    base_overrides: List[str] = field(default_factory=list)  # fixed `key=value` overrides for every trial
+    params: Dict[str, ParamSpec] = field(default_factory=dict)  # search space over dotted config keys
+    objectives: List[ObjectiveSpec] = field(default_factory=lambda: [ObjectiveSpec()])
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    prune_monitor: str = "val/psnr"  # train: validation metric reported to the pruner
+    seeds: int = 1  # evaluation seeds per trial (eval.seeds = 0..seeds-1; metrics are their mean)
+    n_trials: Optional[int] = None  # total trials of the study; null = the whole grid (grid sampler only)
+    storage: Optional[str] = None  # default sqlite:///<sweep folder>/study.db; postgresql://... ; journal:path.log
+    out: Optional[str] = None  # sweep folder; default runs/sweeps/<study>
+    heartbeat: HeartbeatSpec = field(default_factory=HeartbeatSpec)
+    wandb: SweepWandbSpec = field(default_factory=SweepWandbSpec)
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Read a sweep file, apply `key=value` overrides and validate; returns a read-only config."""
+    schema = OmegaConf.structured(SweepSpec)
+    spec = _merge_checked(schema, _read_sweep_yaml(Path(path)), schema, str(path))
+    # Paths written in the file are relative to the file (like `extends:`), so a sweep runs from anywhere.
+    for key in ("config", "ckpt"):
+        value = spec[key] if not OmegaConf.is_missing(spec, key) else None
+        if value and not Path(value).is_absolute():
+            spec[key] = str((Path(path).parent / value).resolve())
+    if overrides:
+        spec = _merge_checked(spec, parse_overrides(overrides), schema, "command-line overrides")
+    missing = sorted(OmegaConf.missing_keys(spec))
+    if missing:
+        raise UserError(f"sweep {path} does not set {', '.join(missing)}; add it to the file or pass {missing[0]}=...")
+    check_sweep(spec, str(path))
+    OmegaConf.set_readonly(spec, True)
+    return spec
+
+
+def _read_sweep_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise UserError(f"sweep file not found: {path} (sweep definitions live in sweeps/, e.g. sweeps/fusion_ablation.yaml)")
+    return _read_yaml(path)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def check_sweep(spec: DictConfig, where: str) -> None:
+    """Reject sweep files that parse but cannot run, naming the key and the fix."""
+    _require(spec.kind in KINDS, f"kind '{spec.kind}' in {where} is not one of {', '.join(KINDS)}")
+    _require(spec.sampler.name in SAMPLERS, f"sampler.name '{spec.sampler.name}' in {where} is not one of {', '.join(SAMPLERS)}")
+    _require(spec.pruner.name in PRUNERS, f"pruner.name '{spec.pruner.name}' in {where} is not one of {', '.join(PRUNERS)}")
+    _require(len(spec.params) > 0, f"sweep {where} has no params; add e.g. params: {{sampler.nfe: {{choices: [10, 50]}}}}")
+    _require(len(spec.objectives) > 0, f"sweep {where} has no objectives; add objectives: [{{metric: psnr, direction: maximize}}]")
+    _require(spec.seeds >= 1, f"seeds must be >= 1 in {where}, got {spec.seeds}")
+    for objective in spec.objectives:
+        _require(objective.direction in DIRECTIONS,
+                 f"objective '{objective.metric}' direction '{objective.direction}' in {where} must be maximize or minimize")
+    if len(spec.objectives) > 1:
+        _require(spec.pruner.name == "none", f"pruning needs a single objective; set pruner.name=none in {where}")
+    experiment_keys = set(_valid_keys(OmegaConf.structured(ExperimentConfig)))
+    for key, param in list(spec.params.items()) + [(k, None) for k in _dotted_keys(spec.base_overrides)]:
+        if key not in experiment_keys:
+            close = difflib.get_close_matches(str(key), sorted(experiment_keys), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"'{key}' in {where} is not an experiment config key{hint}")
+        if param is not None:
+            _check_param(str(key), param, where)
+            earlier = list(spec.params)[:list(spec.params).index(key)]
+            for condition in param.when:
+                _require(condition in earlier, f"params.{key}.when names '{condition}', which must be a param listed before it in {where}")
+    if spec.sampler.name == "grid":
+        for key, param in spec.params.items():
+            grid_values(str(key), param)  # raises for a continuous range
+            _require(not param.when, f"params.{key}.when in {where}: a grid cannot have conditional params; use tpe or random")
+    else:
+        _require(spec.n_trials is not None and spec.n_trials >= 1,
+                 f"sampler '{spec.sampler.name}' needs n_trials >= 1 in {where} (only a grid knows its own size)")
+    hb = spec.heartbeat
+    _require(hb.interval is None or hb.interval >= 1, f"heartbeat.interval must be >= 1 s or null in {where}")
+    _require(hb.grace is None or hb.interval is None or hb.grace > hb.interval,
+             f"heartbeat.grace ({hb.grace}) must exceed heartbeat.interval ({hb.interval}) in {where}")
+    _require(spec.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode must be offline, online or disabled in {where}")
+
+
+def _dotted_keys(assignments: Sequence[str]) -> List[str]:
+    for item in assignments:
+        _require("=" in item, f"base_overrides entry '{item}' is not of the form dotted.key=value")
+    return [item.split("=", 1)[0].strip() for item in assignments]
+
+
+def _check_param(key: str, param, where: str) -> None:
+    _require(param.type in PARAM_TYPES, f"params.{key}.type '{param.type}' in {where} is not one of {', '.join(PARAM_TYPES)}")
+    if param.type == "categorical":
+        _require(bool(param.choices), f"params.{key} in {where} is categorical but has no choices")
+        return
+    _require(param.low is not None and param.high is not None and param.low <= param.high,
+             f"params.{key} in {where} needs low <= high for a {param.type} range")
+    _require(not (param.log and param.low <= 0), f"params.{key} in {where}: a log range needs low > 0")
+
+
+def grid_values(key: str, param) -> List[Any]:
+    """The values a grid sampler enumerates for one parameter."""
+    if param.type == "categorical":
+        return list(param.choices)
+    if param.type == "int" and not param.log:
+        return list(range(int(param.low), int(param.high) + 1, int(param.step or 1)))
+    raise UserError(f"the grid sampler cannot enumerate params.{key} ({param.type} range); give it choices: [...]")
+
+
+def search_space(spec: DictConfig) -> Dict[str, List[Any]]:
+    """{dotted key: values} for optuna.samplers.GridSampler."""
+    return {str(key): grid_values(str(key), param) for key, param in spec.params.items()}
+
+
+def grid_size(spec: DictConfig) -> int:
+    return len(list(itertools.product(*search_space(spec).values())))
+
+
+def to_config_value(value: Any) -> Any:
+    """A trial parameter as the experiment config wants it ("off" -> None)."""
+    return None if value == OFF else value
+
+
+def read_metric(summary: dict, name: str) -> float:
+    """An objective value from an evaluation summary: `metrics.<name>.mean`, else a (dotted) summary number."""
+    metric = summary.get("metrics", {}).get(name)
+    if metric is not None:
+        if "unavailable" in metric:
+            raise UserError(f"objective metric '{name}' is unavailable: {metric['unavailable']}; pick another metric")
+        return float(metric["mean"])
+    node: Any = summary
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            known = sorted(summary.get("metrics", {})) + [k for k, v in summary.items() if isinstance(v, (int, float))]
+            raise UserError(f"objective metric '{name}' is not in the evaluation summary; known: {', '.join(known)}")
+        node = node[part]
+    if not isinstance(node, (int, float)) or isinstance(node, bool):
+        raise UserError(f"objective metric '{name}' is not a number in the evaluation summary")
+    return float(node)

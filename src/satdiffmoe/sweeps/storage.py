@@ -1,0 +1,95 @@
+"""Where a study keeps its trials, and how a dead worker's trial gets noticed and retried.
+
+    open_storage(None, sweep_dir, heartbeat)          -> SQLite <sweep_dir>/study.db
+    open_storage("postgresql://u@host/db", ...)      -> any SQLAlchemy URL (several machines)
+    open_storage("journal:runs/sweeps/x.log", ...)   -> JournalStorage on a JournalFileBackend
+
+Every running trial records a heartbeat; a trial silent for `grace` seconds is failed by the next
+worker that starts a trial, and `RetryHeartbeatStaleTrialCallback` (Optuna's renamed
+`RetryFailedTrialCallback`) queues it again with the same parameters (and the same grid point).
+RDBStorage has heartbeats built in. Optuna's JournalStorage does not (as of Optuna 5.0), so
+`HeartbeatJournalStorage` adds them the same way: a timestamp in the trial's system attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+# Heartbeats and the retry callback are deliberate choices; Optuna still tags them experimental.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+JOURNAL_PREFIX = "journal:"
+_HEARTBEAT_ATTR = "heartbeat"
+
+
+def default_storage_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
+
+
+def open_storage(url: Optional[str], sweep_dir: Path, heartbeat) -> BaseStorage:
+    """The Optuna storage for `url` (None = SQLite in the sweep folder), with heartbeat + retry."""
+    url = url or default_storage_url(sweep_dir)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry) if heartbeat.interval else None
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat.interval, heartbeat.grace, retry)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite serialises writers; with several workers and heartbeat threads the default 5 s lock
+    # timeout is too short and surfaces as "database is locked".
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
+                          grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise UserError(f"storage {url} needs a database driver ({exc}); for PostgreSQL: pip install 'satdiffmoe[postgres]'") from None
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
+        raise UserError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """JournalStorage plus the heartbeat protocol RDBStorage implements (stale trial -> FAIL + retry)."""
+
+    def __init__(self, backend, interval: Optional[int], grace: Optional[int],
+                 stale_callback: Optional[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
+        super().__init__(backend)
+        self._heartbeat_interval = interval
+        self._grace = grace or (2 * interval if interval else None)
+        self._stale_callback = stale_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Wall clock, not a monotonic clock: workers on other machines compare against it.
+        self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(_HEARTBEAT_ATTR)
+            if beat is None:
+                continue
+            # A retried trial inherits its predecessor's attributes, old heartbeat included.
+            beat = max(beat, trial.datetime_start.timestamp() if trial.datetime_start else 0.0)
+            if now - beat > self._grace:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> Optional[int]:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_callback

@@ -1,0 +1,142 @@
+"""The study: created once (or loaded to resume), then worked on by one or more worker processes.
+
+Resuming never repeats finished work. A grid study gives trial number k the grid point k
+(GridSampler), so finished points are skipped; other samplers count COMPLETE and PRUNED trials
+toward `n_trials`. A trial whose worker died is failed by the heartbeat check and queued again with
+its parameters (`storage.py`); a trial that failed with an error is queued again once per rerun, up
+to `heartbeat.max_retry` times in all.
+
+Every worker loops "start a trial while there is one to start". When only other workers' trials are
+running it keeps polling their heartbeats until they finish or go stale, so the last worker standing
+takes over a dead worker's trial instead of leaving it behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from omegaconf import DictConfig
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from .spec import grid_size, search_space
+from .storage import open_storage
+
+log = logging.getLogger(__name__)
+
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def build_sampler(spec: DictConfig) -> optuna.samplers.BaseSampler:
+    s = spec.sampler
+    if s.name == "grid":
+        return optuna.samplers.GridSampler(search_space(spec), seed=s.seed)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    # group=True lets multivariate TPE model conditional (`when:`) params per sub-space.
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                      multivariate=True, group=True)
+
+
+def build_pruner(spec: DictConfig) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str]) -> optuna.Study:
+    """Create the study, or load it when it exists (re-running the command resumes)."""
+    storage = open_storage(storage_url, sweep_dir, spec.heartbeat)
+    directions = [o.direction for o in spec.objectives]
+    study = optuna.create_study(study_name=spec.study, storage=storage, sampler=build_sampler(spec),
+                                pruner=build_pruner(spec), directions=directions, load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions:
+        from ..errors import UserError
+
+        raise UserError(f"study '{spec.study}' already exists with directions "
+                        f"{[d.name.lower() for d in study.directions]}, not {directions}; use another study name")
+    metric_names = [o.metric for o in spec.objectives]
+    if study.metric_names != metric_names:
+        study.set_metric_names(metric_names)
+    return study
+
+
+def requeue_failed(study: optuna.Study, max_retry: int) -> int:
+    """Queue again every failed trial that nothing has retried yet (stale ones are queued on detection)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    queued = 0
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.number not in retried and trial.params:
+            before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            retry(study, trial)
+            queued += len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
+    if queued:
+        log.info("queued %d failed trial(s) again", queued)
+    return queued
+
+
+def work_left(study: optuna.Study, spec: DictConfig) -> tuple[bool, bool]:
+    """(a trial can be started now, trials of other workers are still running)."""
+    trials = study.get_trials(deepcopy=False)
+    running = any(t.state == TrialState.RUNNING for t in trials)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return True, running
+    if spec.sampler.name == "grid":
+        taken = {t.system_attrs.get("grid_id") for t in trials}
+        return len(set(range(grid_size(spec))) - taken) > 0, running
+    done = sum(t.state in _DONE for t in trials)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    started = done + sum(t.state == TrialState.RUNNING for t in trials)
+    # Every trial failing would otherwise loop for ever: give up after n_trials failures.
+    return started < spec.n_trials and failed < spec.n_trials, running
+
+
+def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int]) -> int:
+    """Run trials until the study is done or `budget` trials were started here; returns trials run."""
+    from .objective import TrialObjective
+    from .wandb_tracking import TrialRunLogger
+
+    study = open_study(spec, sweep_dir, storage_url)
+    objective = TrialObjective(spec, sweep_dir)
+    callbacks = [TrialRunLogger(spec, sweep_dir)]
+    heartbeat = spec.heartbeat.interval
+    ran = 0
+    while budget is None or ran < budget:
+        can_start, others_running = work_left(study, spec)
+        if not can_start:
+            if not (others_running and heartbeat):
+                break
+            time.sleep(heartbeat)  # wait for other workers' trials to finish or go stale
+            optuna.storages.fail_stale_trials(study)
+            continue
+        # `catch`: a crashing trial is recorded as FAIL (with its reason) and the study goes on.
+        study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+        ran += 1
+    return ran
+
+
+def _worker_process(spec_container: dict, sweep_dir: str, storage_url: Optional[str], budget: Optional[int],
+                    verbose: bool) -> None:
+    """Entry point of a spawned worker: rebuild the spec, then work on the shared study."""
+    import torch
+    from omegaconf import OmegaConf
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)  # K workers on K cores: one thread each avoids oversubscription
+    run_worker(OmegaConf.create(spec_container), Path(sweep_dir), storage_url, budget)
+
+
+def split_budget(total: Optional[int], workers: int) -> list[Optional[int]]:
+    if total is None:
+        return [None] * workers
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]

@@ -1,0 +1,90 @@
+"""`stage: autoencoder` — an AutoencoderKL trained on HR images and bicubic-upsampled LR images.
+
+Loss = L1 reconstruction + `train.kl_weight`·KL. Every validation also measures the latent scale
+(1/std of the latents of the validation scenes, as Stable Diffusion's 0.18215 was measured), writes
+it into the VAE config and the checkpoint, so the diffusion stages get unit-variance latents.
+With `model.vae.pretrained` there is nothing to train: later stages load that folder directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from omegaconf import DictConfig
+
+from ..errors import UserError
+from ..models.autoencoder import build_vae
+from .base import SatTask, plain_config, to_unit, upsample_lr
+
+
+class AutoencoderTask(SatTask):
+    stage = "autoencoder"
+    validation_metrics = ("val/loss", "val/psnr", "val/ssim")
+    default_monitor = ("val/psnr", "max")
+
+    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+        super().__init__(config, networks)
+        if networks is not None:
+            self.vae = AutoencoderKL.from_config(networks["vae"])
+        elif self.cfg.model.vae.pretrained:
+            raise UserError("model.vae.pretrained is set, so there is no autoencoder to train; "
+                            "run stage=prior (it loads that folder) or unset model.vae.pretrained")
+        else:
+            self.vae = build_vae(self.cfg.model.vae, self.cfg.data.channels)
+        self.set_latent_scale(self.cfg.model.vae.scaling_factor or self.vae.config.scaling_factor)
+        self._latent_moments = []
+        self.finish_init()
+
+    def network_configs(self) -> dict:
+        return {"vae": plain_config(self.vae.config)}
+
+    def training_images(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """HR images plus one upsampled LR per scene: the latent condition encodes upsampled LRs too."""
+        lr = upsample_lr(batch["lr"][:, 0], batch["hr"].shape[-1])
+        return torch.cat([batch["hr"], lr])
+
+    def reconstruction_loss(self, images: torch.Tensor, sample: bool) -> tuple:
+        posterior = self.vae.encode(images).latent_dist
+        latents = posterior.sample() if sample else posterior.mode()
+        reconstruction = self.vae.decode(latents).sample
+        rec = F.l1_loss(reconstruction.float(), images.float())
+        kl = posterior.kl().mean() / images[0].numel()  # per pixel, like the L1 term
+        return rec + self.cfg.train.kl_weight * kl, rec, kl, reconstruction, latents
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images = self.training_images(batch)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        loss, rec, kl, _, _ = self.reconstruction_loss(images, sample=True)
+        size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log_dict({"train/rec": rec, "train/kl": kl}, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        hr = batch["hr"]
+        loss, _, _, reconstruction, latents = self.reconstruction_loss(hr, sample=False)
+        self.val_psnr(to_unit(reconstruction), to_unit(hr))
+        self.val_ssim(to_unit(reconstruction), to_unit(hr))
+        size = hr.shape[0]
+        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
+        self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
+        latents = latents.float()
+        self._latent_moments.append(torch.stack([latents.sum(), latents.square().sum(),
+                                                 torch.tensor(float(latents.numel()), device=latents.device)]))
+        if batch_idx == 0:
+            self.log_grid("val/reconstructions", [hr, reconstruction.clamp(-1, 1)], caption="HR | reconstruction")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._latent_moments or self.cfg.model.vae.scaling_factor:
+            self._latent_moments.clear()
+            return
+        total, squares, count = self.all_gather(torch.stack(self._latent_moments).sum(0)).reshape(-1, 3).sum(0)
+        self._latent_moments.clear()
+        std = (squares / count - (total / count) ** 2).clamp_min(1e-12).sqrt()
+        self.set_latent_scale(1.0 / float(std))
+        self.log("val/latent_scale", self.latent_scale)

@@ -1,0 +1,275 @@
+"""The shared base of every stage's LightningModule.
+
+`SatTask` holds what every stage needs: the validated config, hyper-parameters that make a checkpoint
+self-describing ({"stage", "config", "networks"}), the optimizer, the latent scale kept in the
+checkpoint, image grids. `DiffusionTask` adds latent diffusion on a frozen VAE: the noise schedule,
+the ε/v loss with condition dropout, fast validation by sampling, and the two methods the sampler,
+evaluation and sweeps use (docs/ARCHITECTURE.md, "Models and tasks"):
+
+    branch_inputs(batch) -> BranchInputs        how a batch becomes N sampling branches
+    denoise(z_t, t, cond, dt) -> Tensor          model output (eps or v); cond None = unconditional
+
+A subclass (prior, SatDiffMoE, the baselines) implements `configure_network`, `training_condition`,
+`denoise` and `branch_inputs`, and may override `drop_condition` and `network_configs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler
+from omegaconf import DictConfig
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from ..config import as_plain, config_from_dict, with_overrides
+from ..errors import UserError
+from ..models.autoencoder import build_vae, downsampling_factor, load_pretrained_vae
+from .loggers import log_image_grid
+from .optim import configure_adamw
+
+log = logging.getLogger(__name__)
+
+Cond = Any  # tensor, dict of tensors, or None (see sampling.fused_sampler.Cond)
+
+
+def plain_config(config) -> dict:
+    """A diffusers FrozenDict -> plain dict/list types (checkpoints load with weights_only=True)."""
+    if isinstance(config, dict):
+        return {str(k): plain_config(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [plain_config(v) for v in config]
+    return config
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def upsample_lr(lr: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic LR -> HR size (the pixel-space input the latent condition and the references use)."""
+    return F.interpolate(lr.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+class SatTask(pl.LightningModule):
+    stage: str = ""
+    # metrics this task's validation logs; `train.monitor` falls back to `default_monitor` otherwise
+    validation_metrics: Tuple[str, ...] = ("val/loss",)
+    default_monitor: Tuple[str, str] = ("val/loss", "min")
+
+    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+        super().__init__()
+        self.cfg = config_from_dict(as_plain(config))
+        self.latent_scale = 1.0
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    def finish_init(self) -> None:
+        """Call at the end of a subclass __init__, once the networks exist."""
+        self.save_hyperparameters({"stage": self.stage, "config": as_plain(self.cfg),
+                                   "networks": self.network_configs()})
+
+    def network_configs(self) -> dict:
+        """Constructor configs of every network, so `load_task` rebuilds them without the init checkpoints."""
+        return {}
+
+    def monitor(self) -> Tuple[str, str]:
+        t = self.cfg.train
+        if t.monitor in self.validation_metrics:
+            return t.monitor, t.monitor_mode
+        log.warning("train.monitor=%s is not logged by stage %s; monitoring %s instead",
+                    t.monitor, self.stage, self.default_monitor[0])
+        return self.default_monitor
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        return configure_adamw(self.trainable_parameters(), self.cfg.train)
+
+    def setup(self, stage: str) -> None:
+        if self.cfg.train.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["latent_scale"] = float(self.latent_scale)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.set_latent_scale(checkpoint.get("latent_scale", self.latent_scale))
+
+    def set_latent_scale(self, value: float) -> None:
+        self.latent_scale = float(value)
+        if getattr(self, "vae", None) is not None:
+            self.vae.register_to_config(scaling_factor=float(value))
+
+    def log_grid(self, key: str, columns, caption: str) -> None:
+        """A PNG grid under `<run>/images/` (the trainer's default_root_dir is the run folder), and W&B."""
+        if self.trainer.is_global_zero:
+            images = Path(self.trainer.default_root_dir) / "images"
+            path = log_image_grid(self.loggers, images, key, self.global_step, columns, caption)
+            log.info("wrote %s", path)
+
+
+class DiffusionTask(SatTask):
+    """Latent diffusion on a frozen VAE. See the module docstring for what subclasses implement."""
+
+    validation_metrics = ("val/loss", "val/psnr", "val/ssim")
+    default_monitor = ("val/psnr", "max")
+    uses_condition_dropout = True
+
+    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+        super().__init__(config, networks)
+        cfg = self.cfg
+        self.vae = self.configure_vae(networks)
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=cfg.diffusion.num_train_timesteps, beta_schedule=cfg.diffusion.beta_schedule,
+            beta_start=cfg.diffusion.beta_start, beta_end=cfg.diffusion.beta_end,
+            prediction_type=cfg.diffusion.prediction_type, clip_sample=False)
+        self.network = self.configure_network(networks)
+        if cfg.train.compile:
+            self.network.compile()  # in place: state_dict keys stay those of the uncompiled module
+        self.validation_sampler = with_overrides(cfg, {"sampler.nfe": cfg.train.val_nfe}).sampler
+        self.finish_init()
+
+    # ------------------------------------------------------------------------------ construction
+    def configure_vae(self, networks: Optional[dict]) -> AutoencoderKL:
+        """The frozen VAE: from stored configs (weights follow in the state dict), a local diffusers
+        folder (`model.vae.pretrained`), or the autoencoder stage's checkpoint (`init.vae_ckpt`)."""
+        cfg = self.cfg
+        if networks is not None:
+            vae = AutoencoderKL.from_config(networks["vae"])
+        elif cfg.model.vae.pretrained:
+            vae = load_pretrained_vae(cfg.model.vae.pretrained)
+        elif cfg.init.vae_ckpt:
+            from .checkpoints import load_task
+
+            vae = load_task(cfg.init.vae_ckpt, expect_stage="autoencoder").vae
+        else:
+            raise UserError(f"stage={cfg.stage} needs a trained VAE: set init.vae_ckpt=<autoencoder run folder or "
+                            ".ckpt> or model.vae.pretrained=<local diffusers AutoencoderKL folder>")
+        if vae.config.in_channels != cfg.data.channels:
+            raise UserError(f"the VAE expects {vae.config.in_channels} channels but data.channels={cfg.data.channels}")
+        self.latent_scale = float(cfg.model.vae.scaling_factor or vae.config.scaling_factor)
+        return vae
+
+    def configure_network(self, networks: Optional[dict]) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def network_configs(self) -> dict:
+        return {"vae": plain_config(self.vae.config)}
+
+    @property
+    def scheduler_config(self) -> dict:
+        return dict(self.noise_scheduler.config)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.cfg.diffusion.prediction_type
+
+    @property
+    def latent_shape(self) -> Tuple[int, int, int]:
+        side = self.cfg.data.hr_size // downsampling_factor(self.vae)
+        return (self.vae.config.latent_channels, side, side)
+
+    # ----------------------------------------------------------------------------------- latents
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+               sample: bool = True) -> torch.Tensor:
+        images = images.to(self.vae.dtype)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        posterior = self.vae.encode(images).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mode()
+        return latents * self.latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample.clamp(-1, 1)
+
+    # ------------------------------------------------------------------------ subclass interface
+    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator) -> Tuple[Cond, Optional[torch.Tensor]]:
+        """(cond, dt) for one branch per scene (rows = scenes)."""
+        raise NotImplementedError
+
+    def drop_condition(self, cond: Cond, dt: Optional[torch.Tensor], drop: torch.Tensor) -> Tuple[Cond, Optional[torch.Tensor]]:
+        """Classifier-free guidance: rows where `drop` is True become the unconditional input
+        (zeros image condition, "unknown" Δt) — what `denoise(..., cond=None, ...)` computes at sampling."""
+        def zero(tensor: torch.Tensor) -> torch.Tensor:
+            mask = drop.view(-1, *([1] * (tensor.dim() - 1)))
+            return torch.where(mask, torch.zeros_like(tensor), tensor)
+
+        if isinstance(cond, dict):
+            cond = {key: zero(value) if key == "image" else value for key, value in cond.items()}
+        elif cond is not None:
+            cond = zero(cond)
+        if dt is not None:
+            dt = torch.where(drop, torch.full_like(dt, float("nan")), dt)
+        return cond, dt
+
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def branch_inputs(self, batch: Dict[str, Any]):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- training
+    def step_generator(self, batch_idx: int, salt: int = 0) -> torch.Generator:
+        """Noise, timesteps and dropout drawn from (seed, step, batch, rank): a resumed run draws
+        exactly what the uninterrupted run would have drawn."""
+        seed = (self.cfg.seed * 1_000_003 + self.global_step * 10_007 + batch_idx * 101
+                + self.global_rank * 7 + salt) % (2**63)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def diffusion_loss(self, batch: Dict[str, Any], generator: torch.Generator, dropout: float) -> torch.Tensor:
+        z0 = self.encode(batch["hr"], generator)
+        cond, dt = self.training_condition(batch, generator)
+        rows = z0.shape[0]
+        if dropout > 0 and self.uses_condition_dropout:
+            drop = torch.rand(rows, generator=generator, device=self.device) < dropout
+            cond, dt = self.drop_condition(cond, dt, drop)
+        noise = torch.randn(z0.shape, generator=generator, device=self.device, dtype=z0.dtype)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (rows,), generator=generator,
+                          device=self.device)
+        z_t = self.noise_scheduler.add_noise(z0, noise, t)
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(z0, noise, t)
+        else:
+            target = noise
+        prediction = self.denoise(z_t, t, cond, dt)
+        return F.mse_loss(prediction.float(), target.float())
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, self.step_generator(batch_idx), self.cfg.model.cond_dropout)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["hr"].shape[0])
+        return loss
+
+    # -------------------------------------------------------------------------------- validation
+    def sample(self, batch: Dict[str, Any], sampler_cfg: Any, generator: Optional[torch.Generator] = None):
+        """Sample HR images for a batch with the fused sampler -> `SamplerOutput`."""
+        from ..sampling.fused_sampler import FusedSampler
+
+        sampler = FusedSampler.for_task(self, sampler_cfg)
+        return sampler.sample(self.branch_inputs(batch), self.latent_shape, generator)
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        size = batch["hr"].shape[0]
+        # a fixed generator per validation batch: curves move because the model does, not the noise
+        generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + batch_idx)
+        loss = self.diffusion_loss(batch, generator, dropout=0.0)
+        output = self.sample(batch, self.validation_sampler, generator)
+        hr = batch["hr"]
+        self.val_psnr(to_unit(output.image), to_unit(hr))
+        self.val_ssim(to_unit(output.image), to_unit(hr))
+        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
+        self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
+        if batch_idx == 0:
+            first_lr = upsample_lr(batch["lr"][:, 0], hr.shape[-1])
+            self.log_grid("val/samples", [first_lr, output.image, hr],
+                          caption="bicubic LR[0] | sample | HR")

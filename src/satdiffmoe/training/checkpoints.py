@@ -1,0 +1,85 @@
+"""Loading trained tasks for evaluation, sampling and as the start of a later stage.
+
+    task = load_task("runs/quickstart/ae", expect_stage="autoencoder")   # run folder -> best, else last
+    task = load_task("runs/.../checkpoints/last.ckpt")
+
+Checkpoints are read with `weights_only=True` (no arbitrary code runs); the stored hyper-parameters
+({"stage", "config", "networks"}) rebuild the networks, then the weights load strictly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .ckpt file as given; a run folder (or its checkpoints/) -> the best top-k checkpoint, else last.ckpt."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"no checkpoint at {path} (expected a .ckpt file or a run folder with checkpoints/last.ckpt)")
+    for key, state in _read(last).get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
+            best = folder / Path(state["best_model_path"]).name  # the run folder may have moved
+            if best.is_file():
+                return best
+    return last
+
+
+def load_task(path: str | Path, expect_stage: Optional[str] = None, config: Optional[dict] = None):
+    """The task stored at `path`, on CPU in eval mode.
+
+    `config` (optional) rebuilds the networks from that config instead of the stored one, for checking
+    that a checkpoint fits a given experiment; a mismatch is a UserError naming both shapes.
+    """
+    from . import task_class
+
+    path = resolve_checkpoint(path)
+    checkpoint = _read(path)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    stage = hparams.get("stage")
+    if stage is None or "config" not in hparams:
+        raise UserError(f"{path} is not a satdiffmoe checkpoint (no stage/config in its hyper_parameters)")
+    if expect_stage is not None and stage != expect_stage:
+        raise UserError(f"{path} is a '{stage}' checkpoint but a '{expect_stage}' checkpoint is needed here; "
+                        f"point to the {expect_stage} stage's run folder or .ckpt")
+    cls = task_class(stage)
+    if config is None:
+        task = cls(hparams["config"], networks=hparams["networks"])
+    else:
+        task = cls(config, networks=None)
+    _load_weights(task, checkpoint["state_dict"], path)
+    task.on_load_checkpoint(checkpoint)
+    log.info("loaded %s task from %s", stage, path)
+    return task.eval()
+
+
+def _load_weights(task: torch.nn.Module, state: dict, path: Path) -> None:
+    expected = task.state_dict()
+    for name, value in state.items():
+        if name in expected and expected[name].shape != value.shape:
+            raise UserError(f"{path} does not fit this model: {name} has shape {tuple(value.shape)} in the checkpoint "
+                            f"but {tuple(expected[name].shape)} in the model; use the config the checkpoint was "
+                            "trained with (model.* sizes must match)")
+    missing, unexpected = task.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]} "
+                        "(a checkpoint of another architecture?)")

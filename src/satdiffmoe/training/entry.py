@@ -1,0 +1,91 @@
+"""`satdiffmoe train CONFIG [key=value ...]`: config -> run folder -> data -> task -> Lightning Trainer -> fit.
+
+    satdiffmoe train experiments/quickstart.yaml stage=autoencoder run_id=ae
+    satdiffmoe train experiments/quickstart.yaml stage=prior init.vae_ckpt=runs/quickstart/ae
+    satdiffmoe train experiments/quickstart.yaml stage=satdiffmoe init.prior_ckpt=runs/quickstart/prior
+    satdiffmoe train experiments/quickstart.yaml run_id=ae resume=true      # continue the exact run
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Optional
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig
+
+from ..config import load_config
+from ..errors import UserError
+from ..runs import RunDir, seed_everything
+from . import task_class
+from .callbacks import TrainingClock, build_callbacks
+from .loggers import build_loggers
+
+log = logging.getLogger(__name__)
+
+
+def build_task(cfg: DictConfig):
+    return task_class(cfg.stage)(cfg)
+
+
+def resume_checkpoint(cfg: DictConfig, run: RunDir) -> Optional[str]:
+    """`resume=true` -> this run's last.ckpt; `ckpt=...` -> that file (or a run folder's last.ckpt)."""
+    if cfg.resume:
+        if not run.last_ckpt.is_file():
+            raise UserError(f"resume=true but {run.last_ckpt} does not exist; pass the run_id of an earlier run "
+                            "(run_id=...) or drop resume=true")
+        return str(run.last_ckpt)
+    if cfg.ckpt:
+        path = Path(cfg.ckpt)
+        path = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"ckpt={cfg.ckpt} is not a checkpoint file or a run folder with checkpoints/last.ckpt")
+        return str(path)
+    return None
+
+
+def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str) -> pl.Trainer:
+    t, d = cfg.train, cfg.data
+    clock = TrainingClock(window=t.log_every)
+    return pl.Trainer(
+        default_root_dir=str(run.path),
+        max_steps=t.max_steps,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate,
+        gradient_clip_val=t.grad_clip or None,
+        # validation every `val_every` optimizer steps, counted across epochs (streaming data has no
+        # natural epoch end); Lightning counts batches, hence the factor
+        val_check_interval=t.val_every * t.accumulate,
+        check_val_every_n_epoch=None,
+        limit_val_batches=math.ceil(d.val_subset / d.eval_batch_size),
+        num_sanity_val_steps=0,  # a sanity pass would sample the whole val subset once more
+        log_every_n_steps=t.log_every,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        enable_progress_bar=cfg.logging.progress_bar,
+        logger=build_loggers(cfg, run, clock.elapsed),
+        callbacks=build_callbacks(cfg, run, monitor, monitor_mode, clock),
+    )
+
+
+def train_command(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if cfg.resume and not cfg.run_id:
+        raise UserError("resume=true needs the run_id of the run to continue (run_id=...)")
+    from ..data.datamodule import SatDataModule
+
+    run = RunDir.create(cfg)
+    ckpt_path = resume_checkpoint(cfg, run)
+    seed_everything(cfg.seed)
+    datamodule = SatDataModule(cfg)
+    task = build_task(cfg)
+    trainer = build_trainer(cfg, run, *task.monitor())
+    log.info("training stage %s in %s", cfg.stage, run.path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        print(run.path)
+    return 0

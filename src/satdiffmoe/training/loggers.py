@@ -1,0 +1,111 @@
+"""Where training metrics and images go: `<run>/metrics.jsonl` (always) and W&B (offline by default).
+
+The JSONL file is the contract reports read without W&B (docs/ARCHITECTURE.md, "Training log"): one
+object per log call with `step`, `wall_time` (seconds since the run started, continued across resumes)
+and the metric keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+from PIL import Image
+
+from ..config import as_plain
+from ..runs import RunDir
+
+log = logging.getLogger(__name__)
+
+
+class JsonlLogger(Logger):
+    """Appends one JSON line per `log_metrics` call; `clock()` supplies `wall_time`."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float]):
+        super().__init__()
+        self.path = Path(path)
+        self.clock = clock
+
+    @property
+    def name(self) -> str:
+        return "jsonl"
+
+    @property
+    def version(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.path.parent)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the resolved config.yaml sits beside metrics.jsonl
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        record = {"step": int(step) if step is not None else None, "wall_time": round(self.clock(), 3)}
+        for key, value in metrics.items():
+            value = value.item() if isinstance(value, torch.Tensor) else value
+            record[key] = int(value) if key == "epoch" else (None if math.isnan(float(value)) else float(value))
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def wandb_mode(cfg: DictConfig) -> str:
+    """`WANDB_MODE` in the environment beats `logging.wandb.mode` (DESIGN.md §6)."""
+    return os.environ.get("WANDB_MODE") or cfg.logging.wandb.mode
+
+
+def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> List[Logger]:
+    loggers: List[Logger] = [JsonlLogger(run.metrics_log, clock)]
+    mode = wandb_mode(cfg)
+    if mode != "disabled":
+        w = cfg.logging.wandb
+        loggers.append(WandbLogger(
+            project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
+            name=f"{cfg.name}/{run.path.name}", id=f"{cfg.name}-{run.path.name}".replace("/", "-"),
+            save_dir=str(run.path), mode=mode, resume="allow", config=as_plain(cfg),
+        ))
+    return loggers
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """C×H×W in [-1, 1] -> H×W×3 uint8 (first three bands; a single band is repeated)."""
+    image = image.detach().float().cpu().clamp(-1, 1)
+    image = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
+    return ((image + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def image_grid(columns: Sequence[torch.Tensor], max_rows: int = 4) -> Image.Image:
+    """One row per scene, one column per tensor (each B×C×H×W at the same H×W), 2 px gutters."""
+    rows = min(max_rows, columns[0].shape[0])
+    height, width = columns[0].shape[-2:]
+    canvas = np.full((rows * (height + 2), len(columns) * (width + 2), 3), 255, np.uint8)
+    for r in range(rows):
+        for c, column in enumerate(columns):
+            canvas[r * (height + 2): r * (height + 2) + height, c * (width + 2): c * (width + 2) + width] = \
+                _to_uint8(column[r])
+    return Image.fromarray(canvas)
+
+
+def log_image_grid(loggers: Sequence[Logger], run_images: Path, key: str, step: int,
+                   columns: Sequence[torch.Tensor], caption: str) -> Path:
+    """PNG under `<run>/images/` always; to W&B as well when a WandbLogger is attached."""
+    grid = image_grid(columns)
+    path = run_images / f"{key.replace('/', '_')}_step{step:06d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], step=step, caption=[caption])
+    return path

@@ -1,0 +1,87 @@
+"""`satdiffmoe evaluate` and the Evaluator on real shards, a real tiny checkpoint and real references."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from sampling_toys import TINY_MODEL
+
+from satdiffmoe.cli import main
+from satdiffmoe.config import load_config, with_overrides
+from satdiffmoe.data.record import Scene
+from satdiffmoe.data.shard_writer import ShardSetWriter
+from satdiffmoe.evaluation import Evaluator, aggregate
+
+SCENES = 3
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    with ShardSetWriter(root, source="test") as writer:
+        for i in range(SCENES):
+            hr = rng.integers(0, 255, size=(3, 16, 16)).astype(np.uint8)
+            lr = hr.reshape(3, 4, 4, 4, 4).mean((2, 4)).astype(np.uint8)[None].repeat(3, 0)
+            meta = {"scale": 4, "bands": ["r", "g", "b"], "value_max": 255, "lr_dt": [-20.0, 5.0, None]}
+            writer.write(Scene(f"s{i}", hr, lr, np.ones((3, 4, 4), np.uint8), meta), split="test")
+    return root
+
+
+def tiny_cfg(shards, tmp_path, *extra):
+    return load_config(None, TINY_MODEL + [f"data.root={shards}", f"run_root={tmp_path}", "eval.grid_scenes=2",
+                                           "data.num_lr=2", *extra])
+
+
+def test_aggregate_uses_the_student_t_interval():
+    summary = aggregate([1.0, 2.0, 3.0, 4.0])
+    assert summary["mean"] == 2.5 and summary["n"] == 4
+    # t_{0.975, 3} = 3.182, sem = 1.291 / 2
+    assert summary["ci95"] == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
+    assert aggregate([float("inf")]) == {"unavailable": "no finite values"}
+
+
+def test_evaluator_caches_scenes_across_sampler_settings(shards, tmp_path, tiny_ckpt):
+    from satdiffmoe.training.checkpoints import load_task
+
+    cfg = tiny_cfg(shards, tmp_path, "eval.metrics=[psnr,cpsnr,lr_psnr,swd,lpips,fid]")
+    evaluator, task = Evaluator(cfg), load_task(tiny_ckpt[0])
+    first = evaluator.run(task, cfg)
+    scenes = evaluator.scenes(cfg)
+    second = evaluator.run(task, with_overrides(cfg, {"sampler.fusion_every": None, "sampler.nfe": 2}))
+    assert evaluator.scenes(cfg) is scenes and len(evaluator._scenes) == 1
+    assert first["num_scenes"] == SCENES and first["nfe"] == 3 and second["nfe"] == 2
+    assert second["name"] == "nfe2_fuseoff_mean_n2"
+    assert first["metrics"]["psnr"]["n"] == SCENES and first["metrics"]["psnr"]["ci95"] > 0
+    assert first["metrics"]["psnr"]["mean"] != second["metrics"]["psnr"]["mean"]
+    assert "unavailable" in first["metrics"]["lpips"] and "unavailable" in first["metrics"]["fid"]
+    assert first["metrics"]["swd"]["mean"] > 0
+
+
+def test_references_run_through_the_same_evaluator(shards, tmp_path):
+    cfg = tiny_cfg(shards, tmp_path, "eval.metrics=[psnr,lr_psnr]")
+    result = Evaluator(cfg).evaluate("mean_bicubic", cfg)
+    assert result.summary["method"] == "mean_bicubic" and result.summary["nfe"] == 0
+    assert len(result.rows) == SCENES and result.summary["metrics"]["lr_psnr"]["mean"] > 25
+
+
+def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path, tiny_ckpt):
+    ckpt, _ = tiny_ckpt
+    config = tmp_path / "exp.yaml"
+    config.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY_MODEL[:4])))
+    code = main(["evaluate", str(config), f"ckpt={ckpt}", f"data.root={shards}", "data.num_lr=2",
+                 "eval.seeds=[0,1]", "sampler.nfe=2", *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
+    assert code == 0
+    folder = ckpt.parent.parent / "eval"  # the checkpoint's own run folder
+    summary = json.loads((folder / "nfe2_fuse1_mean_n2.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["num_scenes"] == SCENES
+    assert summary["sampler"]["nfe"] == 2 and summary["wall_time_s"] > 0
+    assert set(summary["metrics"]["psnr"]) == {"mean", "std", "ci95", "n"}
+    assert summary["metrics"]["lpips"] == {"unavailable": summary["metrics"]["lpips"]["unavailable"]}
+    rows = (folder / "nfe2_fuse1_mean_n2.jsonl").read_text().splitlines()
+    assert len(rows) == 2 * SCENES and json.loads(rows[0])["num_lr"] == 2
+    assert (folder / "nfe2_fuse1_mean_n2.png").stat().st_size > 1000
+    assert (folder / "bicubic_nearest_n2.json").is_file() and (folder / "mean_bicubic_n2.json").is_file()

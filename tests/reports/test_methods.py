@@ -1,0 +1,61 @@
+"""The method comparison table built from eval JSONs."""
+
+from __future__ import annotations
+
+import logging
+
+from satdiffmoe.reports.methods import methods_table
+from satdiffmoe.reports.sources import read_eval_summaries
+
+
+def _write_all(write_eval, scenes_ours: int = 8):
+    write_eval("evals", "zz_ours_all", "satdiffmoe", 27.0, num_lr=-1, trainable=900, seconds_per_image=2.0,
+               num_scenes=scenes_ours)
+    write_eval("evals", "ours_n1", "satdiffmoe", 24.0, num_lr=1, trainable=900)
+    write_eval("evals", "cn", "controlnet", 25.0, num_lr=1, trainable=3000)
+    write_eval("evals", "ds", "diffusionsat", 25.5, num_lr=8, trainable=4000)
+    write_eval("evals", "bicubic", "bicubic_nearest", 22.0, trainable=0, seconds_per_image=0.001)
+
+
+def test_rows_are_references_then_baselines_then_ours_by_n(write_eval, tmp_path):
+    _write_all(write_eval)
+    table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
+    assert [r.label for r in table.rows] == [
+        "Bicubic (nearest LR)", "ControlNet (N = 1)", "DiffusionSat (N = 8)", "SatDiffMoE (N = 1)",
+        "SatDiffMoE (N = all)"]
+
+
+def test_metrics_params_and_time_columns_with_best_marked(write_eval, tmp_path):
+    _write_all(write_eval)
+    table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
+    psnr, lpips = table.columns.index("PSNR (dB)"), table.columns.index("LPIPS")
+    trainable, time = table.columns.index("trainable params"), table.columns.index("time (s/image)")
+    assert [table.cell(r, psnr).best for r in range(5)] == [False, False, False, False, True]
+    assert table.cell(4, psnr).ci95 == 0.4
+    assert table.cell(4, lpips).unavailable.startswith("torchvision is not installed")
+    assert [table.cell(r, trainable).value for r in range(5)] == [0, 3000, 4000, 900, 900]
+    assert table.cell(0, time).value == 0.001
+
+
+def test_different_scene_counts_warn_in_log_and_table(write_eval, tmp_path, caplog):
+    _write_all(write_eval, scenes_ours=16)
+    with caplog.at_level(logging.WARNING):
+        table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
+    assert "different numbers of test scenes" in caplog.text and "zz_ours_all: 16" in caplog.text
+    assert table.notes[0].startswith("WARNING: evaluations use different numbers of test scenes")
+
+
+def test_same_scene_counts_do_not_warn(write_eval, tmp_path, caplog):
+    _write_all(write_eval)
+    with caplog.at_level(logging.WARNING):
+        table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
+    assert "different numbers" not in caplog.text and not table.notes[0].startswith("WARNING")
+
+
+def test_eval_named_twice_counts_once_and_broken_neighbours_are_skipped(write_eval, tmp_path, caplog):
+    path = write_eval("evals", "cn", "controlnet", 25.0)
+    (tmp_path / "evals" / "half_written.json").write_text('{"name": ')
+    with caplog.at_level(logging.WARNING):
+        summaries = read_eval_summaries([str(path), str(tmp_path / "evals")])
+    assert [s.name for s in summaries] == ["cn"]
+    assert "skipping" in caplog.text and "half_written.json" in caplog.text

@@ -1,0 +1,16 @@
+"""Fixtures for the sampler tests."""
+
+import pytest
+from sampling_toys import ToyDenoiser
+
+
+@pytest.fixture
+def toy() -> ToyDenoiser:
+    return ToyDenoiser()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    from sampling_toys import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny_model"))

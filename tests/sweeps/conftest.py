@@ -1,0 +1,53 @@
+"""Real pieces for the sweep tests: synthetic shards, a tiny SatDiffMoE checkpoint, sweep files.
+
+The checkpoints are trained once per session through the `satdiffmoe train` CLI, 2 steps per stage
+(autoencoder, then SatDiffMoE on its VAE).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import yaml
+
+from satdiffmoe.cli import main
+
+TINY_EXPERIMENT = Path(__file__).with_name("tiny_experiment.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Dict[str, Path]:
+    """{"data": shard folder (2 test scenes), "ckpt": SatDiffMoE run folder}."""
+    root = tmp_path_factory.mktemp("sweep_model")
+    data, runs = root / "data", root / "runs"
+    assert main(["prepare", "synthetic", "--out", str(data), "--num-scenes", "24", "--hr-size", "16",
+                 "--scale", "4", "--max-lr", "4", "--shard-size", "8"]) == 0
+    common = [str(TINY_EXPERIMENT), f"run_root={runs}", f"data.root={data}"]
+    assert main(["train", *common, "stage=autoencoder", "run_id=ae"]) == 0
+    assert main(["train", *common, "stage=satdiffmoe", "run_id=sdm", f"init.vae_ckpt={runs / 'tiny' / 'ae'}"]) == 0
+    return {"data": data, "ckpt": runs / "tiny" / "sdm"}
+
+
+@pytest.fixture
+def write_sweep(tmp_path, tiny_model):
+    """write_sweep(params, **fields) -> path of a sweep file on the tiny checkpoint (2x2 grid by default)."""
+
+    def write(params=None, **fields) -> Path:
+        spec = {
+            "study": "tiny",
+            "config": str(TINY_EXPERIMENT),
+            "ckpt": str(tiny_model["ckpt"]),
+            "base_overrides": [f"data.root={tiny_model['data']}"],
+            "params": params or {"sampler.fusion_every": {"choices": [1, "off"]}, "data.num_lr": {"choices": [1, 2]}},
+            "objectives": [{"metric": "psnr", "direction": "maximize"}],
+            "sampler": {"name": "grid"},
+            "heartbeat": {"interval": 1, "grace": 2},
+        }
+        spec.update(fields)
+        path = tmp_path / f"{spec['study']}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    return write

@@ -1,0 +1,90 @@
+"""Real sweeps on the tiny checkpoint: grid coverage, resume, Pareto front, W&B runs, invalid combos."""
+
+import itertools
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from satdiffmoe.cli import main
+
+from sweep_helpers import wandb_run_names
+
+GRID = {"sampler.fusion_every": [1, "off"], "data.num_lr": [1, 2]}  # the default of write_sweep: 4 points
+
+
+def load(sweep_dir, name="tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+
+
+def param_sets(trials):
+    return sorted(tuple(sorted((k, str(v)) for k, v in t.params.items())) for t in trials)
+
+
+def full_grid():
+    return sorted(tuple(sorted(zip(GRID, map(str, combo)))) for combo in itertools.product(*GRID.values()))
+
+
+@pytest.fixture
+def pareto_sweep(write_sweep, tmp_path):
+    """A finished two-objective grid sweep (quality vs. time) and its folder."""
+    sweep = write_sweep(objectives=[{"metric": "psnr", "direction": "maximize"},
+                                    {"metric": "seconds_per_image", "direction": "minimize"}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    return sweep, out
+
+
+def test_grid_study_enumerates_its_grid_exactly_once_and_a_rerun_adds_nothing(pareto_sweep):
+    sweep, out = pareto_sweep
+    complete = load(out).get_trials(states=(TrialState.COMPLETE,))
+    assert param_sets(complete) == full_grid()
+    assert all(t.user_attrs["eval"]["metrics"]["psnr"]["mean"] == t.values[0] for t in complete)
+    assert {t.user_attrs["eval"]["num_lr"] for t in complete} == {1, 2}
+    assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 4
+
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0  # resume: nothing left to do
+    assert len(load(out).trials) == 4
+
+
+def test_multi_objective_sweep_writes_its_pareto_front(pareto_sweep):
+    _, out = pareto_sweep
+    best = json.loads((out / "best.json").read_text())
+    front = {t.number for t in load(out).best_trials}
+    assert best["pareto_front"] is True
+    assert [o["metric"] for o in best["objectives"]] == ["psnr", "seconds_per_image"]
+    assert {t["number"] for t in best["best"]} == front and front
+    for a in best["best"]:  # nobody on the front is dominated by another trial on it
+        assert not any(b["values"][0] >= a["values"][0] and b["values"][1] <= a["values"][1] and b != a
+                       and b["values"] != a["values"] for b in best["best"])
+    assert (out / "plots" / "pareto_front.png").stat().st_size > 0
+
+
+def test_wandb_offline_folder_has_one_run_per_trial_plus_a_summary(pareto_sweep):
+    _, out = pareto_sweep
+    names = wandb_run_names(out)
+    assert sorted(names) == sorted([f"trial-{n}" for n in range(4)] + ["summary"])
+
+
+def test_resume_after_interruption_runs_only_the_missing_grid_points(write_sweep, tmp_path):
+    sweep, out = write_sweep(), tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--n-trials", "1"]) == 0
+    first = load(out).trials
+    assert [t.state for t in first] == [TrialState.COMPLETE]
+
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    trials = load(out).trials
+    assert param_sets(trials) == full_grid()  # 4 trials in all, none repeated
+    assert trials[0].values == first[0].values and trials[0].datetime_complete == first[0].datetime_complete
+
+
+def test_an_impossible_combination_is_pruned_with_its_reason_and_the_study_goes_on(write_sweep, tmp_path):
+    # nfe=1000 exceeds diffusion.num_train_timesteps=100 of the tiny experiment: a UserError in with_overrides.
+    sweep = write_sweep(params={"sampler.nfe": {"choices": [2, 1000]}})
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    by_nfe = {t.params["sampler.nfe"]: t for t in load(out).trials}
+    assert by_nfe[2].state == TrialState.COMPLETE
+    assert by_nfe[1000].state == TrialState.PRUNED
+    assert "exceeds diffusion.num_train_timesteps" in by_nfe[1000].user_attrs["pruned_reason"]
