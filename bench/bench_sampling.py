@@ -45,7 +45,7 @@ def scene_batch(cfg, branches: int, device: str) -> dict:
              "lr_mask": torch.ones(1, branches, lr_size, lr_size), "lr_valid": torch.ones(1, branches, dtype=torch.bool),
              "dt": torch.linspace(-60, 60, branches)[None], "lr_cloud": torch.zeros(1, branches),
              "lr_doy": torch.full((1, branches), 100.0), "gsd": torch.ones(1), "key": ["bench"],
-             "hr": torch.zeros(1, 3, cfg.data.hr_size, cfg.data.hr_size), "hr_mask": torch.ones(1, 64, 64)}
+             "hr": torch.zeros(1, 3, cfg.data.hr_size, cfg.data.hr_size), "hr_mask": torch.ones(1, cfg.data.hr_size, cfg.data.hr_size)}
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 

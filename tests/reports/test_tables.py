@@ -30,7 +30,8 @@ def test_best_cell_is_bold_in_markdown_and_latex_and_starred_in_csv():
 
 
 def test_latex_is_structurally_valid_booktabs():
-    tex = to_latex(sample_table(), label="tab:x")
+    tex = to_latex(sample_table(), label="tab:ablation_nfe")
+    assert r"\label{tab:ablation_nfe}" in tex
     assert tex.count(r"\begin{") == tex.count(r"\end{") == 2
     assert [tex.count(rule) for rule in (r"\toprule", r"\midrule", r"\bottomrule")] == [1, 1, 1]
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
@@ -38,7 +39,7 @@ def test_latex_is_structurally_valid_booktabs():
     body = tex[tex.index(r"\toprule"):tex.index(r"\bottomrule")]
     data_lines = [line for line in body.splitlines() if line.endswith(r"\\")]
     assert len(data_lines) == 3 and all(line.count(" & ") == 3 for line in data_lines)
-    without_separators = tex.replace(" & ", " ")
+    without_separators = tex.replace(" & ", " ").replace(r"\label{tab:ablation_nfe}", "")
     assert re.search(r"(?<!\\)[_%&#]", without_separators) is None  # every _ % & # escaped
     assert r"fusion\_every" in tex and r"fast\_path" in tex and r"100\%" in tex
 

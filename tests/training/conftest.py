@@ -84,6 +84,8 @@ def trained_chain(tmp_path_factory):
     from satdiffmoe.training.entry import build_task, build_trainer
 
     saved_mode = os.environ.pop("WANDB_MODE", None)  # session fixture: no monkeypatch; see no_wandb_unless_asked
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("chain")
     paths = {}
     for stage, extra in (("autoencoder", []), ("prior", [f"init.vae_ckpt={root / 'runs/experiment/ae'}"])):
@@ -92,6 +94,7 @@ def trained_chain(tmp_path_factory):
         task = build_task(cfg)
         build_trainer(cfg, run, *task.monitor()).fit(task, datamodule=FixedDataModule(tiny_batch()))
         paths[stage] = run.path
+    torch.set_num_threads(threads)
     if saved_mode is not None:
         os.environ["WANDB_MODE"] = saved_mode
     return paths

@@ -171,7 +171,7 @@ def to_latex(table: Table, label: str | None = None) -> str:
         rf"\caption{{{latex_escape(table.title)}}}",
     ]
     if label:
-        lines.append(rf"\label{{{latex_escape(label)}}}")
+        lines.append(rf"\label{{{label}}}")  # labels are identifiers: underscores stay raw
     lines += [
         r"\begin{tabular}{l" + "r" * len(table.columns) + "}",
         r"\toprule",

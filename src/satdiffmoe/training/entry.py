@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..runs import RunDir, seed_everything
 from . import task_class
 from .callbacks import TrainingClock, build_callbacks
-from .loggers import build_loggers
+from .loggers import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,10 @@ def train_command(args) -> int:
     task = build_task(cfg)
     trainer = build_trainer(cfg, run, *task.monitor())
     log.info("training stage %s in %s", cfg.stage, run.path)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    finally:
+        finish_wandb(trainer.loggers)
     if trainer.is_global_zero:
         print(run.path)
     return 0

@@ -109,3 +109,10 @@ def log_image_grid(loggers: Sequence[Logger], run_images: Path, key: str, step: 
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[grid], step=step, caption=[caption])
     return path
+
+
+def finish_wandb(loggers: Sequence[Logger]) -> None:
+    """Close the W&B run: WandbLogger leaves it open, and the next run in this process would reuse it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
