@@ -6,11 +6,10 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
+from sampling_toys import SCHEDULE, reference_ddim, sampler_cfg
 
 from satdiffmoe.errors import UserError
 from satdiffmoe.sampling import BranchInputs, FusedSampler
-
-from sampling_toys import SCHEDULE, reference_ddim, sampler_cfg
 
 C, H, W = 2, 8, 8
 

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-import yaml
 
 from satdiffmoe.cli import main
-
-TINY_EXPERIMENT = Path(__file__).with_name("tiny_experiment.yaml")
+from sweep_helpers import TINY_EXPERIMENT, sweep_file
 
 
 @pytest.fixture(scope="session")
@@ -32,22 +30,5 @@ def tiny_model(tmp_path_factory) -> Dict[str, Path]:
 
 @pytest.fixture
 def write_sweep(tmp_path, tiny_model):
-    """write_sweep(params, **fields) -> path of a sweep file on the tiny checkpoint (2x2 grid by default)."""
-
-    def write(params=None, **fields) -> Path:
-        spec = {
-            "study": "tiny",
-            "config": str(TINY_EXPERIMENT),
-            "ckpt": str(tiny_model["ckpt"]),
-            "base_overrides": [f"data.root={tiny_model['data']}"],
-            "params": params or {"sampler.fusion_every": {"choices": [1, "off"]}, "data.num_lr": {"choices": [1, 2]}},
-            "objectives": [{"metric": "psnr", "direction": "maximize"}],
-            "sampler": {"name": "grid"},
-            "heartbeat": {"interval": 1, "grace": 2},
-        }
-        spec.update(fields)
-        path = tmp_path / f"{spec['study']}.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        return path
-
-    return write
+    """write_sweep(params=None, **fields) -> a sweep file on the tiny checkpoint (2x2 grid by default)."""
+    return lambda params=None, **fields: sweep_file(tmp_path, tiny_model, params, **fields)

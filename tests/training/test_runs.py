@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from satdiffmoe.runs import RunDir
+from satdiffmoe.runs import RunDir, seed_everything
 from satdiffmoe.training.entry import build_task, build_trainer
 from satdiffmoe.training.loggers import finish_wandb
 
@@ -13,6 +13,7 @@ from conftest import FixedDataModule, tiny_batch, tiny_config
 
 def fit(cfg, ckpt_path=None):
     run = RunDir.create(cfg)
+    seed_everything(cfg.seed)  # as `satdiffmoe train` does: new layers initialise identically
     task = build_task(cfg)
     trainer = build_trainer(cfg, run, *task.monitor())
     try:

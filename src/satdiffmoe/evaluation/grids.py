@@ -8,8 +8,8 @@ from typing import Optional
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
 def _show(axis, image: torch.Tensor, title: str, cmap: Optional[str] = None) -> None:

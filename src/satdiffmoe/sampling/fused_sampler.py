@@ -195,7 +195,7 @@ class FusedSampler:
     def fusion_context(self, inputs: BranchInputs) -> FusionContext:
         decode = None
         if self.vae is not None:
-            def decode(latent):  # noqa: E306 - gradients flow through the decoder for `optimized`
+            def decode(latent):
                 return self.vae.decode(latent / self.latent_scale).sample
         return FusionContext(
             valid=inputs.valid, dt=inputs.dt, lr=inputs.lr, lr_mask=inputs.lr_mask,
