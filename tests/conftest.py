@@ -9,8 +9,9 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-# CI has 2 cores: more threads than cores only adds contention.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The test models are tiny: one thread avoids thread-pool overhead and contention with the DDP
+# tests, which start two processes on the 2-core CI machine.
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,10 +3,9 @@
 import lightning.pytorch as pl
 import pytest
 import torch
+from baseline_toys import scene_batch, task_config
 
 from satdiffmoe.training import task_class
-
-from baseline_toys import scene_batch, task_config
 
 STAGES = ["controlnet", "diffusionsat"]
 STEPS = 40

@@ -89,7 +89,7 @@ def test_frames_are_mixed_and_order_free(nets):
 def test_untrained_3d_controlnet_leaves_the_prior_unchanged(prior_unet):
     net = TemporalControlNet.from_unet(prior_unet, conditioning_channels=4, num_frames=T, temporal_heads=2)
     z = torch.randn(2, 4, 8, 8)
-    frames, valid, batch = stack(3)
+    frames, valid, _ = stack(3)
     with torch.no_grad():
         control = net(z, 300, frames, valid)
         assert torch.equal(unet_forward_with_control(prior_unet, z, 300, control),

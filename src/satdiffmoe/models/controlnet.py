@@ -22,7 +22,7 @@ skip connections and to the mid-block output (`unet_forward_with_control`, mirro
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
@@ -37,6 +37,12 @@ from torch import nn
 from ..errors import UserError
 
 
+def architecture(config) -> dict:
+    """A diffusers config without its bookkeeping keys (`_name_or_path` is a Path when loaded from a
+    folder, which `torch.load(weights_only=True)` refuses inside checkpoint hyper-parameters)."""
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+
+
 def check_controllable(unet_config: dict) -> None:
     """Reject prior configurations whose forward pass `unet_forward_with_control` does not reproduce."""
     skip_blocks = [b for b in unet_config["down_block_types"] if "Skip" in b]
@@ -49,7 +55,7 @@ def check_controllable(unet_config: dict) -> None:
         raise UserError("ControlNet baselines need a prior with center_input_sample=False")
 
 
-def timestep_embedding(model: nn.Module, sample: torch.Tensor, timestep: torch.Tensor | float | int) -> torch.Tensor:
+def timestep_embedding(model: nn.Module, sample: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor:
     """`time_embedding(time_proj(t))` broadcast to the batch, exactly as `UNet2DModel.forward` does."""
     timesteps = torch.as_tensor(timestep, device=sample.device)
     if timesteps.ndim == 0:
@@ -94,7 +100,7 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
         last = unet.config.block_out_channels[-1]
         self.controlnet_mid_block = zero_module(nn.Conv2d(last, last, kernel_size=1))
 
-    def residual_channels(self) -> List[int]:
+    def residual_channels(self) -> list[int]:
         """Channels of every skip feature map, in the order the prior's up blocks consume them."""
         channels = [self.conv_in.out_channels]
         for block in self.down_blocks:
@@ -113,7 +119,7 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
 
         `kwargs` are the remaining constructor arguments (of this class or a subclass).
         """
-        controlnet = cls(unet_config=dict(unet.config), **kwargs)
+        controlnet = cls(unet_config=architecture(unet.config), **kwargs)
         if load_weights_from_unet:
             for name in ("conv_in", "time_proj", "time_embedding", "down_blocks", "mid_block"):
                 getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
@@ -124,7 +130,7 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
         sample: torch.Tensor,
         emb: torch.Tensor,
         controlnet_cond: torch.Tensor,
-    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encoder features (before the zero convs) for an already-embedded timestep."""
         hidden = self.conv_in(sample) + self.controlnet_cond_embedding(controlnet_cond)
         features = [hidden]
@@ -143,9 +149,9 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
     def forward(
         self,
         sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
+        timestep: torch.Tensor | float,
         controlnet_cond: torch.Tensor,
-        extra_emb: Optional[torch.Tensor] = None,
+        extra_emb: torch.Tensor | None = None,
         conditioning_scale: float = 1.0,
     ) -> ControlNetOutput:
         """Residuals for the prior. `extra_emb` (R×E, e.g. the Δt embedding) is added to the time embedding."""
@@ -159,9 +165,9 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
 def unet_forward_with_control(
     unet: UNet2DModel,
     sample: torch.Tensor,
-    timestep: torch.Tensor | float | int,
-    control: Optional[ControlNetOutput] = None,
-    class_labels: Optional[torch.Tensor] = None,
+    timestep: torch.Tensor | float,
+    control: ControlNetOutput | None = None,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`UNet2DModel.forward` with ControlNet residuals added to the skips and the mid-block output.
 
@@ -175,7 +181,7 @@ def unet_forward_with_control(
         emb = emb + unet.class_embedding(class_labels).to(emb.dtype)
 
     hidden = unet.conv_in(sample)
-    skips: Tuple[torch.Tensor, ...] = (hidden,)
+    skips: tuple[torch.Tensor, ...] = (hidden,)
     for block in unet.down_blocks:
         hidden, res = block(hidden_states=hidden, temb=emb)
         skips += res

@@ -19,7 +19,7 @@ day-of-year metadata, so the output does not depend on the order of the stack.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from diffusers.configuration_utils import register_to_config
@@ -91,10 +91,10 @@ class TemporalControlNet(UNet2DControlNet):
     def forward(
         self,
         sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
+        timestep: torch.Tensor | float,
         controlnet_cond: torch.Tensor,
         frame_valid: torch.Tensor,
-        frame_emb: Optional[torch.Tensor] = None,
+        frame_emb: torch.Tensor | None = None,
         conditioning_scale: float = 1.0,
     ) -> ControlNetOutput:
         """sample R×C×h×w; controlnet_cond R×T×Cc×h×w; frame_valid R×T bool; frame_emb R×T×E metadata."""

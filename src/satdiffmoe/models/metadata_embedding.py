@@ -11,7 +11,7 @@ Config names (`model.controlnet.metadata_fields`) map to batch keys (docs/ARCHIT
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -20,9 +20,9 @@ from ..errors import UserError
 from .time_embedding import ScalarEmbedding
 
 # config field -> batch key; every key is B×N except `gsd` (B, one per scene, shared by its frames).
-METADATA_KEYS: Dict[str, str] = {"dt": "dt", "gsd": "gsd", "cloud_cover": "lr_cloud", "day_of_year": "lr_doy"}
+METADATA_KEYS: dict[str, str] = {"dt": "dt", "gsd": "gsd", "cloud_cover": "lr_cloud", "day_of_year": "lr_doy"}
 # Cloud cover arrives as a fraction; in percent, log1p spreads 0..100 over ~4.6 units instead of 0.69.
-PRE_SCALE: Dict[str, float] = {"cloud_cover": 100.0}
+PRE_SCALE: dict[str, float] = {"cloud_cover": 100.0}
 
 
 def check_fields(fields: Sequence[str]) -> None:
@@ -32,7 +32,7 @@ def check_fields(fields: Sequence[str]) -> None:
                         f"choose from {sorted(METADATA_KEYS)}")
 
 
-def frame_metadata(batch: Mapping[str, torch.Tensor], fields: Sequence[str]) -> Dict[str, torch.Tensor]:
+def frame_metadata(batch: Mapping[str, torch.Tensor], fields: Sequence[str]) -> dict[str, torch.Tensor]:
     """Per-frame metadata B×N for `fields`, read from a datamodule batch (NaN where unknown)."""
     check_fields(fields)
     frames = batch["dt"].shape

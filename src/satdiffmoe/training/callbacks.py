@@ -72,8 +72,11 @@ def parameter_counts(module) -> Dict[str, int]:
 
 def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str, clock: TrainingClock) -> List[Callback]:
     t = cfg.train
+    from ..data.datamodule import SkippedRecordsCallback  # counts records the reader skipped
+
     callbacks: List[Callback] = [
         clock,
+        SkippedRecordsCallback(),
         ParameterCounts(),
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(dirpath=run.checkpoints, filename="step{step:06d}", auto_insert_metric_name=False,

@@ -14,7 +14,7 @@ averaged (the fused sampler with fusion off).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DModel
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.conditional_unet import ConditionalUNet
-from ..models.controlnet import UNet2DControlNet, unet_forward_with_control
+from ..models.controlnet import UNet2DControlNet, architecture, unet_forward_with_control
 from ..models.time_embedding import ScalarEmbedding
 from ..models.unet import load_pretrained_unet
 from ..sampling.fused_sampler import BranchInputs
@@ -55,7 +55,7 @@ class ControlledPriorTask(DiffusionTask):
             self._prior_holder = (load_task(self.cfg.init.prior_ckpt, expect_stage="prior"),)
         return self._prior_holder[0]
 
-    def configure_vae(self, networks: Optional[dict]) -> AutoencoderKL:
+    def configure_vae(self, networks: dict | None) -> AutoencoderKL:
         """As SatDiffMoE: with `init.prior_ckpt` the VAE (and latent scale) the prior was trained on."""
         if networks is None and self.cfg.init.prior_ckpt:
             prior = self._prior_task()
@@ -67,7 +67,7 @@ class ControlledPriorTask(DiffusionTask):
     def cond_channels(self) -> int:
         return self.vae.config.latent_channels if self.cfg.model.conditioning == "latent" else self.cfg.data.channels
 
-    def load_prior(self, networks: Optional[dict]) -> ConditionalUNet:
+    def load_prior(self, networks: dict | None) -> ConditionalUNet:
         """The frozen prior: rebuilt from stored configs (weights come with the state dict), or taken from
         the prior stage's checkpoint (`init.prior_ckpt`) or a local UNet2DModel folder."""
         cfg = self.cfg
@@ -94,10 +94,13 @@ class ControlledPriorTask(DiffusionTask):
 
     def network_configs(self) -> dict:
         prior = self.network["prior"]
-        return {**super().network_configs(), "unet": plain_config(prior.unet.config),
+        # `architecture` drops diffusers' bookkeeping keys: a VAE or prior loaded from a local folder
+        # carries `_name_or_path` as a Path, which `load_task`'s weights_only=True read refuses.
+        return {**super().network_configs(), "vae": plain_config(architecture(self.vae.config)),
+                "unet": plain_config(architecture(prior.unet.config)),
                 "prior_scalars": list(prior.scalars), "controlnet": plain_config(self.network["controlnet"].config)}
 
-    def prior_class_labels(self, z_t: torch.Tensor, cond: Cond) -> Optional[torch.Tensor]:
+    def prior_class_labels(self, z_t: torch.Tensor, cond: Cond) -> torch.Tensor | None:
         """The prior's own scalar embeddings (its GSD, when it was trained with one), as ConditionalUNet adds them."""
         prior = self.network["prior"]
         if not prior.scalars:
@@ -110,7 +113,7 @@ class ControlledPriorTask(DiffusionTask):
 class ControlNetTask(ControlledPriorTask):
     stage = "controlnet"
 
-    def configure_network(self, networks: Optional[dict]) -> nn.ModuleDict:
+    def configure_network(self, networks: dict | None) -> nn.ModuleDict:
         prior = self.load_prior(networks)
         if networks is not None:
             controlnet = UNet2DControlNet.from_config(networks["controlnet"])
@@ -121,7 +124,7 @@ class ControlNetTask(ControlledPriorTask):
             modules["dt_embedding"] = ScalarEmbedding(controlnet.time_embed_dim)
         return nn.ModuleDict(modules)
 
-    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator) -> Tuple[Cond, torch.Tensor]:
+    def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, torch.Tensor]:
         """One LR per scene: with `train_lr_policy=pair` the datamodule already picked it; otherwise a
         random valid one."""
         valid = batch["lr_valid"]
@@ -130,13 +133,13 @@ class ControlNetTask(ControlledPriorTask):
         rows = torch.arange(valid.shape[0], device=valid.device)
         return self._cond(batch["lr"][rows, index], batch["gsd"]), batch["dt"][rows, index]
 
-    def _cond(self, lr: torch.Tensor, gsd: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _cond(self, lr: torch.Tensor, gsd: torch.Tensor) -> dict[str, torch.Tensor]:
         cond = {"image": self.condition_image(lr)}
         if self.network["prior"].scalars:
             cond["gsd"] = gsd.expand(lr.shape[0]) if gsd.ndim == 0 else gsd
         return cond
 
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
         rows = z_t.shape[0]
         if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
             image = torch.zeros((rows, self.network["controlnet"].config.conditioning_channels, *z_t.shape[2:]),
@@ -153,7 +156,7 @@ class ControlNetTask(ControlledPriorTask):
         return unet_forward_with_control(self.network["prior"].unet, z_t, t, control,
                                          class_labels=self.prior_class_labels(z_t, cond))
 
-    def branch_inputs(self, batch: Dict[str, Any], late_fusion: Optional[bool] = None) -> BranchInputs:
+    def branch_inputs(self, batch: dict[str, Any], late_fusion: bool | None = None) -> BranchInputs:
         """Nearest-in-time LR (N = 1), or every LR as its own branch for late fusion."""
         if late_fusion is None:
             late_fusion = bool(self.cfg.sampler.late_fusion)
@@ -171,7 +174,7 @@ class ControlNetTask(ControlledPriorTask):
         return BranchInputs(cond=cond, dt=dt[rows, index][:, None], valid=valid[rows, index][:, None],
                             lr=lr[rows, index][:, None], lr_mask=batch["lr_mask"][rows, index][:, None])
 
-    def sample(self, batch: Dict[str, Any], sampler_cfg: Any, generator: Optional[torch.Generator] = None):
+    def sample(self, batch: dict[str, Any], sampler_cfg: Any, generator: torch.Generator | None = None):
         """Late fusion = independent branches averaged after decoding: the fused sampler with fusion off."""
         from ..sampling.fused_sampler import FusedSampler
 

@@ -14,7 +14,7 @@ frames (the T nearest in time when a scene has more; padded with `valid = False`
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ class DiffusionSatTask(ControlledPriorTask):
     def frames(self) -> int:
         return int(self.cfg.model.controlnet.frames)
 
-    def configure_network(self, networks: Optional[dict]) -> nn.ModuleDict:
+    def configure_network(self, networks: dict | None) -> nn.ModuleDict:
         cfg = self.cfg
         if cfg.data.train_lr_policy == "pair":
             log.warning("stage=diffusionsat trains on LR stacks but data.train_lr_policy=pair gives one LR per "
@@ -68,7 +68,7 @@ class DiffusionSatTask(ControlledPriorTask):
         return nn.ModuleDict({"prior": prior, "controlnet": controlnet, "metadata": metadata})
 
     # ------------------------------------------------------------------------------ conditions
-    def stack(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    def stack(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The scene's T-frame condition: image B×T×C×h×w, valid B×T, one B×T tensor per metadata field."""
         T = self.frames
         valid = pad_frames(batch["lr_valid"], T, False)
@@ -90,10 +90,10 @@ class DiffusionSatTask(ControlledPriorTask):
             cond["gsd"] = batch["gsd"]
         return cond
 
-    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator) -> Tuple[Cond, None]:
+    def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, None]:
         return self.stack(batch), None
 
-    def drop_condition(self, cond: Cond, dt: Optional[torch.Tensor], drop: torch.Tensor) -> Tuple[Cond, None]:
+    def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, None]:
         """Dropped rows see what `denoise(cond=None)` sees: no image, one valid frame, unknown metadata."""
         cond = dict(cond)
         first_only = torch.zeros_like(cond["valid"])
@@ -104,7 +104,7 @@ class DiffusionSatTask(ControlledPriorTask):
             cond[key] = torch.where(drop[:, None], torch.full_like(cond[key], float("nan")), cond[key])
         return cond, None
 
-    def unconditional(self, z_t: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def unconditional(self, z_t: torch.Tensor) -> dict[str, torch.Tensor]:
         rows, T = z_t.shape[0], self.frames
         channels = self.network["controlnet"].config.conditioning_channels
         cond = {"image": z_t.new_zeros((rows, T, channels, *z_t.shape[2:])),
@@ -115,7 +115,7 @@ class DiffusionSatTask(ControlledPriorTask):
         return cond
 
     # ------------------------------------------------------------------------------- the network
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
         prior_cond = cond
         if cond is None:
             cond = self.unconditional(z_t)
@@ -126,7 +126,7 @@ class DiffusionSatTask(ControlledPriorTask):
         return unet_forward_with_control(self.network["prior"].unet, z_t, t, control,
                                          class_labels=self.prior_class_labels(z_t, prior_cond))
 
-    def branch_inputs(self, batch: Dict[str, Any]) -> BranchInputs:
+    def branch_inputs(self, batch: dict[str, Any]) -> BranchInputs:
         """One branch per scene (leading dims B×1); the nearest LR rides along for references."""
         cond = {key: value[:, None] for key, value in self.stack(batch).items()}
         rows = torch.arange(batch["lr"].shape[0], device=batch["lr"].device)

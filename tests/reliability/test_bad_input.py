@@ -1,0 +1,127 @@
+"""Bad input everywhere a user types: one readable `error:` line, exit code 2, no traceback.
+
+Every case goes through the real CLI entry point (`satdiffmoe.cli.main`, in process) against real
+shards and real checkpoints. `{data}`, `{ae}`, `{sdm}`, `{tmp}`, `{file}` and `{tiny}` in a case are
+replaced by the tiny shard folder, the autoencoder and SatDiffMoE run folders, a fresh folder, a
+plain text file and the tiny experiment file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from satdiffmoe.cli import main
+from reliability_helpers import TINY_EXPERIMENT, run_cli
+
+TRAIN = ["train", "{tiny}", "run_root={tmp}/runs", "data.root={data}"]
+EVAL = ["evaluate", "{tiny}", "run_root={tmp}/runs", "data.root={data}"]
+SAMPLE = ["sample", "--ckpt", "{sdm}", "--lr", "{tmp}/a.png", "{tmp}/b.png", "--dt", "-10", "5", "--out", "{tmp}/sr.png"]
+
+# (case id, argv, a fragment the one-line message must contain)
+CASES = [
+    # configs: keys and types
+    ("unknown-top-level-key", TRAIN + ["stag=prior"], "unknown config key 'stag'"),
+    ("unknown-nested-key", TRAIN + ["sampler.nfee=5"], "did you mean 'sampler.nfe'"),
+    ("wrong-type-float", TRAIN + ["train.lr=fast"], "train.lr"),
+    ("wrong-type-int", TRAIN + ["data.hr_size=big"], "data.hr_size"),
+    ("wrong-type-bool", TRAIN + ["resume=maybe"], "resume"),
+    ("override-without-equals", TRAIN + ["train.lr"], "dotted.key=value"),
+    ("unknown-key-in-file", ["train", "{tmp}/typo.yaml"], "did you mean 'train.max_steps'"),
+    ("config-file-missing", ["train", "{tmp}/nope.yaml"], "config file not found"),
+    ("config-not-a-mapping", ["train", "{tmp}/list.yaml"], "YAML mapping"),
+    ("config-yaml-syntax", ["train", "{tmp}/broken.yaml"], "cannot parse config"),
+    ("config-extends-cycle", ["train", "{tmp}/cycle.yaml"], "extends itself"),
+    # configs: impossible values
+    ("scale-not-dividing-hr", TRAIN + ["data.scale=3"], "does not divide data.hr_size"),
+    ("nfe-zero", EVAL + ["ckpt={sdm}", "sampler.nfe=0"], "sampler.nfe must be >= 1"),
+    ("nfe-above-train-steps", EVAL + ["ckpt={sdm}", "sampler.nfe=500"], "exceeds diffusion.num_train_timesteps"),
+    ("negative-fusion-every", EVAL + ["ckpt={sdm}", "sampler.fusion_every=-1"], "sampler.fusion_every"),
+    ("unknown-stage", TRAIN + ["stage=gan"], "stage 'gan'"),
+    ("unknown-consensus", EVAL + ["ckpt={sdm}", "sampler.consensus=median"], "sampler.consensus"),
+    ("pull-outside-0-1", EVAL + ["ckpt={sdm}", "sampler.pull=2"], "sampler.pull"),
+    ("ema-decay-one", TRAIN + ["train.ema_decay=1.0"], "train.ema_decay"),
+    ("num-lr-zero", EVAL + ["ckpt={sdm}", "data.num_lr=0"], "data.num_lr"),
+    ("num-lr-above-available", EVAL + ["ckpt={sdm}", "data.num_lr=9", "data.max_lr=9"], "data.num_lr"),
+    ("channels-not-in-shards", TRAIN + ["data.channels=4"], "does not fit the config"),
+    # runs, data and checkpoints
+    ("resume-without-run-id", TRAIN + ["resume=true"], "needs the run_id"),
+    ("resume-unknown-run", TRAIN + ["resume=true", "run_id=never"], "does not exist"),
+    ("train-ckpt-missing", TRAIN + ["ckpt={tmp}/none.ckpt"], "not a checkpoint file"),
+    ("data-root-missing", TRAIN + ["data.root={tmp}/no_data"], "{tmp}/no_data"),
+    ("run-root-not-writable", TRAIN + ["run_root={file}/runs"], "cannot create run folder"),
+    ("init-vae-not-a-checkpoint", TRAIN + ["stage=prior", "init.vae_ckpt={file}"], "cannot read checkpoint"),
+    ("init-prior-of-another-stage", TRAIN + ["stage=satdiffmoe", "init.prior_ckpt={ae}"], "'autoencoder' checkpoint"),
+    ("evaluate-without-ckpt", EVAL, "evaluate needs a model"),
+    ("evaluate-ckpt-of-another-stage", EVAL + ["ckpt={ae}"], "autoencoder"),
+    ("evaluate-ckpt-of-another-size", EVAL + ["ckpt={sdm}", "model.unet.block_out_channels=[32,64]"], "does not fit"),
+    # sample
+    ("sample-dt-count-mismatch", SAMPLE[:9] + ["--out", "{tmp}/sr.png"], "2 --lr images but 1 --dt"),
+    ("sample-dt-not-a-number", SAMPLE[:7] + ["soon", "5", "--out", "{tmp}/sr.png"], "--dt value 'soon'"),
+    ("sample-lr-missing", ["sample", "--ckpt", "{sdm}", "--lr", "{tmp}/gone.png", "--dt", "1", "--out", "{tmp}/sr.png"],
+     "gone.png"),
+    ("sample-out-not-writable", SAMPLE[:10] + ["{file}/sr.png"], "not writable"),
+    ("sample-out-bad-suffix", SAMPLE[:10] + ["{tmp}/sr.jpg"], ".tif"),
+    ("sample-ckpt-of-another-stage", ["sample", "--ckpt", "{ae}"] + SAMPLE[3:], "'autoencoder' checkpoint"),
+    ("sample-ckpt-garbage", ["sample", "--ckpt", "{file}"] + SAMPLE[3:], "cannot read checkpoint"),
+    ("sample-lr-sizes-differ", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/big.png"] + SAMPLE[6:], "must share size"),
+    ("sample-nfe-zero", SAMPLE + ["sampler.nfe=0"], "sampler.nfe must be >= 1"),
+    # sweep, report, prepare
+    ("sweep-file-missing", ["sweep", "{tmp}/nosweep.yaml"], "nosweep.yaml"),
+    ("sweep-workers-zero", ["sweep", "{tmp}/sweep.yaml", "--workers", "0", "--out", "{tmp}/sw"], "--workers"),
+    ("sweep-param-not-a-config-key", ["sweep", "{tmp}/badparam.yaml", "--out", "{tmp}/sw"], "sampler.nfee"),
+    ("sweep-storage-unknown-scheme", ["sweep", "{tmp}/sweep.yaml", "--storage", "mongo://x", "--out", "{tmp}/sw"],
+     "mongo://x"),
+    ("report-run-folder-missing", ["report", "--runs", "{tmp}/norun", "--out", "{tmp}/rep"], "norun"),
+    ("prepare-unknown-source", ["prepare", "landsat9", "--out", "{tmp}/d"], "known sources"),
+    ("prepare-shard-size-zero", ["prepare", "synthetic", "--out", "{tmp}/d", "--shard-size", "0"], "--shard-size"),
+]
+
+
+def _write_inputs(tmp, tiny_runs):
+    (tmp / "plain.txt").write_text("not a checkpoint\n")
+    (tmp / "typo.yaml").write_text(f"extends: {TINY_EXPERIMENT}\ntrain: {{max_step: 3}}\n")
+    (tmp / "list.yaml").write_text("- a\n- b\n")
+    (tmp / "broken.yaml").write_text("train: {max_steps: 3\n")
+    (tmp / "cycle.yaml").write_text("extends: cycle.yaml\n")
+    for name, size in (("a.png", 4), ("b.png", 4), ("big.png", 8)):
+        Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(tmp / name)
+    sweep = (f"study: bad\nconfig: {TINY_EXPERIMENT}\nckpt: {tiny_runs['sdm']}\n"
+             f"base_overrides: ['data.root={tiny_runs['data']}']\nobjectives: [{{metric: psnr, direction: maximize}}]\n"
+             "sampler: {name: grid}\n")
+    (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
+    (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
+
+
+def _fill(arg: str, tmp, tiny_runs) -> str:
+    return arg.format(tiny=TINY_EXPERIMENT, tmp=tmp, data=tiny_runs["data"], ae=tiny_runs["ae"],
+                      sdm=tiny_runs["sdm"], file=tmp / "plain.txt")
+
+
+def test_the_table_has_at_least_30_distinct_cases():
+    assert len({case for case, _, _ in CASES}) == len(CASES) >= 30
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case, argv, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_no_traceback(case, argv, fragment, tmp_path, tiny_runs, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    _write_inputs(tmp_path, tiny_runs)
+    capsys.readouterr()
+    code = main([_fill(a, tmp_path, tiny_runs) for a in argv])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert _fill(fragment, tmp_path, tiny_runs) in errors[0]
+
+
+def test_a_real_process_prints_one_line_and_debug_prints_the_traceback(tmp_path):
+    plain = run_cli(["train", str(tmp_path / "missing.yaml")])
+    assert plain.returncode == 2
+    assert plain.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yaml'} "
+                                                 "(configs live in experiments/, e.g. experiments/quickstart.yaml)"]
+    debug = run_cli(["--debug", "train", str(tmp_path / "missing.yaml")])
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "UserError" in debug.stderr
