@@ -32,10 +32,15 @@ SOURCES = {
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every source understands."""
-    parser.add_argument("--out", required=True, help="output folder for <split>-NNNNNN.tar shards and manifest.json")
+    parser.add_argument(
+        "--out", required=True, help="output folder for <split>-NNNNNN.tar shards and manifest.json"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for generation and split assignment")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip unreadable or inconsistent inputs (counted in the manifest) instead of stopping")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable or inconsistent inputs (counted in the manifest) instead of stopping",
+    )
     parser.add_argument("--shard-size", type=int, default=128, help="scenes per .tar shard")
 
 
@@ -46,13 +51,18 @@ def load_source(name: str) -> ModuleType:
         return importlib.import_module(f"data_prep.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == f"data_prep.{name}":
-            raise UserError(f"data source '{name}' is not available in this version (data_prep/{name}.py is missing)") from None
+            raise UserError(
+                f"data source '{name}' is not available in this version (data_prep/{name}.py is missing)"
+            ) from None
         raise
 
 
 def build_parser(name: str, module: ModuleType) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"satdiffmoe prepare {name}", description=SOURCES[name],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"satdiffmoe prepare {name}",
+        description=SOURCES[name],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_common_arguments(parser)
     module.add_arguments(parser)
     return parser
@@ -67,7 +77,10 @@ def main(args: argparse.Namespace) -> int:
     manifest = module.convert(options)
     counts = manifest.get("counts", {})
     skipped = manifest.get("skipped", {}).get("count", 0)
-    print(f"wrote {json.dumps(counts)} scenes to {options.out} (skipped {skipped}); see {options.out}/manifest.json")
+    print(
+        f"wrote {json.dumps(counts)} scenes to {options.out} (skipped {skipped}); "
+        f"see {options.out}/manifest.json"
+    )
     return 0
 
 

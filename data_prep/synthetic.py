@@ -52,7 +52,10 @@ class SynthSatParams:
 
     def check(self) -> None:
         if self.hr_size < 8 or self.scale < 1 or self.hr_size % self.scale:
-            raise UserError(f"--scale {self.scale} must divide --hr-size {self.hr_size} (>= 8); e.g. --hr-size 64 --scale 4")
+            raise UserError(
+                f"--scale {self.scale} must divide --hr-size {self.hr_size} (>= 8); "
+                "e.g. --hr-size 64 --scale 4"
+            )
         if not 1 <= self.min_lr <= self.max_lr:
             raise UserError(f"need 1 <= --min-lr ({self.min_lr}) <= --max-lr ({self.max_lr})")
         if self.dt_range_days <= 0:
@@ -65,8 +68,13 @@ def cloud_opacity(rng: np.random.Generator, size: int) -> np.ndarray:
         return np.zeros((size, size))
     # smooth noise drawn on a 4× coarser grid and zoomed: same look, a fraction of the filter cost
     coarse = max(size // 4, 4)
-    field = ndimage.zoom(ndimage.gaussian_filter(rng.standard_normal((coarse, coarse)), coarse / 8, mode="wrap"),
-                         size / coarse, order=1, mode="nearest", grid_mode=True)
+    field = ndimage.zoom(
+        ndimage.gaussian_filter(rng.standard_normal((coarse, coarse)), coarse / 8, mode="wrap"),
+        size / coarse,
+        order=1,
+        mode="nearest",
+        grid_mode=True,
+    )
     threshold = np.quantile(field, 1.0 - rng.uniform(0.05, 0.7))
     return np.clip((field - threshold) / (0.5 * field.std() + 1e-8), 0.0, 1.0)
 
@@ -108,29 +116,43 @@ def make_scene(params: SynthSatParams, index: int) -> Scene:
     lrs, masks = zip(*(acquire_lr(render(land, float(day)), rng, params.scale) for day in days))
     lr_mask = np.stack(masks).astype(np.uint8)
     meta = {
-        "source": "synthetic", "generator": GENERATOR_VERSION, "scale": params.scale, "bands": BANDS,
-        "value_max": 255, "gsd": HR_GSD_M, "lr_gsd": HR_GSD_M * params.scale,
+        "source": "synthetic",
+        "generator": GENERATOR_VERSION,
+        "scale": params.scale,
+        "bands": BANDS,
+        "value_max": 255,
+        "gsd": HR_GSD_M,
+        "lr_gsd": HR_GSD_M * params.scale,
         "hr_time": hr_date.isoformat(),
         "lr_times": [(hr_date + dt.timedelta(days=int(day))).isoformat() for day in days],
         "lr_dt": [float(day) for day in days],
         "cloud_cover": [round(1.0 - float(m.mean()), 4) for m in lr_mask],
     }
-    return Scene(key=f"synthsat-s{params.seed}-{index:06d}", hr=_to_uint8(render(land, 0.0)),
-                 lr=_to_uint8(np.stack(lrs)), lr_mask=lr_mask, meta=meta)
+    return Scene(
+        key=f"synthsat-s{params.seed}-{index:06d}",
+        hr=_to_uint8(render(land, 0.0)),
+        lr=_to_uint8(np.stack(lrs)),
+        lr_mask=lr_mask,
+        meta=meta,
+    )
 
 
 def assign_splits(num_scenes: int, val_frac: float, test_frac: float, seed: int) -> List[str]:
     """Split name per scene index: exact counts (round(N·frac), at least 1 if the fraction is > 0)."""
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise UserError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
+        raise UserError(
+            f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1"
+        )
     n_val = max(int(round(num_scenes * val_frac)), int(val_frac > 0))
     n_test = max(int(round(num_scenes * test_frac)), int(test_frac > 0))
     if n_val + n_test >= num_scenes:
-        raise UserError(f"--num-scenes {num_scenes} is too few for val/test splits; use at least {n_val + n_test + 1}")
+        raise UserError(
+            f"--num-scenes {num_scenes} is too few for val/test splits; use at least {n_val + n_test + 1}"
+        )
     splits = np.array(["train"] * num_scenes, dtype=object)
     order = np.random.default_rng(seed).permutation(num_scenes)
     splits[order[:n_val]] = "val"
-    splits[order[n_val:n_val + n_test]] = "test"
+    splits[order[n_val : n_val + n_test]] = "test"
     return list(splits)
 
 
@@ -153,28 +175,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=4, help="HR size / LR size")
     parser.add_argument("--min-lr", type=int, default=2, help="fewest LR acquisitions per scene")
     parser.add_argument("--max-lr", type=int, default=8, help="most LR acquisitions per scene")
-    parser.add_argument("--dt-range-days", type=float, default=730.0, help="LR dates within ±this many days of the HR")
+    parser.add_argument(
+        "--dt-range-days", type=float, default=730.0, help="LR dates within ±this many days of the HR"
+    )
     parser.add_argument("--val-frac", type=float, default=0.1, help="share of scenes in the val split")
     parser.add_argument("--test-frac", type=float, default=0.1, help="share of scenes in the test split")
-    parser.add_argument("--workers", type=int, default=1, help="generator processes (output is identical for any value)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="generator processes (output is identical for any value)"
+    )
 
 
 def convert(args: argparse.Namespace) -> Dict[str, Any]:
-    params = SynthSatParams(hr_size=args.hr_size, scale=args.scale, min_lr=args.min_lr, max_lr=args.max_lr,
-                            dt_range_days=args.dt_range_days, seed=args.seed)
+    params = SynthSatParams(
+        hr_size=args.hr_size,
+        scale=args.scale,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        dt_range_days=args.dt_range_days,
+        seed=args.seed,
+    )
     params.check()
     if args.num_scenes < 1:
         raise UserError(f"--num-scenes must be >= 1, got {args.num_scenes}")
     splits = assign_splits(args.num_scenes, args.val_frac, args.test_frac, args.seed)
     started = time.perf_counter()
-    config = dict(asdict(params), generator=GENERATOR_VERSION, num_scenes=args.num_scenes,
-                  val_frac=args.val_frac, test_frac=args.test_frac)
+    config = dict(
+        asdict(params),
+        generator=GENERATOR_VERSION,
+        num_scenes=args.num_scenes,
+        val_frac=args.val_frac,
+        test_frac=args.test_frac,
+    )
     # the writer's __exit__ writes manifest.json; on an exception it leaves the shards without one
-    with ShardSetWriter(args.out, source="synthetic", config=config, max_count=args.shard_size,
-                        version=GENERATOR_VERSION) as writer:
+    with ShardSetWriter(
+        args.out, source="synthetic", config=config, max_count=args.shard_size, version=GENERATOR_VERSION
+    ) as writer:
         scenes = generate(params, args.num_scenes, args.workers)
         for index, scene in enumerate(tqdm(scenes, total=args.num_scenes, desc="synthsat", unit="scene")):
             writer.write(scene, splits[index])
     seconds = time.perf_counter() - started
-    log.info("generated %d scenes in %.1f s (%.0f scenes/s)", args.num_scenes, seconds, args.num_scenes / seconds)
+    log.info(
+        "generated %d scenes in %.1f s (%.0f scenes/s)", args.num_scenes, seconds, args.num_scenes / seconds
+    )
     return json.loads((Path(args.out) / "manifest.json").read_text())

@@ -24,8 +24,8 @@ TINY = [
 ]
 
 
-def tiny_config(tmp_path: Path, *overrides: str):
-    return load_config(None, TINY + [f"run_root={tmp_path / 'runs'}", *overrides])
+def tiny_config(tmp_path, *overrides: str):
+    return load_config(None, TINY + [f"run_root={Path(tmp_path) / 'runs'}", *overrides])
 
 
 def tiny_batch(scenes: int = 4, num_lr: int = 2, seed: int = 0) -> dict:

@@ -3,12 +3,11 @@
 import json
 
 import torch
+from conftest import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
 from satdiffmoe.training.entry import build_task, build_trainer
 from satdiffmoe.training.loggers import finish_wandb
-
-from conftest import FixedDataModule, tiny_batch, tiny_config
 
 
 def fit(cfg, ckpt_path=None):

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from conftest import tiny_batch, tiny_config
 from diffusers import AutoencoderKL, UNet2DModel
 
 from satdiffmoe.errors import UserError
 from satdiffmoe.training.checkpoints import load_task
 from satdiffmoe.training.entry import build_task
-
-from conftest import tiny_batch, tiny_config
 
 
 def loss_after_steps(task, steps: int) -> tuple:

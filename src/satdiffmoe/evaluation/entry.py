@@ -74,6 +74,9 @@ def evaluate_command(args) -> int:
     ckpt = resolve_checkpoint(cfg.ckpt)
     seed_everything(cfg.seed)
     task = load_task(ckpt)
+    if not hasattr(task, "sample"):  # only diffusion stages sample; an autoencoder would fail mid-run
+        raise UserError(f"{ckpt} is a '{task.stage}' checkpoint; evaluate needs a diffusion stage "
+                        "(prior, satdiffmoe, controlnet or diffusionsat)")
     task.eval()
     folder = eval_folder(cfg, Path(ckpt))
     evaluator = Evaluator(cfg)

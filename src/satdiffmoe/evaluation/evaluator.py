@@ -87,6 +87,11 @@ class Evaluator:
         batches = list(tqdm(datamodule.test_dataloader(), desc="reading test scenes", leave=False))
         if not batches:
             raise UserError("the test split has no scenes; check data.root / data.shards.test")
+        wanted = datamodule.data.num_lr
+        available = max(int(b["lr_valid"].sum(1).max()) for b in batches)
+        if wanted > available:  # otherwise an "n9" result would silently be computed from fewer LRs
+            raise UserError(f"data.num_lr={wanted} but the test scenes have at most {available} LR images; "
+                            f"use data.num_lr<={available} (or -1 for all)")
         return batches
 
     def scenes(self, cfg: DictConfig) -> List[Dict[str, Any]]:

@@ -33,7 +33,10 @@ def load_pretrained_vae(folder: str | Path) -> AutoencoderKL:
     if not (folder / "config.json").is_file():
         raise UserError(f"model.vae.pretrained={folder} is not a diffusers AutoencoderKL folder (no config.json); "
                         "point it at a folder written by save_pretrained, e.g. <sd-download>/vae")
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    try:  # diffusers reads .bin weights with weights_only=True and refuses pickled code
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot load model.vae.pretrained={folder}: {str(exc).splitlines()[0]}") from None
 
 
 def downsampling_factor(vae: AutoencoderKL) -> int:

@@ -43,7 +43,10 @@ def load_pretrained_unet(folder: str | Path) -> UNet2DModel:
     if not (folder / "config.json").is_file():
         raise UserError(f"model.unet.pretrained={folder} is not a diffusers UNet2DModel folder (no config.json); "
                         "point it at a folder written by UNet2DModel.save_pretrained")
-    return UNet2DModel.from_pretrained(folder, local_files_only=True)
+    try:  # diffusers reads .bin weights with weights_only=True and refuses pickled code
+        return UNet2DModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot load model.unet.pretrained={folder}: {str(exc).splitlines()[0]}") from None
 
 
 def with_extra_inputs(unet: UNet2DModel, extra_in_channels: int, class_embedding: bool) -> UNet2DModel:

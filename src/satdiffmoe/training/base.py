@@ -28,7 +28,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from ..config import as_plain, config_from_dict, with_overrides
 from ..errors import UserError
-from ..models.autoencoder import build_vae, downsampling_factor, load_pretrained_vae
+from ..models.autoencoder import downsampling_factor, load_pretrained_vae
 from .loggers import log_image_grid
 from .optim import configure_adamw
 

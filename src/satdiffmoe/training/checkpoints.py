@@ -24,7 +24,8 @@ def _read(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]  # EOFError of an empty file has no message
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -70,6 +71,20 @@ def load_task(path: str | Path, expect_stage: Optional[str] = None, config: Opti
     task.on_load_checkpoint(checkpoint)
     log.info("loaded %s task from %s", stage, path)
     return task.eval()
+
+
+def check_fits(path: str | Path, task) -> None:
+    """Fail with one line before `Trainer.fit(ckpt_path=...)` would fail with a traceback mid-restore:
+    an unreadable or unsafe file, a checkpoint of another stage, or one of another model size."""
+    path = Path(path)
+    checkpoint = _read(path)
+    stage = (checkpoint.get("hyper_parameters") or {}).get("stage")
+    if stage is None:
+        raise UserError(f"{path} is not a satdiffmoe checkpoint (no stage in its hyper_parameters)")
+    if stage != task.stage:
+        raise UserError(f"{path} is a '{stage}' checkpoint but this run trains stage '{task.stage}'; "
+                        f"continue from a {task.stage} checkpoint or set stage={stage}")
+    _load_weights(task, checkpoint.get("state_dict", {}), path)
 
 
 def _load_weights(task: torch.nn.Module, state: dict, path: Path) -> None:

@@ -20,7 +20,9 @@ from ..config import load_config
 from ..errors import UserError
 from ..runs import RunDir, seed_everything
 from . import task_class
+from .atomic_checkpoint_io import AtomicCheckpointIO
 from .callbacks import TrainingClock, build_callbacks
+from .checkpoints import check_fits
 from .loggers import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str)
         enable_progress_bar=cfg.logging.progress_bar,
         logger=build_loggers(cfg, run, clock.elapsed),
         callbacks=build_callbacks(cfg, run, monitor, monitor_mode, clock),
+        plugins=[AtomicCheckpointIO()],  # a kill during a save never corrupts last.ckpt
     )
 
 
@@ -83,6 +86,8 @@ def train_command(args) -> int:
     seed_everything(cfg.seed)
     datamodule = SatDataModule(cfg)
     task = build_task(cfg)
+    if ckpt_path:
+        check_fits(ckpt_path, task)
     trainer = build_trainer(cfg, run, *task.monitor())
     log.info("training stage %s in %s", cfg.stage, run.path)
     try:

@@ -54,9 +54,9 @@ class JsonlLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
         record = {"step": int(step) if step is not None else None, "wall_time": round(self.clock(), 3)}
-        for key, value in metrics.items():
-            value = value.item() if isinstance(value, torch.Tensor) else value
-            record[key] = int(value) if key == "epoch" else (None if math.isnan(float(value)) else float(value))
+        for key, raw in metrics.items():
+            value = float(raw.item() if isinstance(raw, torch.Tensor) else raw)
+            record[key] = int(value) if key == "epoch" else (None if math.isnan(value) else value)
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
