@@ -55,9 +55,10 @@ class TrainingRun:
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(steps, wall-clock seconds, values) of the lines that logged `metric`, ordered by step."""
-        rows = [(r["step"], _number_or_nan(r.get("wall_time")), r[metric]) for r in self.records
-                if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
-        rows.sort(key=lambda row: row[0])
+        # A run resumed after a kill trains the steps after its last checkpoint again: the later line wins.
+        by_step = {r["step"]: (r["step"], _number_or_nan(r.get("wall_time")), r[metric]) for r in self.records
+                   if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])}
+        rows = sorted(by_step.values(), key=lambda row: row[0])
         if not rows:
             return np.zeros(0), np.zeros(0), np.zeros(0)
         steps, times, values = map(np.asarray, zip(*rows))

@@ -79,11 +79,10 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = trial.system_attrs.get(_HEARTBEAT_ATTR)
-            if beat is None:
-                continue
-            # A retried trial inherits its predecessor's attributes, old heartbeat included.
-            beat = max(beat, trial.datetime_start.timestamp() if trial.datetime_start else 0.0)
+            # No beat yet (killed right after it started) or an inherited one (a retry copies its
+            # predecessor's attributes): the trial's start time counts as a beat.
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            beat = max(trial.system_attrs.get(_HEARTBEAT_ATTR) or 0.0, started)
             if now - beat > self._grace:
                 stale.append(trial._trial_id)
         return stale

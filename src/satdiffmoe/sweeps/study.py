@@ -75,7 +75,7 @@ def requeue_failed(study: optuna.Study, max_retry: int) -> int:
     retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     queued = 0
     for trial in trials:
-        if trial.state == TrialState.FAIL and trial.number not in retried and trial.params:
+        if trial.state == TrialState.FAIL and trial.number not in retried:
             before = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             retry(study, trial)
             queued += len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - before
