@@ -44,6 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--out", default="bench/results", help="folder for <name>.json")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="device for the benchmarks that take one (default: cuda when available)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     unknown = sorted(set(args.names) - set(available()))

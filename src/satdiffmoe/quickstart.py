@@ -68,7 +68,9 @@ class Quickstart:
 
     def train(self, stage: str, config: Path, needs: List[str]) -> None:
         argv = ["train", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
-                f"run_root={self.runs}", f"data.root={self.data}", "resume=true"]
+                f"run_root={self.runs}", f"data.root={self.data}"]
+        if (self.run_dir(stage) / "checkpoints" / "last.ckpt").is_file():
+            argv.append("resume=true")  # an interrupted (or finished) quickstart picks up where it was
         if "vae" in needs:
             argv.append(f"init.vae_ckpt={self.run_dir('autoencoder')}")
         if "prior" in needs:

@@ -7,13 +7,12 @@ faults are injected into exactly what users get.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import pytest
 import torch
+from reliability_helpers import TINY_EXPERIMENT
 
 from satdiffmoe.cli import main
-from reliability_helpers import TINY_EXPERIMENT
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +25,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory, tiny_data) -> Dict[str, Path]:
+def tiny_runs(tmp_path_factory, tiny_data) -> dict[str, Path]:
     """{"data", "root", "ae", "sdm"}: autoencoder and SatDiffMoE run folders, 2 steps each."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
 
 TINY_EXPERIMENT = Path(__file__).with_name("tiny.yaml")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli_env(**extra: str) -> Dict[str, str]:
+def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a `satdiffmoe` subprocess: one thread, W&B off, the source tree importable."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", WANDB_MODE="disabled",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
@@ -20,23 +19,23 @@ def cli_env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def start_cli(args: List[str], log_path: Path, **env: str) -> subprocess.Popen:
+def start_cli(args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
     """`satdiffmoe ARGS` in a child process whose stdout+stderr go to `log_path`."""
-    handle = open(log_path, "wb")
-    return subprocess.Popen([sys.executable, "-m", "satdiffmoe.cli", *args], stdout=handle,
-                            stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True)
+    with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "satdiffmoe.cli", *args], stdout=handle,
+                                stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True)
 
 
-def run_cli(args: List[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "satdiffmoe.cli", *args], capture_output=True, text=True,
-                          env=cli_env(**env), cwd=REPO, timeout=timeout)
+                          env=cli_env(**env), cwd=REPO, timeout=timeout, check=False)
 
 
-def error_lines(stderr: str) -> List[str]:
+def error_lines(stderr: str) -> list[str]:
     """The non-empty lines of stderr that are not log records (log records start with HH:MM:SS)."""
     return [line for line in stderr.splitlines() if line.strip() and not line[:2].isdigit()]
 
 
-def tiny_args(root: Path, data: Path, *overrides: str, run_id: Optional[str] = None) -> List[str]:
+def tiny_args(root: Path, data: Path, *overrides: str, run_id: str | None = None) -> list[str]:
     args = [str(TINY_EXPERIMENT), f"run_root={root}", f"data.root={data}", *overrides]
     return args + ([f"run_id={run_id}"] if run_id else [])

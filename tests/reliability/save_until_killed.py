@@ -37,7 +37,7 @@ def write_forever(checkpoint_io, path: Path) -> None:
 def is_complete(path: Path) -> bool:
     try:
         state = torch.load(path, weights_only=True)
-    except Exception:  # any failure to read counts as a corrupt file
+    except Exception:  # noqa: BLE001  any failure to read counts as a corrupt file
         return False
     return bool((state["w"] == state["step"]).all())
 
@@ -53,7 +53,7 @@ def main(run_root: str, kills: int) -> dict:
         pid = os.fork()
         if pid == 0:
             write_forever(checkpoint_io, target)
-        time.sleep(rng.uniform(0.05, 0.35))
+        time.sleep(rng.uniform(0.05, 0.3))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         corrupt += not is_complete(target)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
+from reliability_helpers import tiny_args
 
 from satdiffmoe.cli import main
-from reliability_helpers import tiny_args
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -62,13 +62,13 @@ def damaged_copy(source: Path, target: Path) -> dict:
     shutil.copytree(source, target)
     injected = {}
     for split in ("train", "val", "test"):
-        shard = sorted(target.glob(f"{split}-*.tar"))[0]
+        shard = min(target.glob(f"{split}-*.tar"))
         good = records(shard)
         bad = [dict(sample, __key__=f"{name}-{split}") for name, sample in bad_variants(good[0]).items()]
         # bad records after the first good one: the first record is checked up front (fail fast)
         write_shard(shard, good[:1] + bad + good[1:])
         injected[split] = len(bad)
-    truncated = sorted(target.glob("train-*.tar"))[-1]
+    truncated = max(target.glob("train-*.tar"))
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     return injected
 
@@ -112,7 +112,7 @@ def test_evaluation_skips_bad_test_records_and_scores_the_rest(damaged, tiny_run
 def test_unusable_first_shard_is_one_error_naming_the_file(damage, tiny_runs, tmp_path, capsys):
     data = tmp_path / "synth"
     shutil.copytree(tiny_runs["data"], data)
-    shard = sorted(data.glob("train-*.tar"))[0]
+    shard = min(data.glob("train-*.tar"))
     if damage == "truncated-first-shard":
         shard.write_bytes(shard.read_bytes()[:700])
     elif damage == "all-records-bad":

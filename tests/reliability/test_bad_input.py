@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from reliability_helpers import TINY_EXPERIMENT, run_cli
 
 from satdiffmoe.cli import main
-from reliability_helpers import TINY_EXPERIMENT, run_cli
+from satdiffmoe.errors import UserError
 
 TRAIN = ["train", "{tiny}", "run_root={tmp}/runs", "data.root={data}"]
 EVAL = ["evaluate", "{tiny}", "run_root={tmp}/runs", "data.root={data}"]
@@ -122,10 +123,14 @@ def test_bad_input_is_one_line_exit_2_no_traceback(case, argv, fragment, tmp_pat
     assert _fill(fragment, tmp_path, tiny_runs) in errors[0]
 
 
-def test_a_real_process_prints_one_line_and_debug_prints_the_traceback(tmp_path):
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     plain = run_cli(["train", str(tmp_path / "missing.yaml")])
     assert plain.returncode == 2
-    assert plain.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yaml'} "
-                                                 "(configs live in experiments/, e.g. experiments/quickstart.yaml)"]
-    debug = run_cli(["--debug", "train", str(tmp_path / "missing.yaml")])
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "UserError" in debug.stderr
+    expected = (f"error: config file not found: {tmp_path / 'missing.yaml'} "
+                "(configs live in experiments/, e.g. experiments/quickstart.yaml)")
+    assert plain.stderr.strip().splitlines() == [expected]
+
+
+def test_debug_raises_the_error_with_its_traceback(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        main(["--debug", "train", str(tmp_path / "missing.yaml")])

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from satdiffmoe.cli import main
 from reliability_helpers import REPO, TINY_EXPERIMENT, cli_env
 
-KILLS = 24
+from satdiffmoe.cli import main
+
+KILLS = 16  # before the fix about 1 kill in 4 corrupted last.ckpt: 16 kills miss that with p < 1%
 
 
 def foreign_tmpdir(tmp_path: Path) -> Path:
@@ -40,7 +40,7 @@ def test_sigkill_during_checkpoint_saves_never_corrupts_last_ckpt(tmp_path):
     try:
         result = subprocess.run([sys.executable, str(Path(__file__).with_name("save_until_killed.py")),
                                  str(tmp_path / "runs"), str(KILLS)], capture_output=True, text=True, cwd=REPO,
-                                env=cli_env(TMPDIR=str(tmpdir)), timeout=170)
+                                env=cli_env(TMPDIR=str(tmpdir)), timeout=170, check=False)
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["kills"] == KILLS

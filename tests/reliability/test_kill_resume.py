@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import start_cli, tiny_args
 
 from satdiffmoe.cli import main
 from satdiffmoe.reports.sources import read_training_run
-from reliability_helpers import start_cli, tiny_args
 
 VAL_EVERY = 3  # checkpoints (last.ckpt + top-k) are written at every validation
 EXTRA_STEPS = 3

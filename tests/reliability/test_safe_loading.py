@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import REPO, TINY_EXPERIMENT
 
 from satdiffmoe.cli import main
 from satdiffmoe.config import load_config
 from satdiffmoe.errors import UserError
 from satdiffmoe.training.checkpoints import load_task
-from reliability_helpers import REPO, TINY_EXPERIMENT
 
 SOURCE_FOLDERS = ("src", "data_prep", "bench")
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
+from sweep_helpers import TINY_EXPERIMENT, sweep_file
 
 from satdiffmoe.cli import main
-from sweep_helpers import TINY_EXPERIMENT, sweep_file
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Dict[str, Path]:
-    """{"data": shard folder (2 test scenes), "ckpt": SatDiffMoE run folder}."""
+    """{"data": shard folder (2 test scenes), "vae": autoencoder run folder, "ckpt": SatDiffMoE run folder}."""
     root = tmp_path_factory.mktemp("sweep_model")
     data, runs = root / "data", root / "runs"
     assert main(["prepare", "synthetic", "--out", str(data), "--num-scenes", "24", "--hr-size", "16",
@@ -25,7 +25,7 @@ def tiny_model(tmp_path_factory) -> Dict[str, Path]:
     common = [str(TINY_EXPERIMENT), f"run_root={runs}", f"data.root={data}"]
     assert main(["train", *common, "stage=autoencoder", "run_id=ae"]) == 0
     assert main(["train", *common, "stage=satdiffmoe", "run_id=sdm", f"init.vae_ckpt={runs / 'tiny' / 'ae'}"]) == 0
-    return {"data": data, "ckpt": runs / "tiny" / "sdm"}
+    return {"data": data, "vae": runs / "tiny" / "ae", "ckpt": runs / "tiny" / "sdm"}
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ import json
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sweep_helpers import sweep_file, wandb_run_names
 
 from satdiffmoe.cli import main
 
-from sweep_helpers import sweep_file, wandb_run_names
+# Heartbeats and trial retry are Optuna "experimental" features; the sweep uses them on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 GRID = {"sampler.fusion_every": [1, "off"], "data.num_lr": [1, 2]}  # the default of write_sweep: 4 points
 
@@ -23,7 +25,7 @@ def param_sets(trials):
 
 
 def full_grid():
-    return sorted(tuple(sorted(zip(GRID, map(str, combo)))) for combo in itertools.product(*GRID.values()))
+    return sorted(tuple(sorted(zip(GRID, map(str, combo), strict=True))) for combo in itertools.product(*GRID.values()))
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +39,13 @@ def pareto_sweep(tiny_model, tmp_path_factory):
     return sweep, out
 
 
-def test_grid_study_enumerates_its_grid_exactly_once_and_a_rerun_adds_nothing(pareto_sweep):
-    sweep, out = pareto_sweep
+def test_grid_study_enumerates_its_grid_exactly_once(pareto_sweep):
+    _, out = pareto_sweep
     complete = load(out).get_trials(states=(TrialState.COMPLETE,))
     assert param_sets(complete) == full_grid()
     assert all(t.user_attrs["eval"]["metrics"]["psnr"]["mean"] == t.values[0] for t in complete)
     assert {t.user_attrs["eval"]["num_lr"] for t in complete} == {1, 2}
     assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 4
-
-    assert main(["sweep", str(sweep), "--out", str(out)]) == 0  # resume: nothing left to do
-    assert len(load(out).trials) == 4
 
 
 def test_multi_objective_sweep_writes_its_pareto_front(pareto_sweep):
@@ -60,6 +59,7 @@ def test_multi_objective_sweep_writes_its_pareto_front(pareto_sweep):
         assert not any(b["values"][0] >= a["values"][0] and b["values"][1] <= a["values"][1] and b != a
                        and b["values"] != a["values"] for b in best["best"])
     assert (out / "plots" / "pareto_front.png").stat().st_size > 0
+    assert (out / "plots" / "importance_psnr.png").stat().st_size > 0  # 4 trials, both params varied
 
 
 def test_wandb_offline_folder_has_one_run_per_trial_plus_a_summary(pareto_sweep):
@@ -68,7 +68,7 @@ def test_wandb_offline_folder_has_one_run_per_trial_plus_a_summary(pareto_sweep)
     assert sorted(names) == sorted([f"trial-{n}" for n in range(4)] + ["summary"])
 
 
-def test_resume_after_interruption_runs_only_the_missing_grid_points(write_sweep, tmp_path):
+def test_resume_runs_only_the_missing_grid_points_and_a_finished_study_nothing(write_sweep, tmp_path):
     sweep, out = write_sweep(params={"data.num_lr": {"choices": [1, 2]}}), tmp_path / "out"
     assert main(["sweep", str(sweep), "--out", str(out), "--n-trials", "1"]) == 0
     first = load(out).trials
@@ -80,6 +80,9 @@ def test_resume_after_interruption_runs_only_the_missing_grid_points(write_sweep
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert trials[0].values == first[0].values and trials[0].datetime_complete == first[0].datetime_complete
 
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0  # a finished study: nothing left to run
+    assert len(load(out).trials) == 2
+
 
 def test_an_impossible_combination_is_pruned_with_its_reason_and_the_study_goes_on(write_sweep, tmp_path):
     # nfe=1000 exceeds diffusion.num_train_timesteps=100 of the tiny experiment: a UserError in with_overrides.
@@ -90,3 +93,21 @@ def test_an_impossible_combination_is_pruned_with_its_reason_and_the_study_goes_
     assert by_nfe[2].state == TrialState.COMPLETE
     assert by_nfe[1000].state == TrialState.PRUNED
     assert "exceeds diffusion.num_train_timesteps" in by_nfe[1000].user_attrs["pruned_reason"]
+
+
+def test_a_training_sweep_trains_each_trial_reports_val_psnr_to_the_pruner_and_evaluates(write_sweep, tmp_path,
+                                                                                      tiny_model):
+    sweep = write_sweep(
+        params={"train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}},
+        kind="train", sampler={"name": "random"}, n_trials=2, pruner={"name": "median", "n_startup_trials": 1},
+        base_overrides=[f"data.root={tiny_model['data']}", "stage=satdiffmoe", f"init.vae_ckpt={tiny_model['vae']}",
+                        "train.max_steps=2", "train.val_every=1", "data.epoch_length=4"])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    trials = load(out).trials
+    assert len(trials) == 2 and trials[0].state == TrialState.COMPLETE  # the first is never pruned
+    for trial in trials:
+        assert trial.intermediate_values, "the Lightning pruning callback reported nothing"
+    for trial in (t for t in trials if t.state == TrialState.COMPLETE):
+        assert (out / "trials" / f"tiny-trial-{trial.number}" / "run" / "checkpoints" / "last.ckpt").is_file()
+        assert trial.user_attrs["eval"]["metrics"]["psnr"]["mean"] == trial.values[0]

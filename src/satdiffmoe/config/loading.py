@@ -172,6 +172,9 @@ def check_values(cfg: DictConfig) -> None:
     _require(s.tau > 0, f"sampler.tau must be > 0 days, got {s.tau}")
     _require(s.scheduler in ("ddim", "dpm"), f"sampler.scheduler must be ddim or dpm, got {s.scheduler}")
     _require(s.chunk_size >= 1, "sampler.chunk_size must be >= 1")
+    _require(s.precision in ("32", "bf16"), f"sampler.precision must be 32 or bf16, got {s.precision}")
+    _require(t.matmul_precision in ("highest", "high", "medium"),
+             f"train.matmul_precision must be highest, high or medium, got {t.matmul_precision}")
     _require(t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     _require(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     _require(t.val_every >= 1, "train.val_every must be >= 1")

@@ -121,6 +121,9 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     fused_adamw: bool = False
+    # torch.set_float32_matmul_precision: highest (torch default) | high (TF32 for fp32 matmuls on
+    # Ampere+ GPUs) | medium; bf16-mixed runs already do most matmuls in bf16
+    matmul_precision: str = "highest"
     kl_weight: float = 1.0e-6  # autoencoder
     val_nfe: int = 20  # DDIM steps of the fast validation sampling
 
@@ -142,6 +145,7 @@ class SamplerConfig:
     dc_weight: float = 1.0  # λ, the LR data-consistency weight
     chunk_size: int = 64  # max (scene × branch) rows per UNet call
     late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
+    precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
 
 
 @dataclass

@@ -95,6 +95,9 @@ class FusedSampler:
         self.scheduler_config = dict(scheduler_config)
         self.cfg, self.vae, self.latent_scale, self.progress = sampler_cfg, vae, float(latent_scale), progress
         self.chunk_size = int(_cfg_value(sampler_cfg, "chunk_size", 64))
+        # bf16 denoiser only: the latents, the scheduler update and the fusion stay fp32, so rounding
+        # never accumulates across the NFE steps (tests/gpu/test_sampler_precision.py bounds the gap)
+        self.bf16 = str(_cfg_value(sampler_cfg, "precision", "32")) == "bf16"
 
     @classmethod
     def for_task(cls, task: Any, sampler_cfg: Any, progress: bool = False) -> "FusedSampler":
@@ -127,10 +130,11 @@ class FusedSampler:
         return float(_cfg_value(self.cfg, "guidance_scale", 1.0))
 
     def _denoise_chunk(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor) -> torch.Tensor:
-        out = self.denoise(z, t, cond, dt)
-        if self.guidance_scale != 1.0:  # classifier-free guidance: eps_u + s (eps_c - eps_u)
-            uncond = self.denoise(z, t, None, dt)
-            out = uncond + self.guidance_scale * (out - uncond)
+        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.denoise(z, t, cond, dt).float()
+            if self.guidance_scale != 1.0:  # classifier-free guidance: eps_u + s (eps_c - eps_u)
+                uncond = self.denoise(z, t, None, dt).float()
+                out = uncond + self.guidance_scale * (out - uncond)
         return out
 
     def model_output(self, z: torch.Tensor, t: torch.Tensor, inputs: BranchInputs) -> torch.Tensor:

@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from .objective import base_config
 from .results import write_results
 from .spec import load_sweep
-from .study import _worker_process, open_study, requeue_failed, run_worker, split_budget
+from .study import open_study, requeue_failed, run_worker, split_budget, worker_process
 from .wandb_tracking import TrialRunLogger
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def sweep_command(args) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
+    _check_inputs(spec)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(spec))  # what this invocation ran
 
@@ -51,11 +53,23 @@ def sweep_command(args) -> int:
     return _summarise(study, sweep_dir)
 
 
+def _check_inputs(spec) -> None:
+    """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists."""
+    cfg = base_config(spec)
+    if spec.kind == "evaluate":
+        if not cfg.ckpt:
+            raise UserError(f"sweep '{spec.study}' evaluates a checkpoint but none is given; "
+                            "pass ckpt=<run folder or .ckpt> (or set ckpt: in the sweep file)")
+        from ..training.checkpoints import resolve_checkpoint
+
+        resolve_checkpoint(cfg.ckpt)
+
+
 def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:
     # spawn, not fork: each worker builds its own torch state, storage connections and W&B service.
     context = multiprocessing.get_context("spawn")
     container = OmegaConf.to_container(spec, resolve=True)
-    workers = [context.Process(target=_worker_process, name=f"sweep-worker-{i}",
+    workers = [context.Process(target=worker_process, name=f"sweep-worker-{i}",
                                args=(container, str(sweep_dir), storage_url, budget, verbose))
                for i, budget in enumerate(budgets)]
     for worker in workers:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import optuna
+import torch
 from omegaconf import DictConfig
 
 from ..config import load_config, with_overrides
@@ -91,8 +92,12 @@ class TrialObjective:
 
             if not self.base_cfg.ckpt:
                 raise UserError("an evaluate sweep needs a checkpoint; set ckpt: in the sweep file or pass ckpt=PATH")
-            self._task = load_task(self.base_cfg.ckpt)
-            self._task.eval()
+            task = load_task(self.base_cfg.ckpt)
+            if not hasattr(task, "sample"):
+                raise UserError(f"{self.base_cfg.ckpt} holds a '{task.stage}' task, which cannot sample; "
+                                "an evaluate sweep needs a diffusion stage (satdiffmoe, controlnet, ...)")
+            # The evaluator samples on the task's device: use the GPU when the machine has one.
+            self._task = task.to("cuda" if torch.cuda.is_available() else "cpu")
         return self._task
 
     def trial_config(self, trial: optuna.Trial, params: Dict[str, Any]) -> DictConfig:
@@ -123,7 +128,7 @@ class TrialObjective:
         trial.set_user_attr("eval", summary)
         values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
         log.info("trial %d: %s", trial.number,
-                 ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.spec.objectives, values)))
+                 ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.spec.objectives, values, strict=True)))
         return values[0] if len(values) == 1 else values
 
     @staticmethod

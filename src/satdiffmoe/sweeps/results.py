@@ -32,7 +32,7 @@ def best_trials(study: optuna.Study) -> Dict[str, object]:
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
     result: Dict[str, object] = {"study": study.study_name,
                                  "objectives": [{"metric": n, "direction": d.name.lower()}
-                                                for n, d in zip(names, study.directions)]}
+                                                for n, d in zip(names, study.directions, strict=True)]}
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         result["best"] = []
     elif len(study.directions) == 1:

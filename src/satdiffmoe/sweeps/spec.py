@@ -118,7 +118,8 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
 
 def _read_sweep_yaml(path: Path) -> DictConfig:
     if not path.is_file():
-        raise UserError(f"sweep file not found: {path} (sweep definitions live in sweeps/, e.g. sweeps/fusion_ablation.yaml)")
+        raise UserError(f"sweep file not found: {path} "
+                        "(sweep definitions live in sweeps/, e.g. sweeps/fusion_ablation.yaml)")
     return _read_yaml(path)
 
 
@@ -127,42 +128,50 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _one_of(value: str, allowed: Sequence[str], key: str, where: str) -> None:
+    _require(value in allowed, f"{key} '{value}' in {where} is not one of {', '.join(allowed)}")
+
+
 def check_sweep(spec: DictConfig, where: str) -> None:
     """Reject sweep files that parse but cannot run, naming the key and the fix."""
-    _require(spec.kind in KINDS, f"kind '{spec.kind}' in {where} is not one of {', '.join(KINDS)}")
-    _require(spec.sampler.name in SAMPLERS, f"sampler.name '{spec.sampler.name}' in {where} is not one of {', '.join(SAMPLERS)}")
-    _require(spec.pruner.name in PRUNERS, f"pruner.name '{spec.pruner.name}' in {where} is not one of {', '.join(PRUNERS)}")
-    _require(len(spec.params) > 0, f"sweep {where} has no params; add e.g. params: {{sampler.nfe: {{choices: [10, 50]}}}}")
-    _require(len(spec.objectives) > 0, f"sweep {where} has no objectives; add objectives: [{{metric: psnr, direction: maximize}}]")
+    _one_of(spec.kind, KINDS, "kind", where)
+    _one_of(spec.sampler.name, SAMPLERS, "sampler.name", where)
+    _one_of(spec.pruner.name, PRUNERS, "pruner.name", where)
+    _one_of(spec.wandb.mode, ("offline", "online", "disabled"), "wandb.mode", where)
     _require(spec.seeds >= 1, f"seeds must be >= 1 in {where}, got {spec.seeds}")
+    _require(len(spec.objectives) > 0,
+             f"sweep {where} has no objectives; add objectives: [{{metric: psnr, direction: maximize}}]")
     for objective in spec.objectives:
-        _require(objective.direction in DIRECTIONS,
-                 f"objective '{objective.metric}' direction '{objective.direction}' in {where} must be maximize or minimize")
+        _one_of(objective.direction, DIRECTIONS, f"objective '{objective.metric}' direction", where)
     if len(spec.objectives) > 1:
         _require(spec.pruner.name == "none", f"pruning needs a single objective; set pruner.name=none in {where}")
-    experiment_keys = set(_valid_keys(OmegaConf.structured(ExperimentConfig)))
-    for key, param in list(spec.params.items()) + [(k, None) for k in _dotted_keys(spec.base_overrides)]:
-        if key not in experiment_keys:
-            close = difflib.get_close_matches(str(key), sorted(experiment_keys), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UserError(f"'{key}' in {where} is not an experiment config key{hint}")
-        if param is not None:
-            _check_param(str(key), param, where)
-            earlier = list(spec.params)[:list(spec.params).index(key)]
-            for condition in param.when:
-                _require(condition in earlier, f"params.{key}.when names '{condition}', which must be a param listed before it in {where}")
-    if spec.sampler.name == "grid":
-        for key, param in spec.params.items():
-            grid_values(str(key), param)  # raises for a continuous range
-            _require(not param.when, f"params.{key}.when in {where}: a grid cannot have conditional params; use tpe or random")
-    else:
+    _check_search_space(spec, where)
+    if spec.sampler.name != "grid":
         _require(spec.n_trials is not None and spec.n_trials >= 1,
                  f"sampler '{spec.sampler.name}' needs n_trials >= 1 in {where} (only a grid knows its own size)")
     hb = spec.heartbeat
     _require(hb.interval is None or hb.interval >= 1, f"heartbeat.interval must be >= 1 s or null in {where}")
     _require(hb.grace is None or hb.interval is None or hb.grace > hb.interval,
              f"heartbeat.grace ({hb.grace}) must exceed heartbeat.interval ({hb.interval}) in {where}")
-    _require(spec.wandb.mode in ("offline", "online", "disabled"), f"wandb.mode must be offline, online or disabled in {where}")
+
+
+def _check_search_space(spec: DictConfig, where: str) -> None:
+    _require(len(spec.params) > 0, f"sweep {where} has no params; add e.g. params: {{sampler.nfe: {{choices: [10, 50]}}}}")
+    experiment_keys = set(_valid_keys(OmegaConf.structured(ExperimentConfig)))
+    for key in [str(k) for k in spec.params] + _dotted_keys(spec.base_overrides):
+        if key not in experiment_keys:
+            close = difflib.get_close_matches(key, sorted(experiment_keys), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"'{key}' in {where} is not an experiment config key{hint}")
+    names = [str(k) for k in spec.params]
+    for index, (key, param) in enumerate(spec.params.items()):
+        _check_param(str(key), param, where)
+        for condition in param.when:
+            _require(condition in names[:index],
+                     f"params.{key}.when names '{condition}', which must be a param listed before it in {where}")
+        if spec.sampler.name == "grid":
+            grid_values(str(key), param)  # raises for a continuous range
+            _require(not param.when, f"params.{key}.when in {where}: a grid has no conditional params; use tpe or random")
 
 
 def _dotted_keys(assignments: Sequence[str]) -> List[str]:
@@ -172,7 +181,7 @@ def _dotted_keys(assignments: Sequence[str]) -> List[str]:
 
 
 def _check_param(key: str, param, where: str) -> None:
-    _require(param.type in PARAM_TYPES, f"params.{key}.type '{param.type}' in {where} is not one of {', '.join(PARAM_TYPES)}")
+    _one_of(param.type, PARAM_TYPES, f"params.{key}.type", where)
     if param.type == "categorical":
         _require(bool(param.choices), f"params.{key} in {where} is categorical but has no choices")
         return

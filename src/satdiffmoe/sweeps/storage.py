@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 JOURNAL_PREFIX = "journal:"
+SCHEMA_RACE_RETRIES = 3
 _HEARTBEAT_ATTR = "heartbeat"
 
 
@@ -52,13 +53,30 @@ def open_storage(url: Optional[str], sweep_dir: Path, heartbeat) -> BaseStorage:
     # SQLite serialises writers; with several workers and heartbeat threads the default 5 s lock
     # timeout is too short and surfaces as "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
+                              grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise UserError(f"storage {redact(url)} needs a database driver ({exc}); "
+                            "for PostgreSQL: pip install 'satdiffmoe[postgres]'") from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's ArgumentError / OperationalError
+            # Workers started together on a fresh database race to create Optuna's tables; the
+            # losers see "table ... already exists" and succeed on a second look.
+            if "already exists" in str(exc) and attempt < SCHEMA_RACE_RETRIES:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise UserError(f"cannot open Optuna storage {redact(url)}: {str(exc).splitlines()[0]}") from None
+
+
+def redact(url: str) -> str:
+    """The storage URL with its password masked, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
-                          grace_period=heartbeat.grace, heartbeat_stale_trial_callback=retry)
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise UserError(f"storage {url} needs a database driver ({exc}); for PostgreSQL: pip install 'satdiffmoe[postgres]'") from None
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError / OperationalError
-        raise UserError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a SQLAlchemy URL (journal:path): nothing to hide
+        return url
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from ..errors import UserError
 from .spec import grid_size, search_space
 from .storage import open_storage
 
@@ -58,8 +59,6 @@ def open_study(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str]) ->
     study = optuna.create_study(study_name=spec.study, storage=storage, sampler=build_sampler(spec),
                                 pruner=build_pruner(spec), directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
-        from ..errors import UserError
-
         raise UserError(f"study '{spec.study}' already exists with directions "
                         f"{[d.name.lower() for d in study.directions]}, not {directions}; use another study name")
     metric_names = [o.metric for o in spec.objectives]
@@ -109,23 +108,27 @@ def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], bu
     objective = TrialObjective(spec, sweep_dir)
     callbacks = [TrialRunLogger(spec, sweep_dir)]
     heartbeat = spec.heartbeat.interval
-    ran = 0
+    ran, waiting = 0, False
     while budget is None or ran < budget:
         can_start, others_running = work_left(study, spec)
         if not can_start:
             if not (others_running and heartbeat):
                 break
-            time.sleep(heartbeat)  # wait for other workers' trials to finish or go stale
+            if not waiting:
+                log.info("nothing left to start; waiting for running trials to finish or go stale "
+                         "(a dead worker's trial is taken over after heartbeat.grace)")
+            waiting = True
+            time.sleep(heartbeat)
             optuna.storages.fail_stale_trials(study)
             continue
         # `catch`: a crashing trial is recorded as FAIL (with its reason) and the study goes on.
         study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
-        ran += 1
+        ran, waiting = ran + 1, False
     return ran
 
 
-def _worker_process(spec_container: dict, sweep_dir: str, storage_url: Optional[str], budget: Optional[int],
-                    verbose: bool) -> None:
+def worker_process(spec_container: dict, sweep_dir: str, storage_url: Optional[str], budget: Optional[int],
+                   verbose: bool) -> None:
     """Entry point of a spawned worker: rebuild the spec, then work on the shared study."""
     import torch
     from omegaconf import OmegaConf

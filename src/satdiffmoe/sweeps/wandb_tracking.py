@@ -26,7 +26,7 @@ def wandb_mode(spec: DictConfig) -> str:
 def trial_summary(trial: FrozenTrial, metric_names: List[str]) -> Dict[str, object]:
     """Flat W&B summary of a finished trial: state, objective values and every eval metric's mean."""
     summary: Dict[str, object] = {"trial": trial.number, "state": trial.state.name}
-    for name, value in zip(metric_names, trial.values or []):
+    for name, value in zip(metric_names, trial.values or [], strict=False):
         summary[f"objective/{name}"] = value
     evaluation = trial.user_attrs.get("eval") or {}
     for name, metric in (evaluation.get("metrics") or {}).items():

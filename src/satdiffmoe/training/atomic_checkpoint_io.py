@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -21,7 +21,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` with write-beside-then-rename saves for local paths (remote URLs unchanged)."""
 
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if "://" in str(path):  # object stores: fsspec's transaction is the atomic primitive there
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:

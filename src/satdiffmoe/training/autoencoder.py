@@ -70,7 +70,8 @@ class AutoencoderTask(SatTask):
         self.val_psnr(to_unit(reconstruction), to_unit(hr))
         self.val_ssim(to_unit(reconstruction), to_unit(hr))
         size = hr.shape[0]
-        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.val_loss.update(loss.detach(), weight=size)
+        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
         self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
         self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
         latents = latents.float()

@@ -16,6 +16,7 @@ A subclass (prior, SatDiffMoE, the baselines) implements `configure_network`, `t
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler
 from omegaconf import DictConfig
+from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..config import as_plain, config_from_dict, with_overrides
@@ -43,6 +45,8 @@ def plain_config(config) -> dict:
         return {str(k): plain_config(v) for k, v in config.items()}
     if isinstance(config, (list, tuple)):
         return [plain_config(v) for v in config]
+    if isinstance(config, os.PathLike):  # diffusers stores `_name_or_path` as a Path for local folders
+        return os.fspath(config)
     return config
 
 
@@ -67,6 +71,9 @@ class SatTask(pl.LightningModule):
         self.latent_scale = 1.0
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        # A metric, not `sync_dist=True`: ranks with uneven validation shares need the sample-weighted
+        # mean over all ranks, not the mean of per-rank means (tests/reliability/test_ddp.py).
+        self.val_loss = MeanMetric()
 
     def finish_init(self) -> None:
         """Call at the end of a subclass __init__, once the networks exist."""
@@ -90,6 +97,20 @@ class SatTask(pl.LightningModule):
 
     def configure_optimizers(self):
         return configure_adamw(self.trainable_parameters(), self.cfg.train)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning refuses to clip for a fused optimizer under any mixed precision, because under fp16
+        # the fused step unscales the gradients itself. bf16-mixed has no grad scaler: the gradients are
+        # true-scale, so clipping them here is exact and train.fused_adamw works with train.grad_clip.
+        fused = bool(optimizer.defaults.get("fused"))
+        if gradient_clip_val and fused and self.trainer.precision == "bf16-mixed":
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def setup(self, stage: str) -> None:
         if self.cfg.train.channels_last:
@@ -266,7 +287,8 @@ class DiffusionTask(SatTask):
         hr = batch["hr"]
         self.val_psnr(to_unit(output.image), to_unit(hr))
         self.val_ssim(to_unit(output.image), to_unit(hr))
-        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.val_loss.update(loss.detach(), weight=size)
+        self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
         self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
         self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
         if batch_idx == 0:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig
 
 from ..config import load_config
@@ -51,6 +53,12 @@ def resume_checkpoint(cfg: DictConfig, run: RunDir) -> Optional[str]:
 def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str) -> pl.Trainer:
     t, d = cfg.train, cfg.data
     clock = TrainingClock(window=t.log_every)
+    torch.set_float32_matmul_precision(t.matmul_precision)
+    callbacks = build_callbacks(cfg, run, monitor, monitor_mode, clock)
+    if cfg.logging.progress_bar:
+        # The bar reads its metrics (the loss) with .item(): at the default refresh_rate=1 that is one
+        # host-device sync per step, which stalls the GPU queue; refresh as often as we log instead.
+        callbacks.append(TQDMProgressBar(refresh_rate=t.log_every))
     return pl.Trainer(
         default_root_dir=str(run.path),
         max_steps=t.max_steps,
@@ -70,7 +78,7 @@ def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str)
         num_nodes=t.num_nodes,
         enable_progress_bar=cfg.logging.progress_bar,
         logger=build_loggers(cfg, run, clock.elapsed),
-        callbacks=build_callbacks(cfg, run, monitor, monitor_mode, clock),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],  # a kill during a save never corrupts last.ckpt
     )
 

@@ -1,0 +1,91 @@
+"""Sweeps under faults, seen from outside: independent `satdiffmoe sweep` processes share one study
+(SQLite, and PostgreSQL when a server can be started here); one of them is SIGKILLed mid-trial.
+Every grid point must end COMPLETE exactly once, and the killed trial is failed and retried.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from postgres_server import Unavailable, start_postgres
+from reliability_helpers import TINY_EXPERIMENT, start_cli
+
+FUSION, NUM_LR = [1, "off"], [1, 2, 3]
+GRID = sorted(itertools.product(["1", "off"], NUM_LR))
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    try:
+        url, stop = start_postgres()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    yield url
+    stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return request.getfixturevalue("postgres")
+
+
+def write_sweep(folder: Path, tiny_runs, study: str) -> Path:
+    spec = {
+        "study": study, "config": str(TINY_EXPERIMENT), "ckpt": str(tiny_runs["sdm"]),
+        "base_overrides": [f"data.root={tiny_runs['data']}", "eval.seeds=[0,1]"],
+        "params": {"sampler.fusion_every": {"choices": FUSION}, "data.num_lr": {"choices": NUM_LR}},
+        "objectives": [{"metric": "psnr", "direction": "maximize"}],
+        "sampler": {"name": "grid"},
+        "heartbeat": {"interval": 1, "grace": 2},  # a dead worker's trial is noticed within ~3 s
+    }
+    path = folder / f"{study}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def study_trials(storage: str, study: str):
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # not created yet
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_killed_sweep_process_loses_and_repeats_no_trial(storage, tmp_path, tiny_runs):
+    study = f"faults_{os.getpid()}_{tmp_path.name[-12:]}".replace("-", "_")
+    sweep = write_sweep(tmp_path, tiny_runs, study)
+    processes = [start_cli(["sweep", str(sweep), "--storage", storage, "--out", str(tmp_path / f"out{i}")],
+                           tmp_path / f"worker{i}.log") for i in range(2)]
+    victim, survivor = processes
+    deadline, killed = time.monotonic() + 200, None
+    while killed is None:
+        assert time.monotonic() < deadline, "no trial of the victim process was seen RUNNING"
+        assert victim.poll() is None, (tmp_path / "worker0.log").read_text()[-2000:]
+        running = [t for t in study_trials(storage, study) if t.state == TrialState.RUNNING
+                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        killed = running[0] if running else None
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert survivor.wait(timeout=240) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
+
+    trials = study_trials(storage, study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    points = sorted((str(t.params["sampler.fusion_every"]), t.params["data.num_lr"]) for t in complete)
+    assert points == GRID  # every grid point exactly once: none lost, none duplicated
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert [t.state for t in retries] == [TrialState.COMPLETE]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
