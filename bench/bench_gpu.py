@@ -37,10 +37,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from diffusers.models.attention_processor import Attention
 from flops import count_flops, peak_tflops
 from torch.utils.data import DataLoader, Dataset
 
@@ -73,14 +74,14 @@ class Variant:
     matmul_precision: str
     batch_scale: int  # tried first; falls back to 1 when the larger batch runs out of GPU memory
 
-    def overrides(self, batch_size: int) -> List[str]:
+    def overrides(self, batch_size: int) -> list[str]:
         return ["train.precision=bf16-mixed", f"train.channels_last={self.channels_last}",
                 f"train.fused_adamw={self.fused_adamw}", f"train.compile={self.compile}",
                 f"train.matmul_precision={self.matmul_precision}", f"data.batch_size={batch_size}"]
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def scene_batch(cfg, scenes: int, branches: int, device: torch.device) -> Dict[str, Any]:
+def scene_batch(cfg, scenes: int, branches: int, device: torch.device) -> dict[str, Any]:
     """A batch as SatDataModule yields it (docs/ARCHITECTURE.md), random pixels."""
     g = torch.Generator().manual_seed(0)
     channels, size = cfg.data.channels, cfg.data.hr_size
@@ -97,7 +98,7 @@ def scene_batch(cfg, scenes: int, branches: int, device: torch.device) -> Dict[s
     return batch
 
 
-def training_batch(cfg, scenes: int, device: torch.device) -> Dict[str, Any]:
+def training_batch(cfg, scenes: int, device: torch.device) -> dict[str, Any]:
     """`pair` training gives one LR per scene; stack training (DiffusionSat) pads to data.max_lr."""
     branches = 1 if cfg.data.train_lr_policy == "pair" else cfg.data.max_lr
     return scene_batch(cfg, scenes, branches, device)
@@ -106,17 +107,17 @@ def training_batch(cfg, scenes: int, device: torch.device) -> Dict[str, Any]:
 class RepeatedBatch(Dataset):
     """The same on-device batch `length` times (batch_size=None loaders pass it through)."""
 
-    def __init__(self, batch: Dict[str, Any], length: int):
+    def __init__(self, batch: dict[str, Any], length: int):
         self.batch, self.length = batch, length
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         return self.batch
 
 
-def save_random_networks(cfg, folder: Path) -> List[str]:
+def save_random_networks(cfg, folder: Path) -> list[str]:
     """A fresh VAE and prior UNet as local diffusers folders -> the overrides every stage starts from."""
     vae = build_vae(cfg.model.vae, cfg.data.channels)
     side = cfg.data.hr_size // downsampling_factor(vae)
@@ -151,7 +152,7 @@ class StepTimer(pl.Callback):
 
     def __init__(self, device: torch.device, warmup: int, steps: int):
         self.device, self.warmup, self.steps = device, warmup, steps
-        self.marks: Dict[str, float] = {}
+        self.marks: dict[str, float] = {}
 
     def _mark(self, name: str) -> None:
         synchronize(self.device)
@@ -183,7 +184,7 @@ def flops_per_sample(task, cfg, device: torch.device) -> float:
     return flops / scenes
 
 
-def time_training(cfg, device: torch.device, warmup: int, steps: int) -> Dict[str, Any]:
+def time_training(cfg, device: torch.device, warmup: int, steps: int) -> dict[str, Any]:
     """Train `warmup + steps` optimizer steps of cfg's task with Lightning; time the last `steps`."""
     torch.set_float32_matmul_precision(cfg.train.matmul_precision)
     task = task_class(cfg.stage)(cfg)
@@ -206,8 +207,8 @@ def time_training(cfg, device: torch.device, warmup: int, steps: int) -> Dict[st
             "compile_s": max(0.0, warmup_s - warmup * seconds_per_step) if cfg.train.compile else 0.0}
 
 
-def measure_variant(config: str, overrides: List[str], variant: Variant, batch_size: int,
-                    device: torch.device, warmup: int, steps: int) -> Dict[str, Any]:
+def measure_variant(config: str, overrides: list[str], variant: Variant, batch_size: int,
+                    device: torch.device, warmup: int, steps: int) -> dict[str, Any]:
     for scale in sorted({variant.batch_scale, 1}, reverse=True):
         release(device)
         cfg = load_config(ROOT / config, overrides + variant.overrides(batch_size * scale))
@@ -218,13 +219,16 @@ def measure_variant(config: str, overrides: List[str], variant: Variant, batch_s
     raise RuntimeError("unreachable: the scale-1 attempt either returns or raises")
 
 
-def measure_stage(stage: str, config: str, overrides: List[str], variants: List[Variant],
-                  device: torch.device, peak: float, warmup: int, steps: int) -> Dict[str, Any]:
+def measure_stage(stage: str, config: str, overrides: list[str], variants: list[Variant],
+                  device: torch.device, peak: float, warmup: int, steps: int) -> dict[str, Any]:
     cfg = load_config(ROOT / config, overrides)
     task = task_class(stage)(cfg).to(device).train()
-    row: Dict[str, Any] = {"config": config,
+    row: dict[str, Any] = {"config": config,
                            "trainable_params": sum(p.numel() for p in task.parameters() if p.requires_grad),
-                           "flops_per_sample": flops_per_sample(task, cfg, device)}
+                           "flops_per_sample": flops_per_sample(task, cfg, device),
+                           # diffusers picks AttnProcessor2_0 (torch SDPA: flash / memory-efficient kernels)
+                           "attention": sorted({type(m.processor).__name__ for m in task.modules()
+                                                if isinstance(m, Attention)})}
     del task
     for variant in variants:
         result = measure_variant(config, overrides, variant, cfg.data.batch_size, device, warmup, steps)
@@ -238,14 +242,14 @@ def measure_stage(stage: str, config: str, overrides: List[str], variants: List[
     return row
 
 
-def measure_sampling(config: str, overrides: List[str], device: torch.device) -> Dict[str, Any]:
+def measure_sampling(config: str, overrides: list[str], device: torch.device) -> dict[str, Any]:
     """Seconds per image (one scene) over N and sampler.precision, and the fusion overhead."""
     release(device)
     cfg = load_config(ROOT / config, overrides)
     task = task_class("satdiffmoe")(cfg).to(device).eval()
 
-    def seconds(branches: int, precision: str, nfe: int = NFE) -> float:
-        sampler = with_overrides(cfg, {"sampler.nfe": nfe, "sampler.fusion_every": FUSION_EVERY,
+    def seconds(branches: int, precision: str, steps: int = NFE) -> float:
+        sampler = with_overrides(cfg, {"sampler.nfe": steps, "sampler.fusion_every": FUSION_EVERY,
                                        "sampler.precision": precision}).sampler
         batch = scene_batch(cfg, 1, branches, device)
         synchronize(device)
@@ -256,7 +260,7 @@ def measure_sampling(config: str, overrides: List[str], device: torch.device) ->
 
     rows, overhead = [], {}
     for precision in ("32", "bf16"):
-        seconds(max(BRANCHES), precision, nfe=2)  # warm-up: kernels and allocator for the largest call
+        seconds(max(BRANCHES), precision, steps=2)  # warm-up: kernels and allocator for the largest call
         for branches in BRANCHES:
             rows.append({"precision": precision, "branches": branches, "seconds_per_image": seconds(branches, precision)})
         fused = next(r["seconds_per_image"] for r in rows
@@ -270,8 +274,8 @@ def measure_sampling(config: str, overrides: List[str], device: torch.device) ->
             "latent_shape": list(task.latent_shape), "rows": rows, "fusion_overhead": overhead}
 
 
-def measure_loader(config: str, overrides: List[str], folder: Path, batch_size: int, workers: int,
-                   scenes: int, batches: int) -> Dict[str, Any]:
+def measure_loader(config: str, overrides: list[str], folder: Path, batch_size: int, workers: int,
+                   scenes: int, batches: int) -> dict[str, Any]:
     """Training batches/s of SatDataModule on freshly generated SynthSat shards (after worker start-up)."""
     cfg = load_config(ROOT / config, overrides)
     prepare(["synthetic", "--out", str(folder), "--num-scenes", str(scenes), "--hr-size", str(cfg.data.hr_size),
@@ -290,7 +294,7 @@ def measure_loader(config: str, overrides: List[str], folder: Path, batch_size: 
 
 
 # ----------------------------------------------------------------------------------------------- run
-def targets(result: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The issue's goals, each with its measured value and whether it is met."""
     training, params = result["training"], result["params"]
     out = {}
@@ -310,8 +314,12 @@ def targets(result: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def run(args) -> Dict[str, Any]:
+def run(args) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        # One thread: on a shared CPU, OpenMP threads spin-waiting for each other made the tiny
+        # quickstart step ~100x slower (3.6 s instead of 0.03 s, measured on the 2-core CI machine).
+        torch.set_num_threads(1)
     quick = bool(args.quick)
     configs = CONFIGS["quick" if quick else "full"]
     stages = os.environ.get("BENCH_GPU_STAGES", ",".join(configs)).split(",")
@@ -321,7 +329,7 @@ def run(args) -> Dict[str, Any]:
     warmup, steps = (1, 2) if quick else (3, 20)
     partial = Path(args.out) / "gpu.partial.json"
     peak = peak_tflops(device)
-    result: Dict[str, Any] = {"device": str(device), "quick": quick, "configs": configs,
+    result: dict[str, Any] = {"device": str(device), "quick": quick, "configs": configs,
                               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                               "peak_tflops": peak["tflops"], "peak_source": peak["source"],
                               "training": {}, "params": {}}
@@ -331,7 +339,7 @@ def run(args) -> Dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["logging.wandb.mode=disabled", "logging.progress_bar=false"]
-        overrides += save_random_networks(load_config(ROOT / configs["satdiffmoe"], []), Path(tmp))
+        overrides += save_random_networks(load_config(ROOT / configs["satdiffmoe"], overrides), Path(tmp))
         for stage in stages:
             row = measure_stage(stage, configs[stage], overrides, variants, device, peak["tflops"], warmup, steps)
             result["training"][stage] = row
@@ -343,7 +351,7 @@ def run(args) -> Dict[str, Any]:
             tuned = result["training"]["satdiffmoe"]["tuned"]
             workers = 2 if quick else load_config(ROOT / configs["satdiffmoe"], []).data.num_workers
             loader = measure_loader(configs["satdiffmoe"], overrides, Path(tmp) / "shards", tuned["batch_size"],
-                                    workers, scenes=48 if quick else 128, batches=4 if quick else 30)
+                                    workers, scenes=32 if quick else 128, batches=4 if quick else 30)
             loader["consumption_samples_per_s"] = tuned["samples_per_s"]
             loader["ratio"] = loader["samples_per_s"] / tuned["samples_per_s"]
             result["dataloader"] = loader

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -54,7 +55,7 @@ def measured_matmul_tflops(device: torch.device, size: int, repeats: int = 5) ->
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def peak_tflops(device: torch.device) -> Dict[str, Any]:
+def peak_tflops(device: torch.device) -> dict[str, Any]:
     """{"tflops": peak, "source": where the number comes from}."""
     override = os.environ.get("BENCH_PEAK_TFLOPS")
     if override:

@@ -33,6 +33,7 @@ TRAINING = [
     ("diffusionsat", EXPERIMENTS / "baselines" / "diffusionsat_quickstart.yaml", ["vae", "prior"]),
 ]
 SCENES = 640
+SWEEP_SCENES = 32  # test scenes per sweep trial: six trials must fit the CPU budget
 
 
 class Quickstart:
@@ -96,8 +97,10 @@ class Quickstart:
                        f"eval.name={name}", *refs, *extra, *self.overrides])
 
     def sweep(self) -> None:
-        self._cli(["sweep", SWEEPS / "quickstart_fusion.yaml", "--out", self.out / "sweep",
-                   f"ckpt={self.run_dir('satdiffmoe')}", f"base_overrides=[data.root={self.data}]"])
+        # key=value overrides go before --out: argparse does not take positionals after options
+        self._cli(["sweep", SWEEPS / "quickstart_fusion.yaml", f"ckpt={self.run_dir('satdiffmoe')}",
+                   f"base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES}]",
+                   "--out", self.out / "sweep"])
 
     def make_report(self) -> None:
         self._cli(["report", "--runs", *[self.run_dir(s) for s, _, _ in TRAINING[2:]],

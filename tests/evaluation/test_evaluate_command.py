@@ -85,3 +85,16 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     assert len(rows) == 2 * SCENES and json.loads(rows[0])["num_lr"] == 2
     assert (folder / "nfe2_fuse1_mean_n2.png").stat().st_size > 1000
     assert (folder / "bicubic_nearest_n2.json").is_file() and (folder / "mean_bicubic_n2.json").is_file()
+
+
+def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_path, tiny_ckpt):
+    ckpt, _ = tiny_ckpt
+    config = tmp_path / "exp.yaml"
+    config.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY_MODEL[:4])))
+    code = main(["evaluate", str(config), f"ckpt={ckpt}", f"data.root={shards}", "data.num_lr=2",
+                 "sampler.nfe=2", "eval.name=mine", "eval.references=true",
+                 *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
+    assert code == 0
+    folder = ckpt.parent.parent / "eval"
+    assert json.loads((folder / "mine.json").read_text())["method"] != "mean_bicubic"
+    assert json.loads((folder / "mean_bicubic_n2.json").read_text())["method"] == "mean_bicubic"

@@ -58,11 +58,13 @@ def aggregate(values: List[float]) -> Dict[str, Any]:
 
 
 def default_name(method: str, cfg: DictConfig) -> str:
-    if cfg.eval.name:
-        return str(cfg.eval.name)
     num_lr = "all" if cfg.data.num_lr == -1 else cfg.data.num_lr
+    # references always carry their own name: eval.name names the model's result, and reusing it
+    # would overwrite that result's JSON with a reference's
     if method in REFERENCES:
         return f"{method}_n{num_lr}"
+    if cfg.eval.name:
+        return str(cfg.eval.name)
     s = cfg.sampler
     fusion = s.fusion_every if s.fusion_every else "off"
     return f"nfe{s.nfe}_fuse{fusion}_{s.consensus}_n{num_lr}" + ("_dpm" if s.scheduler == "dpm" else "")

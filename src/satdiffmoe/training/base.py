@@ -154,7 +154,10 @@ class DiffusionTask(SatTask):
             prediction_type=cfg.diffusion.prediction_type, clip_sample=False)
         self.network = self.configure_network(networks)
         if cfg.train.compile:
-            self.network.compile()  # in place: state_dict keys stay those of the uncompiled module
+            # The whole denoiser, not `self.network`: the baselines call parts of their ModuleDict (and
+            # the prior UNet's blocks) directly, so a compiled network module was never called for them.
+            # An instance attribute, not a module wrapper: state_dict keys stay those of the networks.
+            self.denoise = torch.compile(self.denoise)
         self.validation_sampler = with_overrides(cfg, {"sampler.nfe": cfg.train.val_nfe}).sampler
         self.finish_init()
 
