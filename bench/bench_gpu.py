@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from data_prep.cli import run as prepare
 from satdiffmoe.config import load_config, with_overrides
 from satdiffmoe.data.datamodule import SatDataModule
+from satdiffmoe.errors import UserError
 from satdiffmoe.models.autoencoder import build_vae, downsampling_factor
 from satdiffmoe.models.unet import build_unet
 from satdiffmoe.training import task_class
@@ -323,6 +324,8 @@ def run(args) -> dict[str, Any]:
     quick = bool(args.quick)
     configs = CONFIGS["quick" if quick else "full"]
     stages = os.environ.get("BENCH_GPU_STAGES", ",".join(configs)).split(",")
+    if set(stages) - set(configs):
+        raise UserError(f"BENCH_GPU_STAGES={','.join(stages)} names an unknown stage; choose from {', '.join(configs)}")
     compile_tuned = os.environ.get("BENCH_GPU_COMPILE", "1" if device.type == "cuda" else "0") == "1"
     variants = [Variant("baseline", False, False, False, "highest", 1),
                 Variant("tuned", True, True, compile_tuned, "high", 2)]
@@ -332,6 +335,8 @@ def run(args) -> dict[str, Any]:
     result: dict[str, Any] = {"device": str(device), "quick": quick, "configs": configs,
                               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                               "peak_tflops": peak["tflops"], "peak_source": peak["source"],
+                              "peak_memory": "torch.cuda.max_memory_allocated per measurement" if device.type == "cuda"
+                              else "process peak RSS so far (monotone: an upper bound per row)",
                               "training": {}, "params": {}}
 
     def checkpoint() -> None:
