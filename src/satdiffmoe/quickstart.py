@@ -33,6 +33,9 @@ TRAINING = [
     ("diffusionsat", EXPERIMENTS / "baselines" / "diffusionsat_quickstart.yaml", ["vae", "prior"]),
 ]
 SCENES = 640
+# Optimizer steps per stage: the three conditional methods get the same budget so their convergence
+# curves compare step for step; sized so the whole quickstart fits 15 minutes on 2 CPU cores.
+STEPS = {"autoencoder": 300, "prior": 400, "satdiffmoe": 400, "controlnet": 400, "diffusionsat": 400}
 SWEEP_SCENES = 32  # test scenes per sweep trial: six trials must fit the CPU budget
 
 
@@ -69,7 +72,7 @@ class Quickstart:
 
     def train(self, stage: str, config: Path, needs: List[str]) -> None:
         argv = ["train", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
-                f"run_root={self.runs}", f"data.root={self.data}"]
+                f"run_root={self.runs}", f"data.root={self.data}", f"train.max_steps={STEPS[stage]}"]
         if (self.run_dir(stage) / "checkpoints" / "last.ckpt").is_file():
             argv.append("resume=true")  # an interrupted (or finished) quickstart picks up where it was
         if "vae" in needs:

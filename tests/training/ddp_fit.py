@@ -5,7 +5,7 @@ per extra rank, so it must be an importable file, not a `python -c` string."""
 import sys
 
 import torch
-from conftest import FixedDataModule, tiny_batch, tiny_config
+from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
 from satdiffmoe.training.entry import build_task, build_trainer

@@ -3,7 +3,7 @@
 import json
 
 import torch
-from conftest import FixedDataModule, tiny_batch, tiny_config
+from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
 from satdiffmoe.training.entry import build_task, build_trainer

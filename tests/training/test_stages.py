@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config
 from diffusers import AutoencoderKL, UNet2DModel
+from training_toys import tiny_batch, tiny_config
 
 from satdiffmoe.errors import UserError
 from satdiffmoe.training.checkpoints import load_task

@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
+from training_toys import TINY
 
 from satdiffmoe.cli import main
 from satdiffmoe.training.checkpoints import load_task
-
-from conftest import TINY
 
 
 @pytest.fixture(scope="module")

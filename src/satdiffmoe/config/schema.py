@@ -8,7 +8,7 @@ here first, with a default and a one-line comment; the YAML files then only stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
 CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
