@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]" "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,postgres]" "$(TORCH)"
 	@if $(BIN)/python -m pip show torchvision torch-fidelity >/dev/null 2>&1 && \
 	    ! $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 	  echo "removing torchvision/torch-fidelity (CPU machine; they break torchmetrics.image)"; \
@@ -31,6 +31,12 @@ quickstart: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/results
+
+# Regenerates docs/quickstart/ and the README's "Quickstart results" section from a fresh quickstart.
+docs: $(STAMP)
+	rm -rf runs/quickstart
+	$(BIN)/satdiffmoe quickstart --out runs/quickstart
+	$(BIN)/python -m satdiffmoe.reports.publish runs/quickstart docs/quickstart README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests data_prep bench
