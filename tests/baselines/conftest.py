@@ -25,11 +25,3 @@ def pretrained_dirs(tmp_path_factory):
     tiny_prior_unet().save_pretrained(root / "unet")
     return root
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread; on a shared 2-core machine it only adds spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

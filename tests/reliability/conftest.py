@@ -36,11 +36,3 @@ def tiny_runs(tmp_path_factory, tiny_data) -> dict[str, Path]:
     torch.set_num_threads(threads)
     return {"data": tiny_data, "root": root, "ae": root / "tiny" / "ae", "sdm": root / "tiny" / "sdm"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids contention with the other test processes on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -43,11 +43,3 @@ def no_wandb_unless_asked(monkeypatch):
     config's `logging.wandb.mode` (disabled in TINY) so only the W&B test starts a W&B run."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids contention with the other test processes on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

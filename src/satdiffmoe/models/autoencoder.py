@@ -7,7 +7,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
-from ..errors import UserError
+from .pretrained import load_local_pretrained
 
 
 def build_vae(vae_cfg: DictConfig, channels: int) -> AutoencoderKL:
@@ -29,14 +29,8 @@ def build_vae(vae_cfg: DictConfig, channels: int) -> AutoencoderKL:
 
 def load_pretrained_vae(folder: str | Path) -> AutoencoderKL:
     """A local diffusers AutoencoderKL folder (config.json + weights), e.g. Stable Diffusion's `vae/`."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"model.vae.pretrained={folder} is not a diffusers AutoencoderKL folder (no config.json); "
-                        "point it at a folder written by save_pretrained, e.g. <sd-download>/vae")
-    try:  # diffusers reads .bin weights with weights_only=True and refuses pickled code
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot load model.vae.pretrained={folder}: {str(exc).splitlines()[0]}") from None
+    return load_local_pretrained(AutoencoderKL, folder, "model.vae.pretrained",
+                                 "point it at a folder written by save_pretrained, e.g. <sd-download>/vae")
 
 
 def downsampling_factor(vae: AutoencoderKL) -> int:

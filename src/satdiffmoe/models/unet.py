@@ -14,6 +14,7 @@ from diffusers import UNet2DModel
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from .pretrained import load_local_pretrained
 
 
 def build_unet(unet_cfg: DictConfig, in_channels: int, out_channels: int, sample_size: int,
@@ -39,14 +40,8 @@ def build_unet(unet_cfg: DictConfig, in_channels: int, out_channels: int, sample
 
 def load_pretrained_unet(folder: str | Path) -> UNet2DModel:
     """A local diffusers UNet2DModel folder (config.json + weights) written by `save_pretrained`."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"model.unet.pretrained={folder} is not a diffusers UNet2DModel folder (no config.json); "
-                        "point it at a folder written by UNet2DModel.save_pretrained")
-    try:  # diffusers reads .bin weights with weights_only=True and refuses pickled code
-        return UNet2DModel.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot load model.unet.pretrained={folder}: {str(exc).splitlines()[0]}") from None
+    return load_local_pretrained(UNet2DModel, folder, "model.unet.pretrained",
+                                 "point it at a folder written by UNet2DModel.save_pretrained")
 
 
 def with_extra_inputs(unet: UNet2DModel, extra_in_channels: int, class_embedding: bool) -> UNet2DModel:
