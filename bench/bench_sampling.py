@@ -67,8 +67,13 @@ def timed_sample(task, batch, sampler_cfg, device: str) -> float:
 
 
 def run(args) -> dict:
+    """`args` from this module's parser or bench/run.py's (which only has --quick/--device): fill defaults."""
     from satdiffmoe.config import with_overrides
 
+    defaults = vars(parse_args([]))
+    if getattr(args, "quick", False):
+        defaults.update(branches=[1, 4, 8], nfe=[10, 25])
+    args = argparse.Namespace(**{**defaults, **{k: v for k, v in vars(args).items() if k in defaults and v is not None}})
     torch.set_num_threads(args.threads)
     task, cfg = build_task(args.device)
     rows, overhead = [], []
