@@ -1,0 +1,40 @@
+"""Batching scenes with different numbers of LR images: zero padding plus a validity mask.
+
+Produces exactly the batch of docs/ARCHITECTURE.md: hr, lr, lr_mask, lr_valid, dt, lr_cloud, lr_doy,
+gsd, hr_mask, key. Padding slots have lr_valid False and zeros everywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+
+BATCH_KEYS = ("hr", "lr", "lr_mask", "lr_valid", "dt", "lr_cloud", "lr_doy", "gsd", "hr_mask", "key")
+
+
+def collate_scenes(samples: List[Dict[str, Any]], pad_to: Optional[int] = None) -> Dict[str, Any]:
+    """Stack scene samples; the LR axis is padded to max(pad_to, the batch's largest N)."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of scenes")
+    slots = max([int(s["lr"].shape[0]) for s in samples] + [pad_to or 0])
+    batch_size = len(samples)
+    lr_shape = tuple(samples[0]["lr"].shape[1:])
+    batch = {
+        "hr": torch.stack([s["hr"] for s in samples]),
+        "lr": torch.zeros((batch_size, slots) + lr_shape),
+        "lr_mask": torch.zeros((batch_size, slots) + lr_shape[1:]),
+        "lr_valid": torch.zeros(batch_size, slots, dtype=torch.bool),
+        "dt": torch.zeros(batch_size, slots),
+        "lr_cloud": torch.zeros(batch_size, slots),
+        "lr_doy": torch.zeros(batch_size, slots),
+        "gsd": torch.tensor([float(s["gsd"]) for s in samples]),
+        "hr_mask": torch.stack([s["hr_mask"] for s in samples]),
+        "key": [s["key"] for s in samples],
+    }
+    for row, sample in enumerate(samples):
+        count = int(sample["lr"].shape[0])
+        batch["lr_valid"][row, :count] = True
+        for key in ("lr", "lr_mask", "dt", "lr_cloud", "lr_doy"):
+            batch[key][row, :count] = sample[key]
+    return batch

@@ -1,0 +1,117 @@
+"""Writing shards: `ShardSetWriter` turns validated `Scene`s into `<split>-NNNNNN.tar` + manifest.json.
+
+Every data source (synthetic generator and the converters in `data_prep/`) writes through this one
+class, so all of them produce the same record, the same file names and the same manifest.
+
+    with ShardSetWriter(out_dir, source="synthetic", config={...}) as writer:
+        writer.write(scene, split="train")
+        writer.skip("imgset0042", "LR/HR scale mismatch")   # counted, reported in the manifest
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import webdataset as wds
+
+from ..errors import UserError
+from .record import RECORD_VERSION, Scene, encode_scene
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class ShardSetWriter:
+    def __init__(self, out_dir: str | Path, source: str, config: Optional[Dict[str, Any]] = None,
+                 max_count: int = 256, version: str = "1"):
+        self.out = Path(out_dir)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output folder {self.out}: {exc.strerror}") from None
+        if not os.access(self.out, os.W_OK):
+            raise UserError(f"output folder {self.out} is not writable; choose another --out")
+        self.source, self.config, self.max_count, self.version = source, dict(config or {}), max_count, version
+        self._writers: Dict[str, wds.ShardWriter] = {}
+        self.counts: Counter = Counter()
+        self.lr_counts: Dict[str, list] = defaultdict(list)
+        self.skipped: list = []
+        # running per-band sums over HR pixels in [0, 1] for the manifest's normalisation stats
+        self._sum = self._sumsq = None
+        self._npix = 0
+        self._started = time.time()
+
+    def _writer(self, split: str) -> wds.ShardWriter:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in self._writers:
+            pattern = str(self.out / f"{split}-%06d.tar")
+            self._writers[split] = wds.ShardWriter(pattern, maxcount=self.max_count, verbose=0)
+        return self._writers[split]
+
+    def write(self, scene: Scene, split: str) -> None:
+        scene.meta.setdefault("source", self.source)
+        scene.meta["split"] = split
+        self._writer(split).write(encode_scene(scene))
+        self.counts[split] += 1
+        self.lr_counts[split].append(scene.num_lr)
+        hr = scene.hr.astype(np.float64) / float(scene.meta["value_max"])
+        flat = hr.reshape(hr.shape[0], -1)
+        if self._sum is None:
+            self._sum, self._sumsq = np.zeros(flat.shape[0]), np.zeros(flat.shape[0])
+        self._sum += flat.sum(1)
+        self._sumsq += (flat ** 2).sum(1)
+        self._npix += flat.shape[1]
+
+    def skip(self, key: str, reason: str) -> None:
+        self.skipped.append({"key": key, "reason": reason})
+        log.warning("skipped %s: %s", key, reason)
+
+    def close(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        for writer in self._writers.values():
+            writer.close()
+        mean = (self._sum / max(self._npix, 1)).tolist() if self._sum is not None else []
+        std = (np.sqrt(np.maximum(self._sumsq / max(self._npix, 1) - np.square(mean), 0))).tolist() if mean else []
+        reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
+        manifest = {
+            "source": self.source,
+            "converter_version": self.version,
+            "record_version": RECORD_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": round(time.time() - self._started, 2),
+            "config": self.config,
+            "counts": {s: self.counts.get(s, 0) for s in SPLITS},
+            # only the splits this writer wrote: shards of another writer in the same folder are not
+            # described by these counts
+            "shards": {s: sorted(p.name for p in self.out.glob(f"{s}-*.tar")) if s in self._writers else []
+                       for s in SPLITS},
+            "lr_per_scene": {s: {"min": int(min(v)), "max": int(max(v)), "mean": float(np.mean(v))}
+                             for s, v in self.lr_counts.items()},
+            "stats": {"hr_mean": mean, "hr_std": std, "space": "[0,1] after division by value_max"},
+            "skipped": {"count": len(self.skipped), "by_reason": dict(reasons), "items": self.skipped[:1000]},
+        }
+        manifest.update(extra or {})
+        tmp = self.out / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, self.out / "manifest.json")
+        total = sum(self.counts.values())
+        log.info("wrote %d scenes (%s) to %s; skipped %d", total,
+                 ", ".join(f"{s}={self.counts.get(s, 0)}" for s in SPLITS), self.out, len(self.skipped))
+        return manifest
+
+    def __enter__(self) -> "ShardSetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # keep what was written readable; no manifest means "incomplete"
+            for writer in self._writers.values():
+                writer.close()
