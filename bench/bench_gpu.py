@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_prep.cli import run as prepare
 from satdiffmoe.config import load_config, with_overrides
+from satdiffmoe.data.collate import random_batch
 from satdiffmoe.data.datamodule import SatDataModule
 from satdiffmoe.errors import UserError
 from satdiffmoe.models.autoencoder import build_vae, downsampling_factor
@@ -84,19 +85,7 @@ class Variant:
 # --------------------------------------------------------------------------------------------- inputs
 def scene_batch(cfg, scenes: int, branches: int, device: torch.device) -> dict[str, Any]:
     """A batch as SatDataModule yields it (docs/ARCHITECTURE.md), random pixels."""
-    g = torch.Generator().manual_seed(0)
-    channels, size = cfg.data.channels, cfg.data.hr_size
-    small = size // cfg.data.scale
-    batch = {"hr": torch.rand(scenes, channels, size, size, generator=g) * 2 - 1,
-             "lr": torch.rand(scenes, branches, channels, small, small, generator=g) * 2 - 1,
-             "lr_mask": torch.ones(scenes, branches, small, small),
-             "lr_valid": torch.ones(scenes, branches, dtype=torch.bool),
-             "dt": torch.linspace(-60.0, 60.0, branches).repeat(scenes, 1),
-             "lr_cloud": torch.zeros(scenes, branches), "lr_doy": torch.full((scenes, branches), 100.0),
-             "gsd": torch.ones(scenes), "hr_mask": torch.ones(scenes, size, size)}
-    batch = {key: value.to(device) for key, value in batch.items()}
-    batch["key"] = [f"bench{i}" for i in range(scenes)]
-    return batch
+    return random_batch(cfg, scenes, branches, device)
 
 
 def training_batch(cfg, scenes: int, device: torch.device) -> dict[str, Any]:

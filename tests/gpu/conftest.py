@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from satdiffmoe.config import load_config
+from satdiffmoe.data.collate import random_batch
 from satdiffmoe.models.autoencoder import build_vae, downsampling_factor
 from satdiffmoe.models.unet import build_unet
 
@@ -49,16 +50,5 @@ def tiny_cfg(tmp_path, pretrained_overrides) -> Callable[..., Any]:
 def make_batch() -> Callable[..., dict]:
     """make_batch(cfg, scenes, branches, device) -> a SatDataModule-shaped batch of random scenes."""
     def make(cfg, scenes: int, branches: int, device: str) -> dict:
-        g = torch.Generator().manual_seed(0)
-        size, small = cfg.data.hr_size, cfg.data.hr_size // cfg.data.scale
-        batch = {"hr": torch.rand(scenes, 3, size, size, generator=g) * 2 - 1,
-                 "lr": torch.rand(scenes, branches, 3, small, small, generator=g) * 2 - 1,
-                 "lr_mask": torch.ones(scenes, branches, small, small),
-                 "lr_valid": torch.ones(scenes, branches, dtype=torch.bool),
-                 "dt": torch.linspace(-40.0, 40.0, branches).repeat(scenes, 1),
-                 "lr_cloud": torch.zeros(scenes, branches), "lr_doy": torch.full((scenes, branches), 100.0),
-                 "gsd": torch.ones(scenes), "hr_mask": torch.ones(scenes, size, size)}
-        batch = {key: value.to(device) for key, value in batch.items()}
-        batch["key"] = [f"scene{i}" for i in range(scenes)]
-        return batch
+        return random_batch(cfg, scenes, branches, device)
     return make

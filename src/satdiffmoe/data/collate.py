@@ -38,3 +38,21 @@ def collate_scenes(samples: List[Dict[str, Any]], pad_to: Optional[int] = None) 
         for key in ("lr", "lr_mask", "dt", "lr_cloud", "lr_doy"):
             batch[key][row, :count] = sample[key]
     return batch
+
+
+def random_batch(cfg, scenes: int, branches: int, device: str | torch.device = "cpu", seed: int = 0) -> Dict[str, Any]:
+    """A batch shaped exactly like `SatDataModule`'s (all `BATCH_KEYS`), with random pixels and
+    Δt spread over ±60 days: for benchmarks and tests that need inputs but not data."""
+    g = torch.Generator().manual_seed(seed)
+    channels, size = cfg.data.channels, cfg.data.hr_size
+    small = size // cfg.data.scale
+    batch = {"hr": torch.rand(scenes, channels, size, size, generator=g) * 2 - 1,
+             "lr": torch.rand(scenes, branches, channels, small, small, generator=g) * 2 - 1,
+             "lr_mask": torch.ones(scenes, branches, small, small),
+             "lr_valid": torch.ones(scenes, branches, dtype=torch.bool),
+             "dt": torch.linspace(-60.0, 60.0, branches).repeat(scenes, 1),
+             "lr_cloud": torch.zeros(scenes, branches), "lr_doy": torch.full((scenes, branches), 100.0),
+             "gsd": torch.ones(scenes), "hr_mask": torch.ones(scenes, size, size)}
+    batch = {key: value.to(device) for key, value in batch.items()}
+    batch["key"] = [f"scene{i}" for i in range(scenes)]
+    return batch
