@@ -82,22 +82,23 @@ class Quickstart:
         self._cli(argv + self.overrides)
 
     def evaluate(self) -> None:
+        configs = {stage: config for stage, config, _ in TRAINING}
+        # (stage, eval name, overrides, also evaluate the non-generative references on the same scenes)
         jobs = [
-            ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"]),
-            ("satdiffmoe", "satdiffmoe_n8", ["data.num_lr=8"]),
-            ("controlnet", "controlnet_nearest", ["data.num_lr=8"]),
-            ("diffusionsat", "diffusionsat_t8", ["data.num_lr=8"]),
+            ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"], False),
+            ("satdiffmoe", "satdiffmoe_n8", ["data.num_lr=8"], True),
+            ("controlnet", "controlnet_nearest", ["data.num_lr=8"], False),
+            ("diffusionsat", "diffusionsat_t8", ["data.num_lr=8"], False),
         ]
-        for stage, name, extra in jobs:
+        for stage, name, extra, references in jobs:
             target = self.run_dir(stage) / "eval" / f"{name}.json"
             if target.is_file():
                 print(f"{target} exists; skipping")
                 continue
-            config = dict((s, c) for s, c, _ in TRAINING)[stage]
-            refs = ["eval.references=true"] if name == "satdiffmoe_n8" else ["eval.references=false"]
-            self._cli(["evaluate", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
+            self._cli(["evaluate", configs[stage], f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
                        f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(stage)}",
-                       f"eval.name={name}", *refs, *extra, *self.overrides])
+                       f"eval.name={name}", f"eval.references={str(references).lower()}", *extra,
+                       *self.overrides])
 
     def sweep(self) -> None:
         # key=value overrides go before --out: argparse does not take positionals after options

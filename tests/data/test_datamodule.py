@@ -154,6 +154,7 @@ def test_lightning_trainer_runs_an_epoch_and_logs_skip_counts(synth_root, data_c
 
 def test_fewer_validation_records_than_ranks_fails_fast_instead_of_hanging(synth_root, data_config):
     dm = SatDataModule(data_config(synth_root, "data.val_subset=1"))
-    dm._check_enough_records("val", limit=1, world_size=1)  # one process: fine
+    urls = dm.shard_urls("val")
+    dm._check_enough_records("val", urls, limit=1, world_size=1)  # one process: fine
     with pytest.raises(UserError, match=r"val split has 1 record\(s\) for 2 ranks"):
-        dm._check_enough_records("val", limit=1, world_size=2)
+        dm._check_enough_records("val", urls, limit=1, world_size=2)

@@ -147,7 +147,7 @@ class SatDataModule(L.LightningDataModule):
         urls = self.shard_urls(split)
         counter = self.skip_counters[split]
         rank, world_size = process_rank() if distributed else (0, 1)
-        self._check_enough_records(split, limit, world_size)
+        self._check_enough_records(split, urls, limit, world_size)
         splitter = ExactlyOnceSplit(len(urls), limit, rank, world_size)
         policy = policy or self.data.eval_lr_policy
         num_lr = self.data.num_lr if num_lr is None else num_lr
@@ -168,7 +168,7 @@ class SatDataModule(L.LightningDataModule):
             ),
         )
 
-    def _check_enough_records(self, split: str, limit: int, world_size: int) -> None:
+    def _check_enough_records(self, split: str, urls: List[str], limit: int, world_size: int) -> None:
         """Fail fast where DDP would hang: a rank with no record skips the metric sync the others wait in."""
         if world_size < 2 or self.data.shards[split]:
             return
@@ -177,7 +177,7 @@ class SatDataModule(L.LightningDataModule):
             return
         info = json.loads(manifest.read_text())
         listed = sorted(info.get("shards", {}).get(split, []))
-        if listed != sorted(Path(url).name for url in self.shard_urls(split)):
+        if listed != sorted(Path(url).name for url in urls):
             return  # the manifest describes other shards (stale or hand-assembled folder): no count to trust
         count = int(info.get("counts", {}).get(split, world_size))
         records = min(count, limit) if limit and limit > 0 else count

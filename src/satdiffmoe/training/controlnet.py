@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DModel
+from diffusers import UNet2DModel
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -25,10 +25,9 @@ from ..errors import UserError
 from ..models.conditional_unet import ConditionalUNet
 from ..models.controlnet import UNet2DControlNet, architecture, unet_forward_with_control
 from ..models.time_embedding import ScalarEmbedding
-from ..models.unet import load_pretrained_unet
 from ..sampling.fused_sampler import BranchInputs
-from .base import Cond, DiffusionTask, plain_config
-from .satdiffmoe import SatDiffMoETask
+from .base import Cond, plain_config
+from .from_prior import FromPriorTask
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +39,9 @@ def nearest_in_time(dt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return distance.argmin(dim=1)
 
 
-class ControlledPriorTask(DiffusionTask):
-    """What both baselines share with SatDiffMoE: the frozen prior and VAE, and the condition latent."""
-
-    # The exact function SatDiffMoE conditions on (E(bicubic upsample) or the LR resized to the latent
-    # size): the comparison is fair only if the LR reaches each method the same way.
-    condition_image = SatDiffMoETask.condition_image
-
-    def _prior_task(self) -> DiffusionTask:
-        """The prior task named by `init.prior_ckpt`, loaded once (kept out of the module tree)."""
-        if not hasattr(self, "_prior_holder"):
-            from .checkpoints import load_task
-
-            self._prior_holder = (load_task(self.cfg.init.prior_ckpt, expect_stage="prior"),)
-        return self._prior_holder[0]
-
-    def configure_vae(self, networks: dict | None) -> AutoencoderKL:
-        """As SatDiffMoE: with `init.prior_ckpt` the VAE (and latent scale) the prior was trained on."""
-        if networks is None and self.cfg.init.prior_ckpt:
-            prior = self._prior_task()
-            self.latent_scale = prior.latent_scale
-            return prior.vae
-        return super().configure_vae(networks)
-
-    @property
-    def cond_channels(self) -> int:
-        return self.vae.config.latent_channels if self.cfg.model.conditioning == "latent" else self.cfg.data.channels
+class ControlledPriorTask(FromPriorTask):
+    """What both baselines share: a frozen prior (and its VAE and condition encoder, from
+    `FromPriorTask`, exactly as SatDiffMoE sees them) that a control branch steers."""
 
     def load_prior(self, networks: dict | None) -> ConditionalUNet:
         """The frozen prior: rebuilt from stored configs (weights come with the state dict), or taken from
@@ -73,12 +49,9 @@ class ControlledPriorTask(DiffusionTask):
         cfg = self.cfg
         if networks is not None:
             prior = ConditionalUNet(UNet2DModel.from_config(networks["unet"]), 0, networks["prior_scalars"])
-        elif cfg.init.prior_ckpt:
-            prior = self._prior_task().network
-            del self._prior_holder
-        elif cfg.model.unet.pretrained:
-            prior = ConditionalUNet(load_pretrained_unet(cfg.model.unet.pretrained))
         else:
+            prior = self.prior_network()
+        if prior is None:
             raise UserError(f"stage={cfg.stage} needs the prior it controls: set init.prior_ckpt=<prior run folder "
                             "or .ckpt> (the same one SatDiffMoE starts from) or model.unet.pretrained=<folder>")
         if prior.unet.config.in_channels != self.vae.config.latent_channels:

@@ -13,18 +13,18 @@ import logging
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DModel
+from diffusers import UNet2DModel
 
 from ..models.conditional_unet import ConditionalUNet
-from ..models.unet import build_unet, load_pretrained_unet
+from ..models.unet import build_unet
 from ..sampling.fused_sampler import BranchInputs
-from .base import Cond, DiffusionTask, plain_config, upsample_lr
+from .base import Cond, plain_config
+from .from_prior import FromPriorTask
 
 log = logging.getLogger(__name__)
 
 
-class SatDiffMoETask(DiffusionTask):
+class SatDiffMoETask(FromPriorTask):
     stage = "satdiffmoe"
 
     @property
@@ -32,38 +32,12 @@ class SatDiffMoETask(DiffusionTask):
         names = ("dt",) if self.cfg.model.dt_embedding else ()
         return names + (("gsd",) if self.cfg.model.metadata_embedding else ())
 
-    @property
-    def cond_channels(self) -> int:
-        if self.cfg.model.conditioning == "latent":
-            return self.vae.config.latent_channels
-        return self.cfg.data.channels
-
-    # ------------------------------------------------------------------------------ construction
-    def _prior(self):
-        """The prior task named by `init.prior_ckpt` (loaded once; kept out of the module tree)."""
-        if not hasattr(self, "_prior_holder"):
-            from .checkpoints import load_task
-
-            self._prior_holder = (load_task(self.cfg.init.prior_ckpt, expect_stage="prior"),)
-        return self._prior_holder[0]
-
-    def configure_vae(self, networks: Optional[dict]) -> AutoencoderKL:
-        if networks is None and self.cfg.init.prior_ckpt:
-            prior = self._prior()  # the latent space the prior was trained in, whatever init.vae_ckpt says
-            self.latent_scale = prior.latent_scale
-            return prior.vae
-        return super().configure_vae(networks)
-
     def configure_network(self, networks: Optional[dict]) -> ConditionalUNet:
         cfg = self.cfg
         if networks is not None:
             return ConditionalUNet(UNet2DModel.from_config(networks["unet"]), self.cond_channels, self.scalar_names)
-        if cfg.init.prior_ckpt:
-            prior = self._prior().network
-            del self._prior_holder
-        elif cfg.model.unet.pretrained:
-            prior = ConditionalUNet(load_pretrained_unet(cfg.model.unet.pretrained))
-        else:
+        prior = self.prior_network()
+        if prior is None:
             log.warning("no init.prior_ckpt or model.unet.pretrained: training the conditional UNet from scratch")
             channels, side, _ = self.latent_shape
             unet = build_unet(cfg.model.unet, channels + self.cond_channels, channels, side,
@@ -75,13 +49,6 @@ class SatDiffMoETask(DiffusionTask):
         return {**super().network_configs(), "unet": plain_config(self.network.unet.config)}
 
     # ---------------------------------------------------------------------------------- condition
-    def condition_image(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR rows (R×C×h×w) -> condition rows (R×C'×h'×w') at the latent size."""
-        if self.cfg.model.conditioning == "latent":
-            return self.encode(upsample_lr(lr, self.cfg.data.hr_size), sample=False)
-        side = self.latent_shape[1]
-        return F.interpolate(lr.float(), size=(side, side), mode="area")
-
     def _cond(self, image: torch.Tensor, gsd: torch.Tensor) -> Cond:
         return {"image": image, "gsd": gsd} if self.cfg.model.metadata_embedding else image
 
