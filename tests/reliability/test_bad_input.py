@@ -78,6 +78,11 @@ CASES = [
     ("sweep-param-not-a-config-key", ["sweep", "{tmp}/badparam.yaml", "--out", "{tmp}/sw"], "sampler.nfee"),
     ("sweep-storage-unknown-scheme", ["sweep", "{tmp}/sweep.yaml", "--storage", "mongo://x", "--out", "{tmp}/sw"],
      "mongo://x"),
+    ("sweep-ddp-with-workers", ["sweep", "{tmp}/ddp.yaml", "--workers", "2", "--out", "{tmp}/sw"],
+     "--workers 2 with train.devices > 1"),
+    ("sweep-ddp-journal-storage", ["sweep", "{tmp}/ddp.yaml", "--storage", "journal:{tmp}/j.log", "--out", "{tmp}/sw"],
+     "needs an RDB storage"),
+    ("sweep-ddp-spawn-strategy", ["sweep", "{tmp}/ddp_spawn.yaml", "--out", "{tmp}/sw"], "under torchrun"),
     ("report-run-folder-missing", ["report", "--runs", "{tmp}/norun", "--out", "{tmp}/rep"], "norun"),
     ("prepare-unknown-source", ["prepare", "landsat9", "--out", "{tmp}/d"], "known sources"),
     ("prepare-shard-size-zero", ["prepare", "synthetic", "--out", "{tmp}/d", "--shard-size", "0"], "--shard-size"),
@@ -97,6 +102,10 @@ def _write_inputs(tmp, tiny_runs):
              "sampler: {name: grid}\n")
     (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
     (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
+    ddp = (f"study: ddp\nkind: train\nconfig: {TINY_EXPERIMENT}\nparams: {{train.lr: {{choices: [0.001]}}}}\n"
+           "objectives: [{metric: psnr, direction: maximize}]\nsampler: {name: grid}\n")
+    (tmp / "ddp.yaml").write_text(ddp + "base_overrides: [train.devices=2, train.strategy=ddp]\n")
+    (tmp / "ddp_spawn.yaml").write_text(ddp + "base_overrides: [train.devices=2, train.strategy=ddp_spawn]\n")
 
 
 def _fill(arg: str, tmp, tiny_runs) -> str:

@@ -188,8 +188,9 @@ class SatDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset("val", limit=self.data.val_subset))
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test", limit=self.data.test_subset))
+    def test_dataloader(self, distributed: bool = True) -> DataLoader:
+        """The test split, shared out over DDP ranks; `distributed=False` reads all of it in this process."""
+        return self._loader(self.eval_dataset("test", limit=self.data.test_subset, distributed=distributed))
 
     def scenes(
         self, split: str = "test", limit: Optional[int] = None, **eval_options

@@ -86,7 +86,9 @@ class Evaluator:
     @staticmethod
     def _read(datamodule: Any) -> List[Dict[str, Any]]:
         datamodule.setup("test")
-        batches = list(tqdm(datamodule.test_dataloader(), desc="reading test scenes", leave=False))
+        # Evaluation samples in one process: read every scene even when a DDP process group exists
+        # (rank 0 of a DDP training sweep evaluates its trials).
+        batches = list(tqdm(datamodule.test_dataloader(distributed=False), desc="reading test scenes", leave=False))
         if not batches:
             raise UserError("the test split has no scenes; check data.root / data.shards.test")
         wanted = datamodule.data.num_lr

@@ -1,7 +1,8 @@
 """`satdiffmoe sweep sweeps/X.yaml [--n-trials N] [--storage URL] [--workers K] [--out DIR] [key=value ...]`
 
 Creates (or resumes) the study, runs K local workers on it (spawned processes; K = 1 runs in this
-process), then writes trials.csv, best.json and the plots, and logs the W&B summary run.
+process), then writes trials.csv, best.json and the plots, and logs the W&B summary run. A training
+sweep on several devices runs under torchrun, every rank training rank 0's trials (distributed.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from .distributed import (TrialChannel, check_distributed_sweep, follow_trials, processes_per_node,
+                          relaunch_under_torchrun, torchrun_world)
 from .objective import base_config
 from .results import write_results
 from .spec import load_sweep
@@ -32,6 +35,20 @@ def sweep_command(args) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
     _check_inputs(spec)
+    channel = None
+    if spec.kind == "train":
+        cfg = base_config(spec)
+        nproc, (rank, world) = processes_per_node(cfg.train), torchrun_world()
+        if nproc * cfg.train.num_nodes > 1 or world > 1:
+            check_distributed_sweep(cfg, storage_url, args.workers)
+            if world == 1:
+                if cfg.train.num_nodes > 1:
+                    raise UserError(f"train.num_nodes={cfg.train.num_nodes}: start this command under torchrun on "
+                                    "every node (docs/sweeps.md, 'Training trials under DDP')")
+                return relaunch_under_torchrun(nproc, args.argv)
+            channel = TrialChannel(cfg.train.accelerator)
+            if rank != 0:
+                return follow_trials(spec, sweep_dir, storage_url, channel)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(spec))  # what this invocation ran
 
@@ -43,7 +60,7 @@ def sweep_command(args) -> int:
 
     budgets = split_budget(args.n_trials, args.workers)
     if args.workers == 1:
-        run_worker(spec, sweep_dir, storage_url, budgets[0])
+        run_worker(spec, sweep_dir, storage_url, budgets[0], channel)
     else:
         _run_processes(spec, sweep_dir, storage_url, budgets, bool(getattr(args, "verbose", False)))
 

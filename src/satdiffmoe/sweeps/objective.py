@@ -69,9 +69,10 @@ def _duplicate_of(trial: optuna.Trial) -> Optional[int]:
 class TrialObjective:
     """`study.optimize(TrialObjective(spec, sweep_dir), ...)`; returns the declared objective values."""
 
-    def __init__(self, spec: DictConfig, sweep_dir: Path):
+    def __init__(self, spec: DictConfig, sweep_dir: Path, channel=None):
         self.spec = spec
         self.sweep_dir = Path(sweep_dir)
+        self.channel = channel  # DDP training sweeps: rank 0's line to the other ranks (distributed.py)
         self.base_cfg = base_config(spec)
         self._task = None
         self._evaluator = None
@@ -100,11 +101,12 @@ class TrialObjective:
             self._task = task.to("cuda" if torch.cuda.is_available() else "cpu")
         return self._task
 
-    def trial_config(self, trial: optuna.Trial, params: Dict[str, Any]) -> DictConfig:
+    def trial_config(self, number: int, params: Dict[str, Any]) -> DictConfig:
+        """The base config with trial `number`'s parameters (the same on every DDP rank)."""
         overrides = {key: to_config_value(value) for key, value in params.items()}
         overrides["eval.seeds"] = list(range(self.spec.seeds))
         if self.spec.kind == "train":
-            overrides.update({"name": f"{self.spec.study}-trial-{trial.number}",
+            overrides.update({"name": f"{self.spec.study}-trial-{number}",
                               "run_root": str(self.sweep_dir / "trials"), "run_id": "run"})
         return with_overrides(self.base_cfg, overrides)
 
@@ -114,7 +116,7 @@ class TrialObjective:
         if duplicate is not None:
             self._prune(trial, f"grid point already taken by trial {duplicate}")
         try:
-            cfg = self.trial_config(trial, params)
+            cfg = self.trial_config(trial.number, params)
         except UserError as exc:  # an impossible combination: record why and let the study go on
             self._prune(trial, str(exc))
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
@@ -122,7 +124,7 @@ class TrialObjective:
         if self.spec.kind == "train":
             from .training_trial import train_and_evaluate
 
-            summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator)
+            summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
         else:
             summary = self.evaluator.run(self.task, cfg)
         trial.set_user_attr("eval", summary)

@@ -99,13 +99,25 @@ def work_left(study: optuna.Study, spec: DictConfig) -> tuple[bool, bool]:
     return started < spec.n_trials and failed < spec.n_trials, running
 
 
-def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int]) -> int:
-    """Run trials until the study is done or `budget` trials were started here; returns trials run."""
+def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int],
+               channel=None) -> int:
+    """Run trials until the study is done or `budget` trials were started here; returns trials run.
+
+    `channel` (rank 0 of a DDP training sweep) tells the other ranks each trial to train, and to
+    stop when the study is done. (If this process dies instead, torchrun ends the other ranks.)
+    """
+    ran = _work(spec, sweep_dir, storage_url, budget, channel)
+    if channel is not None:
+        channel.stop()
+    return ran
+
+
+def _work(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int], channel) -> int:
     from .objective import TrialObjective
     from .wandb_tracking import TrialRunLogger
 
     study = open_study(spec, sweep_dir, storage_url)
-    objective = TrialObjective(spec, sweep_dir)
+    objective = TrialObjective(spec, sweep_dir, channel)
     callbacks = [TrialRunLogger(spec, sweep_dir)]
     heartbeat = spec.heartbeat.interval
     ran, waiting = 0, False

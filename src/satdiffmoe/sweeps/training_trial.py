@@ -7,16 +7,16 @@ Pruning reports the validation metric through optuna-integration's PyTorchLightn
 which keys reports by epoch; with streaming data an "epoch" is `data.epoch_length` samples, so keep
 `train.val_every` at most one epoch's steps or the pruner sees only the first report of each epoch.
 
-DDP (the agreed approach, docs/sweeps.md; not wired into the worker loop yet): rank 0 asks Optuna for
-the trial, the other ranks wrap `None` in optuna_integration.TorchDistributedTrial and receive rank
-0's parameters, so every rank trains the same config; the pruning callback broadcasts its decision
-and needs RDBStorage under DDP.
+Under DDP (`sweeps/distributed.py`) every rank runs `fit_trial` on the same config; rank 0 alone
+evaluates. The callback then broadcasts its prune decision inside `fit` and rank 0 raises it
+afterwards (`check_pruned`, read from the RDB storage).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
 
 import optuna
 from omegaconf import DictConfig
@@ -26,14 +26,21 @@ from ..config import with_overrides
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], object]) -> dict:
-    """Fit `cfg` (pruned early when the pruner says so), then evaluate the run's best checkpoint."""
+@dataclass
+class FittedTrial:
+    task: Any
+    run: Any  # RunDir
+    pruning: Any  # PyTorchLightningPruningCallback
+
+
+def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedTrial:
+    """Train `cfg` with the pruning callback attached (stopped early when the pruner says so)."""
     from optuna_integration import PyTorchLightningPruningCallback
 
     from ..data.datamodule import SatDataModule
     from ..runs import RunDir, seed_everything
-    from ..training.checkpoints import load_task
     from ..training.entry import build_task, build_trainer
+    from ..training.loggers import finish_wandb
 
     # The training run's own W&B run goes to a sibling group, keeping one run per trial in the study group.
     cfg = with_overrides(cfg, {"logging.wandb.group": f"{spec.study}-training"})
@@ -44,7 +51,35 @@ def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, e
     pruning = PyTorchLightningPruningCallback(trial, monitor=spec.prune_monitor)
     trainer.callbacks.append(pruning)
     log.info("trial %d: training in %s", trial.number, run.path)
-    trainer.fit(task, datamodule=SatDataModule(cfg))
-    pruning.check_pruned()  # under DDP the prune decision arrives through the storage
-    trial.set_user_attr("run", str(run.path))
-    return evaluator().run(load_task(run.path), cfg)
+    try:
+        trainer.fit(task, datamodule=SatDataModule(cfg))
+    finally:
+        finish_wandb(trainer.loggers)
+    return FittedTrial(task, run, pruning)
+
+
+def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], object],
+                       params: Optional[Dict[str, Any]] = None, channel=None) -> dict:
+    """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0), the other
+    ranks are told to train the same trial first, and report back what they trained."""
+    from ..training.checkpoints import load_task
+
+    if channel is None:
+        fitted = fit_trial(trial, cfg, spec)
+    else:
+        from .distributed import check_ranks_agree, rank_report
+
+        channel.announce({"trial_id": trial._trial_id, "number": trial.number, "params": params})
+        fitted, error = None, None
+        try:
+            fitted = fit_trial(trial, cfg, spec)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:  # every rank gathers after every fit, failed or not, so the ranks stay in step
+            reports = channel.gather(rank_report(params, cfg, fitted and fitted.task, error))
+        trial.set_user_attr("ranks", reports)
+        check_ranks_agree(reports)
+    fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
+    trial.set_user_attr("run", str(fitted.run.path))
+    return evaluator().run(load_task(fitted.run.path), cfg)

@@ -1,0 +1,170 @@
+"""Training sweeps on several devices: every DDP rank trains the trial that rank 0 took from Optuna.
+
+    satdiffmoe sweep sweeps/train_lr.yaml   # its base config sets train.devices=2 (one node)
+
+A training sweep whose config asks for more than one process on one node relaunches itself under
+`torch.distributed.run` (torchrun), one process per device; on several nodes, start torchrun on
+every node yourself (docs/sweeps.md). Under torchrun:
+
+* rank 0 runs the study exactly as a single-process sweep does (sampler, pruner, heartbeats,
+  retries, evaluation, W&B). Just before it trains a trial it broadcasts the trial's id, number and
+  parameters;
+* every other rank waits for that message, builds the trial's config from those parameters with
+  the same code, and joins the Lightning `fit`, so DDP trains one config on every rank;
+* after each fit the ranks gather (parameters, config hash, weight checksum) on rank 0, which fails
+  a trial whose ranks disagree and keeps the list in the trial's `ranks` user attribute.
+
+Why not optuna_integration.TorchDistributedTrial: it makes every trial call a collective, yet
+Lightning's pruning callback (PyTorchLightningPruningCallback) needs a storage-backed trial on every
+rank. The other ranks therefore attach to rank 0's trial through the shared storage
+(`optuna.trial.Trial(study, trial_id)`), which is also why a DDP sweep needs an RDB storage.
+
+The control messages use their own gloo group with a long timeout: the other ranks wait there while
+rank 0 evaluates a trial or waits for other workers, which may outlast a DDP collective's timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import optuna
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ..errors import UserError
+from .storage import JOURNAL_PREFIX, open_storage
+
+log = logging.getLogger(__name__)
+
+CONTROL_TIMEOUT = timedelta(days=7)  # rank 0 may evaluate, or wait for other workers, for a long time
+_STOP = None  # the message that ends the other ranks' loop
+
+
+def torchrun_world() -> tuple[int, int]:
+    """(global rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def processes_per_node(train: DictConfig) -> int:
+    """How many processes Lightning would start on one node for `train.devices`."""
+    devices = train.devices
+    if isinstance(devices, (list, tuple, ListConfig)):
+        return len(devices)
+    if str(devices) in ("auto", "-1"):
+        wants_gpu = train.accelerator in ("auto", "gpu", "cuda")
+        return torch.cuda.device_count() if wants_gpu and torch.cuda.is_available() else 1
+    try:
+        return int(devices)
+    except ValueError:
+        raise UserError(f"train.devices={devices!r} is not a device count, a list of device ids or 'auto'") from None
+
+
+def check_distributed_sweep(cfg: DictConfig, storage_url: Optional[str], workers: int) -> None:
+    """Refuse the combinations a DDP training sweep cannot run, each with the fix."""
+    if workers > 1:
+        raise UserError(f"--workers {workers} with train.devices > 1: each trial already uses every device; "
+                        "drop --workers (start further sweeps on other machines on the same storage instead)")
+    if storage_url and storage_url.startswith(JOURNAL_PREFIX):
+        raise UserError("a DDP training sweep needs an RDB storage (the default SQLite file or a database URL): "
+                        "Lightning's pruning callback does not support journal files under DDP")
+    strategy = str(cfg.train.strategy)
+    if any(word in strategy for word in ("spawn", "fork", "notebook")):
+        raise UserError(f"train.strategy={strategy} starts its own processes; a DDP sweep runs under torchrun, "
+                        "use train.strategy=ddp (or auto)")
+
+
+def relaunch_under_torchrun(nproc: int, argv: List[str]) -> int:
+    """Run this same `satdiffmoe` command again under torchrun with `nproc` processes on this node."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "satdiffmoe.cli", *argv]
+    log.info("training sweep on %d devices: relaunching under torchrun (%s)", nproc, " ".join(command[1:6]))
+    return subprocess.run(command, check=False).returncode
+
+
+class TrialChannel:
+    """Rank 0 -> other ranks: "train this trial" / "stop"; other ranks -> rank 0: what each trained."""
+
+    def __init__(self, accelerator: str):
+        if not dist.is_initialized():
+            # The backend Lightning would choose; Lightning reuses an initialised default group.
+            gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+            if gpu:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group("nccl" if gpu else "gloo")
+        self.rank = dist.get_rank()
+        self.group = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
+
+    def announce(self, message: Optional[Dict[str, Any]]) -> None:
+        dist.broadcast_object_list([message], src=0, group=self.group)
+
+    def receive(self) -> Optional[Dict[str, Any]]:
+        box: List[Any] = [None]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def gather(self, report: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+        """Every rank's report on rank 0 (None elsewhere)."""
+        reports: Optional[List[Any]] = [None] * dist.get_world_size(self.group) if self.rank == 0 else None
+        dist.gather_object(report, reports, dst=0, group=self.group)
+        return reports
+
+    def stop(self) -> None:
+        self.announce(_STOP)
+
+
+def rank_report(params: Dict[str, Any], cfg: DictConfig, task=None, error: Optional[BaseException] = None) -> dict:
+    """What this rank trained: the parameters, a hash of the resolved config, a weight checksum."""
+    report: Dict[str, Any] = {"rank": dist.get_rank(), "params": params,
+                              "config_sha1": hashlib.sha1(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()}
+    if task is not None:
+        with torch.no_grad():
+            report["weights_sum"] = float(sum(p.detach().double().sum().item() for p in task.parameters()))
+    if error is not None:
+        report["error"] = f"{type(error).__name__}: {error}"
+    return report
+
+
+def check_ranks_agree(reports: List[Dict[str, Any]]) -> None:
+    """Rank 0's check that every rank trained the same trial; raises (failing the trial) otherwise."""
+    first = reports[0]
+    for other in reports[1:]:
+        for key in ("params", "config_sha1"):
+            if other[key] != first[key]:
+                raise RuntimeError(f"rank {other['rank']} trained {key}={other[key]!r}, rank 0 {first[key]!r}")
+
+
+def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], channel: TrialChannel) -> int:
+    """A rank > 0: train every trial rank 0 announces until it says stop; returns trials trained."""
+    from .objective import TrialObjective
+    from .training_trial import fit_trial
+
+    objective = TrialObjective(spec, sweep_dir)
+    study: Optional[optuna.Study] = None
+    trained = 0
+    while (message := channel.receive()) is not _STOP:
+        if study is None:  # rank 0 created it before its first announcement
+            # RandomSampler: attaching to a trial calls sampler.before_trial, which must not touch it.
+            study = optuna.load_study(study_name=spec.study, storage=open_storage(storage_url, sweep_dir, spec.heartbeat),
+                                      sampler=optuna.samplers.RandomSampler())
+        trial = optuna.trial.Trial(study, message["trial_id"])
+        cfg = objective.trial_config(message["number"], message["params"])
+        log.info("rank %d: training trial %d (%s)", channel.rank, message["number"],
+                 ", ".join(f"{k}={v}" for k, v in message["params"].items()))
+        task, error = None, None
+        try:
+            task = fit_trial(trial, cfg, spec).task
+        except Exception as exc:  # noqa: BLE001 - rank 0 records the failure; stay in step for the next trial
+            error = exc
+            log.warning("rank %d: trial %d failed: %s", channel.rank, message["number"], exc)
+        channel.gather(rank_report(message["params"], cfg, task, error))
+        trained += 1
+    log.info("rank %d: sweep finished after %d trial(s)", channel.rank, trained)
+    return 0
