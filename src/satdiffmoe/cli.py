@@ -112,6 +112,14 @@ def _resolve(name: str) -> Callable:
     return getattr(module, func_name)
 
 
+def one_line(exc: UserError) -> str:
+    """The message; for one raised in a DataLoader worker, torch prepends the worker's traceback."""
+    message = str(exc).rstrip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(f"{type(exc).__name__}: ", 1)[-1]
+    return message
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -125,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -149,3 +149,22 @@ def test_every_kind_of_damage_is_a_distinct_record():
             "lr.npy": npy(np.zeros((2, 3, 4, 4), np.uint8)), "json": b"{}"}
     variants = bad_variants(good)
     assert len(variants) == 8 and all(v != good for v in variants.values())
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_stops_with_one_error_when_only_bad_records_follow(workers, tiny_runs, tmp_path, capsys):
+    """One good record up front (it passes the fail-fast check), then nothing readable: the run must
+    stop after data.max_consecutive_skips skips in a row, also from inside a DataLoader worker."""
+    data = tmp_path / "synth"
+    shutil.copytree(tiny_runs["data"], data)
+    for shard in data.glob("train-*.tar"):
+        good = records(shard)
+        write_shard(shard, good[:1] + [dict(bad_variants(r)["nan-pixels"], __key__=f"nan-{i}")
+                                       for i, r in enumerate(good * 4)])
+    code = main(["train", *tiny_args(tmp_path, data, "stage=autoencoder", "train.max_steps=50",
+                                     "data.max_consecutive_skips=12", f"data.num_workers={workers}")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: 12 train records/shards in a row could not be read") and "nan" in last.lower(), last

@@ -41,6 +41,9 @@ class DataConfig:
     max_lr: int = 8  # T: frames stacked for DiffusionSat; also the padding length of eval batches
     val_subset: int = 32  # scenes in the fast validation during training
     test_subset: int = -1  # scenes used by `evaluate` (-1 = whole test split)
+    # Bad records and shards are skipped and counted; this many in a row (per reader) stops the run
+    # with an error instead of resampling broken shards for ever. 0 = never stop.
+    max_consecutive_skips: int = 1000
 
 
 @dataclass

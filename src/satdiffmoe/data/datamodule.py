@@ -57,7 +57,7 @@ class SatDataModule(L.LightningDataModule):
         super().__init__()
         self.data = cfg.data
         self.seed = int(cfg.seed)
-        self.skip_counters = {split: SkipCounter(split) for split in SPLITS}
+        self.skip_counters = {split: SkipCounter(split, self.data.max_consecutive_skips) for split in SPLITS}
         self._urls: Dict[str, List[str]] = {}
 
     # ---- shards --------------------------------------------------------------------------------
@@ -112,6 +112,7 @@ class SatDataModule(L.LightningDataModule):
             wds.tarfile_to_samples(handler=counter.shard_handler),
             SeededShuffle(self.data.shuffle_buffer, self.seed, rank),
             wds.map(self._decode, handler=counter.record_handler),
+            counter.good,
             SeededMap(self._train_transform, self.seed + 1, rank),
             wds.batched(
                 self.data.batch_size, collation_fn=partial(collate_scenes, pad_to=pad_to), partial=False
@@ -159,6 +160,7 @@ class SatDataModule(L.LightningDataModule):
             wds.tarfile_to_samples(handler=counter.shard_handler),
             splitter.records,
             wds.map(self._decode, handler=counter.record_handler),
+            counter.good,
             wds.map(partial(self._eval_transform, policy=policy, num_lr=num_lr)),
             counter.summarise_pass,
             wds.batched(

@@ -74,8 +74,10 @@ class SkipCounter:
     shard counts its tar error, so `shard` can exceed the number of damaged shards.
     """
 
-    def __init__(self, split: str):
+    def __init__(self, split: str, max_consecutive: int = 0):
         self.split = split
+        self.max_consecutive = max_consecutive  # 0 = skip for ever
+        self._streak = 0  # skips since this process last read a good record
         self._totals = multiprocessing.Array("q", len(SKIP_CATEGORIES))
         self.local: Counter = Counter()  # this process only
         self._shard = "?"  # the shard being read in this process
@@ -87,6 +89,17 @@ class SkipCounter:
         self.local[category] += 1
         level = logging.WARNING if sum(self.local.values()) <= LOGGED_SKIPS_PER_PROCESS else logging.DEBUG
         log.log(level, "skipped %s %s: %s", self.split, category, reason)
+        self._streak += 1
+        if self.max_consecutive and self._streak >= self.max_consecutive:
+            raise UserError(f"{self._streak} {self.split} records/shards in a row could not be read (last: {reason}); "
+                            "the shards look broken: re-run `satdiffmoe prepare`, or raise "
+                            "data.max_consecutive_skips (0 = skip for ever)")
+
+    def good(self, samples: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        """Pipeline stage after decoding: every record reaching it ends the current run of skips."""
+        for sample in samples:
+            self._streak = 0
+            yield sample
 
     def shard_handler(self, exn: BaseException) -> bool:
         """webdataset handler for reading tars: count, log, continue with the next shard."""
