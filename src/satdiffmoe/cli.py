@@ -64,6 +64,9 @@ def _sample_args(p):
     p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
     p.add_argument("--out", required=True, help="output HR image (.tif keeps the georeference, or .png)")
     p.add_argument("--uncertainty", default=None, help="optional per-pixel uncertainty map output")
+    p.add_argument("--value-max", type=float, default=None,
+                   help="pixel value meaning full scale, as the training records' value_max (default: the dtype's "
+                        "maximum, 255 / 65535; e.g. 4095 for 12-bit data stored as uint16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 

@@ -113,3 +113,19 @@ def test_tiled_result_matches_the_untiled_one_in_the_interior():
     interior = (slice(None), slice(8, -8), slice(8, -8))
     assert (tiled[interior] - whole[0][interior]).abs().mean() < 0.02
     assert (tiled - whole[0]).abs().max() < 0.5
+
+
+def test_value_max_reads_and_writes_12_bit_data_in_its_own_units(tmp_path, tiny_ckpt):
+    """12-bit data stored as uint16: with --value-max 4095 the output stays in 0..4095, and pixels above
+    it are clipped; without it the same file is read as 1/16 of full scale and written in 65535 units."""
+    ckpt, _ = tiny_ckpt
+    paths = write_stack(tmp_path, count=2, size=4, dtype="uint16")
+    with rasterio.open(paths[0], "r+") as image:
+        image.write((image.read().astype(np.int64) * 16).clip(0, 4200).astype("uint16"))  # a few > 4095
+    common = ["sampler.nfe=1", "--lr", *paths, "--dt", "1", "2"]
+    assert main(["sample", *common, "--ckpt", str(ckpt), "--value-max", "4095", "--out", str(tmp_path / "a.tif")]) == 0
+    assert main(["sample", *common, "--ckpt", str(ckpt), "--out", str(tmp_path / "b.tif")]) == 0
+    with rasterio.open(tmp_path / "a.tif") as twelve_bit, rasterio.open(tmp_path / "b.tif") as full_range:
+        assert twelve_bit.dtypes[0] == full_range.dtypes[0] == "uint16"
+        assert twelve_bit.read().max() <= 4095
+        assert full_range.read().max() > 4095

@@ -1,4 +1,4 @@
-"""`satdiffmoe sample --ckpt C --lr a.tif b.tif --dt -40 3 --out sr.tif [--uncertainty u.tif] [sampler.*=...]`.
+"""`satdiffmoe sample --ckpt C --lr a.tif b.tif --dt -40 3 --out sr.tif [--uncertainty u.tif] [--value-max V] [sampler.*=...]`.
 
 Super-resolves a user's own LR stack with the fused sampler. Everything is validated before the
 model loads (one UserError line per problem); images larger than the training LR size are tiled
@@ -49,14 +49,25 @@ def _check_writable(path: Optional[str], flag: str) -> None:
         raise UserError(f"{flag} {path}: folder {folder} does not exist or is not writable")
 
 
-def read_stack(paths: Sequence[str], mask_paths: Optional[Sequence[str]], dts: Sequence[float]
-               ) -> Tuple[List[Raster], np.ndarray]:
-    """Read and cross-check the LR images (and masks): equal sizes and bands, one Δt each."""
+def read_stack(paths: Sequence[str], mask_paths: Optional[Sequence[str]], dts: Sequence[float],
+               value_max: Optional[float] = None) -> Tuple[List[Raster], np.ndarray]:
+    """Read and cross-check the LR images (and masks): equal sizes and bands, one Δt each.
+
+    `value_max` is the pixel value meaning full scale (the training records' `value_max`); brighter
+    pixels are clipped, as `satdiffmoe prepare` clips them.
+    """
+    if value_max is not None and value_max <= 0:
+        raise UserError(f"--value-max must be positive, got {value_max:g}")
     if len(dts) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(dts)} --dt values; give one Δt per image")
     if mask_paths and len(mask_paths) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(mask_paths)} --mask files; give one mask per image")
-    rasters = [read_raster(p) for p in paths]
+    rasters = [read_raster(p, value_max) for p in paths]
+    for path, raster in zip(paths, rasters):
+        if raster.pixels.max() > 1:
+            log.warning("%s has pixels above --value-max %g (up to %g); they are clipped", path, raster.value_max,
+                        (raster.pixels.max() + 1) / 2 * raster.value_max)
+            np.clip(raster.pixels, -1, 1, out=raster.pixels)
     first = rasters[0].pixels.shape
     for path, raster in zip(paths, rasters):
         if raster.pixels.shape != first:
@@ -98,7 +109,7 @@ def sample_command(args) -> int:
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
-    rasters, masks = read_stack(args.lr, args.mask, dts)
+    rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max)
 
     from ..training.checkpoints import load_task
 
