@@ -11,7 +11,6 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import torch
 
@@ -64,10 +63,10 @@ def _loader_throughput(root: Path, hr_size: int, workers: int, batches: int) -> 
     return samples / (time.perf_counter() - started)
 
 
-def run(args: argparse.Namespace) -> Dict[str, List[Dict[str, float]]]:
+def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     torch.set_num_threads(1)
     sizes = {size: count // 4 for size, count in SIZES.items()} if args.quick else SIZES
-    result: Dict[str, List[Dict[str, float]]] = {"generator": [], "train_loader": []}
+    result: dict[str, list[dict[str, float]]] = {"generator": [], "train_loader": []}
     with tempfile.TemporaryDirectory() as tmp:
         for hr_size, scenes in sizes.items():
             root = Path(tmp) / f"synthsat{hr_size}"

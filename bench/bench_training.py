@@ -16,7 +16,6 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict
 
 import torch
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 STAGES = ("autoencoder", "prior", "satdiffmoe")
 
 
-def fake_batch(cfg, device: torch.device) -> Dict[str, torch.Tensor]:
+def fake_batch(cfg, device: torch.device) -> dict[str, torch.Tensor]:
     b, c, size, n = cfg.data.batch_size, cfg.data.channels, cfg.data.hr_size, 1  # train_lr_policy=pair
     small = size // cfg.data.scale
     return {"hr": torch.rand(b, c, size, size, device=device) * 2 - 1,

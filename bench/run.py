@@ -16,16 +16,15 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 
 
-def available() -> List[str]:
+def available() -> list[str]:
     return sorted(p.stem[len("bench_") :] for p in BENCH_DIR.glob("bench_*.py"))
 
 
-def machine() -> Dict[str, object]:
+def machine() -> dict[str, object]:
     import torch
 
     return {
@@ -37,7 +36,7 @@ def machine() -> Dict[str, object]:
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(available())})"

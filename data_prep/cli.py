@@ -15,7 +15,6 @@ import importlib
 import json
 import logging
 from types import ModuleType
-from typing import List
 
 from satdiffmoe.errors import UserError
 
@@ -84,6 +83,6 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(argv: List[str]) -> int:
+def run(argv: list[str]) -> int:
     """Programmatic form: run(["synthetic", "--out", "d", "--num-scenes", "8"])."""
     return main(argparse.Namespace(source=argv[0], args=argv[1:]))

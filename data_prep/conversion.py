@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -36,7 +37,7 @@ def open_writer(args: argparse.Namespace, source: str, version: str) -> ShardSet
 
 
 def write_units(writer: ShardSetWriter, units: Sequence[Unit], unit_key: Callable[[Unit], str],
-                to_scenes: Callable[[Unit], Iterable[Tuple[Scene, str]]], skip_bad: bool, desc: str) -> None:
+                to_scenes: Callable[[Unit], Iterable[tuple[Scene, str]]], skip_bad: bool, desc: str) -> None:
     """Convert and write every unit; a `UserError` is fatal unless `skip_bad`, then it is a counted skip."""
     log.info("%s: converting %d raw scene(s) into %s", desc, len(units), writer.out)
     for unit in tqdm(units, desc=desc, unit="scene", dynamic_ncols=True):
@@ -62,7 +63,7 @@ def _check_record(scene: Scene) -> None:
         raise UserError(f"invalid record: {scene.key}: {exc}") from None
 
 
-def finish(writer: ShardSetWriter, extra: Dict[str, Any] | None = None) -> Dict[str, Any]:
+def finish(writer: ShardSetWriter, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Close the writer (writes manifest.json) and print what was written and what was skipped, and why."""
     manifest = writer.close(extra)
     counts = manifest["counts"]
@@ -74,9 +75,9 @@ def finish(writer: ShardSetWriter, extra: Dict[str, Any] | None = None) -> Dict[
     return manifest
 
 
-def chip_scenes(key: str, hr: np.ndarray, lr: np.ndarray, lr_mask: np.ndarray, meta: Dict[str, Any],
-                chip: int, hr_mask: Optional[np.ndarray] = None,
-                cloud_cover: Optional[Sequence[Optional[float]]] = None) -> List[Scene]:
+def chip_scenes(key: str, hr: np.ndarray, lr: np.ndarray, lr_mask: np.ndarray, meta: dict[str, Any],
+                chip: int, hr_mask: np.ndarray | None = None,
+                cloud_cover: Sequence[float | None] | None = None) -> list[Scene]:
     """Cut one scene into aligned chips: LR `chip`×`chip` at (y, x) <-> HR at (scale·y, scale·x).
 
     Each chip's `transform` is the HR affine moved to the chip's corner, so chips stay georeferenced.

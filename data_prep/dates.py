@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import List, Optional
 
 from satdiffmoe.errors import UserError
 
@@ -23,7 +22,7 @@ def parse_date(text: object, where: str) -> datetime:
     return _to_utc(match.group(0), where)
 
 
-def find_dates(text: object, where: str) -> List[datetime]:
+def find_dates(text: object, where: str) -> list[datetime]:
     """Every ISO date in `text`, in order (a cell holding a list like "['2019-01-02', '2019-01-07']")."""
     dates = [_to_utc(m.group(0), where) for m in _DATE_RE.finditer(str(text or ""))]
     if not dates:
@@ -40,12 +39,12 @@ def _to_utc(token: str, where: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def delta_days(lr_time: Optional[datetime], hr_time: Optional[datetime]) -> Optional[float]:
+def delta_days(lr_time: datetime | None, hr_time: datetime | None) -> float | None:
     """t_LR − t_HR in days (fractional, signed); None when either date is unknown."""
     if lr_time is None or hr_time is None:
         return None
     return round((lr_time - hr_time).total_seconds() / 86400.0, 4)
 
 
-def iso(value: Optional[datetime]) -> Optional[str]:
+def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()

@@ -30,9 +30,9 @@ import csv
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from .splits import normalise_split
 
 VERSION = "1"
 S2_RGB_BANDS = [4, 3, 2]  # B4, B3, B2 in the 13-band order
-Location = Tuple[str, str, str]  # (split folder, category, location id)
+Location = tuple[str, str, str]  # (split folder, category, location id)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +68,8 @@ def convert(args: argparse.Namespace) -> dict:
     for folder in (rgb_root, s2_root):
         if not folder.is_dir():
             raise UserError(f"missing folder: {folder} does not exist; pass --root (and --rgb-dir/--sentinel-dir)")
-    images: List[Tuple[Location, Path]] = []
-    sentinel: Dict[Location, List[Tuple[datetime, Path]]] = {}
+    images: list[tuple[Location, Path]] = []
+    sentinel: dict[Location, list[tuple[datetime, Path]]] = {}
     for split_dir in args.splits:
         images += [((split_dir, p.parent.parent.name, _location_id(p.parent.name)), p)
                    for p in sorted((rgb_root / split_dir).glob("*/*/*_rgb.json"))]
@@ -88,7 +88,7 @@ def _location_id(folder_name: str) -> str:
     return folder_name.rsplit("_", 1)[-1]
 
 
-def _sentinel_index(s2_root: Path, split_dir: str) -> Dict[Location, List[Tuple[datetime, Path]]]:
+def _sentinel_index(s2_root: Path, split_dir: str) -> dict[Location, list[tuple[datetime, Path]]]:
     """(split, category, location) -> [(timestamp, tif)] from the split's CSV of timestamps."""
     folder = s2_root / split_dir
     if not folder.is_dir():
@@ -96,7 +96,7 @@ def _sentinel_index(s2_root: Path, split_dir: str) -> Dict[Location, List[Tuple[
     table = s2_root / f"{split_dir}.csv"
     if not table.is_file():
         raise UserError(f"no dates: {table} (the fMoW-Sentinel timestamp CSV for {folder}) does not exist")
-    index: Dict[Location, List[Tuple[datetime, Path]]] = defaultdict(list)
+    index: dict[Location, list[tuple[datetime, Path]]] = defaultdict(list)
     with table.open(newline="") as handle:
         for row in csv.DictReader(handle):
             category, loc, image = row["category"], str(row["location_id"]), str(row["image_id"])
@@ -105,8 +105,8 @@ def _sentinel_index(s2_root: Path, split_dir: str) -> Dict[Location, List[Tuple[
     return index
 
 
-def _image_scene(location: Location, meta_path: Path, sentinel: List[Tuple[datetime, Path]],
-                 args: argparse.Namespace) -> Iterator[Tuple[Scene, str]]:
+def _image_scene(location: Location, meta_path: Path, sentinel: list[tuple[datetime, Path]],
+                 args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:
     split_dir, category, loc = location
     jpg = meta_path.with_name(meta_path.name.replace("_rgb.json", "_rgb.jpg"))
     if not jpg.is_file():
@@ -146,7 +146,7 @@ def _image_scene(location: Location, meta_path: Path, sentinel: List[Tuple[datet
                 lr_mask=lr_mask, meta=meta), normalise_split(split_dir, str(meta_path.parent))
 
 
-def _lon_lat(polygon: Optional[str]) -> Dict[str, float]:
+def _lon_lat(polygon: str | None) -> dict[str, float]:
     """Centre of a WKT polygon "POLYGON ((lon lat, ...))" as lon/lat (empty when absent)."""
     numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", str(polygon or ""))]
     if len(numbers) < 2:

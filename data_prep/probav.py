@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(args: argparse.Namespace) -> dict:
     root = Path(args.root)
-    imgsets: List[Tuple[str, str, Path]] = []
+    imgsets: list[tuple[str, str, Path]] = []
     for split_dir in ("train", "test"):
         for band in args.bands:
             imgsets += [(split_dir, band, p) for p in sorted((root / split_dir / band).glob("imgset*")) if p.is_dir()]
@@ -60,7 +60,7 @@ def convert(args: argparse.Namespace) -> dict:
                         "pass --root <Kelvins PROBA-V folder>")
     writer = open_writer(args, "probav", VERSION)
     missing_hr = [item for item in imgsets if item[0] == "test" and not (item[2] / "HR.png").is_file()]
-    for split_dir, band, folder in missing_hr:
+    for _split, band, folder in missing_hr:
         writer.skip(f"{band}-{folder.name}", "no HR: Kelvins test imgsets have no HR.png and cannot be scored")
     todo = [item for item in imgsets if item not in missing_hr]
     write_units(writer, todo, lambda item: f"{item[1]}-{item[2].name}",
@@ -68,7 +68,7 @@ def convert(args: argparse.Namespace) -> dict:
     return finish(writer, {"value_max": VALUE_MAX, "scale": SCALE})
 
 
-def _imgset_scenes(split_dir: str, band: str, folder: Path, args: argparse.Namespace) -> Iterator[Tuple[Scene, str]]:
+def _imgset_scenes(split_dir: str, band: str, folder: Path, args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:
     key = f"{band}-{folder.name}"
     hr_path = folder / "HR.png"
     if not hr_path.is_file():
@@ -103,7 +103,7 @@ def _read_png16(path: Path) -> np.ndarray:
     return np.minimum(array, VALUE_MAX)
 
 
-def _read_mask(path: Path, shape: Tuple[int, int]) -> np.ndarray:
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"missing file: {path} (quality/status map) does not exist")
     mask = read_raster(path).array[0]

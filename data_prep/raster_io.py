@@ -11,9 +11,9 @@ their text starts with a short category ("unreadable file: ...") that the manife
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,11 +31,11 @@ class Raster:
     """Pixels (C×H×W, native dtype) plus the georeference when the file has one."""
 
     array: np.ndarray
-    crs: Optional[str] = None
-    transform: Optional[Tuple[float, ...]] = None  # affine a, b, c, d, e, f (rasterio order)
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None  # affine a, b, c, d, e, f (rasterio order)
 
     @property
-    def shape_hw(self) -> Tuple[int, int]:
+    def shape_hw(self) -> tuple[int, int]:
         return int(self.array.shape[1]), int(self.array.shape[2])
 
 
@@ -49,7 +49,7 @@ def require_rasterio():
     return rasterio
 
 
-def read_raster(path: Path, bands: Optional[Sequence[int]] = None) -> Raster:
+def read_raster(path: Path, bands: Sequence[int] | None = None) -> Raster:
     """Read `path` as C×H×W; `bands` are 1-based band numbers (None = all bands)."""
     path = Path(path)
     if not path.is_file():
@@ -62,7 +62,7 @@ def read_raster(path: Path, bands: Optional[Sequence[int]] = None) -> Raster:
     raise UserError(f"unreadable file: {path} has an unsupported suffix; use GeoTIFF (.tif) or PNG/JPEG")
 
 
-def _read_geotiff(path: Path, bands: Optional[Sequence[int]]) -> Raster:
+def _read_geotiff(path: Path, bands: Sequence[int] | None) -> Raster:
     rasterio = require_rasterio()
     try:
         with warnings.catch_warnings():
@@ -91,7 +91,7 @@ def _read_pil(path: Path) -> np.ndarray:
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
 
 
-def select_bands(array: np.ndarray, bands: Optional[Sequence[int]], path: Path) -> np.ndarray:
+def select_bands(array: np.ndarray, bands: Sequence[int] | None, path: Path) -> np.ndarray:
     """Pick 1-based `bands` from a C×H×W array (for PIL images, where rasterio cannot select on read)."""
     if not bands:
         return array
@@ -108,7 +108,7 @@ def rescale(array: np.ndarray, src_max: float, dst_max: float, dtype: type) -> n
     return np.round(scaled).astype(dtype)
 
 
-def resize(array: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Antialiased bicubic resize of C×H×W to `size` (H, W), keeping the dtype and its value range."""
     if tuple(array.shape[1:]) == tuple(size):
         return array
@@ -119,7 +119,7 @@ def resize(array: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out.round().clamp(info.min, info.max).numpy().astype(array.dtype)
 
 
-def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an H×W {0, 1} mask (a mask must stay binary)."""
     if tuple(mask.shape) == tuple(size):
         return mask
@@ -127,7 +127,7 @@ def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out[0, 0].numpy().astype(np.uint8)
 
 
-def center_square(array: np.ndarray) -> Tuple[np.ndarray, int, int]:
+def center_square(array: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Largest centred square crop of C×H×W; also returns the (row, col) offset of the crop."""
     h, w = array.shape[-2:]
     side = min(h, w)
@@ -140,7 +140,7 @@ def nonzero_mask(lr: np.ndarray) -> np.ndarray:
     return (lr != 0).any(axis=0).astype(np.uint8)
 
 
-def chip_offsets(lr_hw: Tuple[int, int], chip: int) -> List[Tuple[int, int]]:
+def chip_offsets(lr_hw: tuple[int, int], chip: int) -> list[tuple[int, int]]:
     """Top-left LR offsets of a non-overlapping grid of `chip`×`chip` chips (chip 0 = the whole image)."""
     h, w = lr_hw
     if chip <= 0:
@@ -151,7 +151,7 @@ def chip_offsets(lr_hw: Tuple[int, int], chip: int) -> List[Tuple[int, int]]:
     return [(y, x) for y in range(0, h - chip + 1, chip) for x in range(0, w - chip + 1, chip)]
 
 
-def scaled_transform(transform: Optional[Sequence[float]], sx: float, sy: float) -> Optional[Tuple[float, ...]]:
+def scaled_transform(transform: Sequence[float] | None, sx: float, sy: float) -> tuple[float, ...] | None:
     """Affine of an image resampled so that one new pixel spans (sx, sy) old pixels."""
     if transform is None:
         return None
@@ -159,7 +159,7 @@ def scaled_transform(transform: Optional[Sequence[float]], sx: float, sy: float)
     return (a * sx, b * sy, c, d * sx, e * sy, f)
 
 
-def window_transform(transform: Optional[Sequence[float]], row: int, col: int) -> Optional[Tuple[float, ...]]:
+def window_transform(transform: Sequence[float] | None, row: int, col: int) -> tuple[float, ...] | None:
     """Affine of the sub-image whose top-left pixel is (row, col) of the image with `transform`."""
     if transform is None:
         return None

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import yaml
@@ -69,7 +69,7 @@ def convert(args: argparse.Namespace) -> dict:
     return finish(writer)
 
 
-def _read_splits(path: Path) -> Dict[str, str]:
+def _read_splits(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     with path.open(newline="") as handle:
@@ -79,7 +79,7 @@ def _read_splits(path: Path) -> Dict[str, str]:
     return {row["scene"]: normalise_split(row["split"], f"{path} ({row['scene']})") for row in rows}
 
 
-def _read_dates(folder: Path) -> Tuple[Dict[str, datetime], Dict[str, float]]:
+def _read_dates(folder: Path) -> tuple[dict[str, datetime], dict[str, float]]:
     """file name -> date (and -> cloud cover) from dates.csv or dates.yaml."""
     csv_path, yaml_path = folder / "dates.csv", folder / "dates.yaml"
     if csv_path.is_file():
@@ -99,7 +99,7 @@ def _read_dates(folder: Path) -> Tuple[Dict[str, datetime], Dict[str, float]]:
     raise UserError(f"no dates: {folder} has neither dates.csv nor dates.yaml")
 
 
-def _folder_scenes(folder: Path, splits: Dict[str, str], args: argparse.Namespace) -> Iterator[Tuple[Scene, str]]:
+def _folder_scenes(folder: Path, splits: dict[str, str], args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:
     hr_path = folder / "hr.tif"
     if not hr_path.is_file():
         raise UserError(f"missing HR: {hr_path} does not exist")
@@ -142,8 +142,8 @@ def _folder_scenes(folder: Path, splits: Dict[str, str], args: argparse.Namespac
         yield scene, split
 
 
-def _scale(hr_path: Path, hr_hw: Tuple[int, int], lr_path: Path, lr_hw: Tuple[int, int],
-           expected: Optional[int]) -> int:
+def _scale(hr_path: Path, hr_hw: tuple[int, int], lr_path: Path, lr_hw: tuple[int, int],
+           expected: int | None) -> int:
     """The integer HR/LR ratio, identical on both axes (and equal to `expected` when given)."""
     (big_h, big_w), (h, w) = hr_hw, tuple(lr_hw)
     ratio_ok = big_h % h == 0 and big_w % w == 0 and big_h // h == big_w // w

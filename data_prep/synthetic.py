@@ -20,9 +20,10 @@ import json
 import logging
 import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -137,7 +138,7 @@ def make_scene(params: SynthSatParams, index: int) -> Scene:
     )
 
 
-def assign_splits(num_scenes: int, val_frac: float, test_frac: float, seed: int) -> List[str]:
+def assign_splits(num_scenes: int, val_frac: float, test_frac: float, seed: int) -> list[str]:
     """Split name per scene index: exact counts (round(N·frac), at least 1 if the fraction is > 0)."""
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise UserError(
@@ -185,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def convert(args: argparse.Namespace) -> Dict[str, Any]:
+def convert(args: argparse.Namespace) -> dict[str, Any]:
     params = SynthSatParams(
         hr_size=args.hr_size,
         scale=args.scale,

@@ -37,10 +37,10 @@ import argparse
 import csv
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -85,10 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class AoiDates:
     hr: datetime
-    lr: Dict[int, datetime]  # revisit number -> date
-    cloud: Dict[int, float]
-    lon: Optional[float] = None
-    lat: Optional[float] = None
+    lr: dict[int, datetime]  # revisit number -> date
+    cloud: dict[int, float]
+    lon: float | None = None
+    lat: float | None = None
 
 
 def convert(args: argparse.Namespace) -> dict:
@@ -114,8 +114,8 @@ def _value_max(args: argparse.Namespace) -> int:
     return 255 if args.hr_format == "png" else 2 ** args.radiometry_depth - 1
 
 
-def _aoi_scenes(root: Path, aoi: str, splits: Dict[str, str], dates: Dict[str, AoiDates],
-                args: argparse.Namespace) -> Iterator[Tuple[Scene, str]]:
+def _aoi_scenes(root: Path, aoi: str, splits: dict[str, str], dates: dict[str, AoiDates],
+                args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:
     if aoi not in splits:
         raise UserError(f"no split: AOI {aoi} is not in {root / args.split_file}")
     if aoi not in dates:
@@ -166,7 +166,7 @@ def _aoi_scenes(root: Path, aoi: str, splits: Dict[str, str], dates: Dict[str, A
         yield scene, splits[aoi]
 
 
-def _revisit_files(root: Path, aoi: str, args: argparse.Namespace) -> List[Tuple[int, Path]]:
+def _revisit_files(root: Path, aoi: str, args: argparse.Namespace) -> list[tuple[int, Path]]:
     folder = root / "lr_dataset" / aoi / args.level
     suffix = "png" if args.lr_format == "png" else "tiff"
     pattern = re.compile(rf"^{re.escape(aoi)}-(\d+)-{args.level}_data\.{suffix}$")
@@ -176,7 +176,7 @@ def _revisit_files(root: Path, aoi: str, args: argparse.Namespace) -> List[Tuple
     return found
 
 
-def _read_csv(path: Path, required: List[str]) -> List[Dict[str, str]]:
+def _read_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
     if not path.is_file():
         raise UserError(f"missing file: {path} does not exist; pass its location relative to --root")
     with path.open(newline="") as handle:
@@ -187,16 +187,16 @@ def _read_csv(path: Path, required: List[str]) -> List[Dict[str, str]]:
     return rows
 
 
-def _read_splits(path: Path, args: argparse.Namespace) -> Dict[str, str]:
+def _read_splits(path: Path, args: argparse.Namespace) -> dict[str, str]:
     rows = _read_csv(path, [args.aoi_column, args.split_column])
     return {row[args.aoi_column]: normalise_split(row[args.split_column], f"{path} row {row[args.aoi_column]}")
             for row in rows}
 
 
-def _read_dates(path: Path, args: argparse.Namespace) -> Dict[str, AoiDates]:
+def _read_dates(path: Path, args: argparse.Namespace) -> dict[str, AoiDates]:
     rows = _read_csv(path, [args.aoi_column, args.hr_date_column, args.lr_date_column])
     per_revisit = args.revisit_column in rows[0]
-    by_aoi: Dict[str, List[Dict[str, str]]] = defaultdict(list)
+    by_aoi: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         by_aoi[row[args.aoi_column]].append(row)
     result = {}
@@ -216,13 +216,13 @@ def _read_dates(path: Path, args: argparse.Namespace) -> Dict[str, AoiDates]:
     return result
 
 
-def _number(text: Optional[str]) -> Optional[float]:
+def _number(text: str | None) -> float | None:
     try:
         return float(text) if text not in (None, "") else None
     except ValueError:
         return None
 
 
-def _fraction(text: Optional[str]) -> Optional[float]:
+def _fraction(text: str | None) -> float | None:
     value = _number(text)
     return None if value is None else (value / 100.0 if value > 1 else value)

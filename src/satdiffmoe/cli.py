@@ -19,7 +19,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 from .errors import UserError
 
@@ -123,7 +123,7 @@ def one_line(exc: UserError) -> str:
     return message
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to relaunch the same command (DDP sweeps)

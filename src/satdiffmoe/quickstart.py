@@ -14,7 +14,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import List
 
 from .errors import UserError
 
@@ -40,7 +39,7 @@ SWEEP_SCENES = 32  # test scenes per sweep trial: six trials must fit the CPU bu
 
 
 class Quickstart:
-    def __init__(self, out: Path, overrides: List[str]):
+    def __init__(self, out: Path, overrides: list[str]):
         self.out, self.overrides = out, list(overrides)
         self.data, self.runs, self.report = out / "data", out / "runs", out / "report"
         self.timings: dict = {}
@@ -49,7 +48,7 @@ class Quickstart:
     def run_dir(self, stage: str) -> Path:
         return self.runs / stage / RUN_ID
 
-    def _cli(self, argv: List[str]) -> None:
+    def _cli(self, argv: list[str]) -> None:
         from .cli import main
 
         code = main([str(a) for a in argv])
@@ -70,7 +69,7 @@ class Quickstart:
         self._cli(["prepare", "synthetic", "--out", self.data, "--num-scenes", SCENES, "--hr-size", 64,
                    "--scale", 4, "--max-lr", 8, "--seed", 0])
 
-    def train(self, stage: str, config: Path, needs: List[str]) -> None:
+    def train(self, stage: str, config: Path, needs: list[str]) -> None:
         argv = ["train", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
                 f"run_root={self.runs}", f"data.root={self.data}", f"train.max_steps={STEPS[stage]}"]
         if (self.run_dir(stage) / "checkpoints" / "last.ckpt").is_file():

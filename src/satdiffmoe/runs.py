@@ -25,7 +25,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, cfg: DictConfig, run_id: str | None = None) -> "RunDir":
+    def create(cls, cfg: DictConfig, run_id: str | None = None) -> RunDir:
         run_id = run_id or cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.run_root) / cfg.name / str(run_id)
         try:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import ReadonlyConfigError
 
 from satdiffmoe.config import load_config, with_overrides
 from satdiffmoe.errors import UserError
@@ -42,7 +43,7 @@ def test_dotted_overrides_beat_files(tmp_path):
 
 def test_loaded_config_is_read_only(tmp_path):
     cfg = load_config(None)
-    with pytest.raises(Exception):
+    with pytest.raises(ReadonlyConfigError):
         cfg.train.lr = 3.0
 
 

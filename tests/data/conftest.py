@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import pytest
 import torch
@@ -51,12 +51,12 @@ def synth_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def manifest(synth_root) -> Dict:
+def manifest(synth_root) -> dict:
     return json.loads((synth_root / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def scenes() -> List[Scene]:
+def scenes() -> list[Scene]:
     """Scenes kept in memory, for tests that write their own shards."""
     params = SynthSatParams(hr_size=HR_SIZE, scale=SCALE, max_lr=5, seed=11)
     return [make_scene(params, index) for index in range(12)]
@@ -66,7 +66,7 @@ def scenes() -> List[Scene]:
 def write_split() -> Callable[..., Path]:
     """write_split(out, scenes, split, per_shard): real shards via ShardSetWriter."""
 
-    def write(out: Path, scenes: List[Scene], split: str, per_shard: int) -> Path:
+    def write(out: Path, scenes: list[Scene], split: str, per_shard: int) -> Path:
         with ShardSetWriter(out, source="test", max_count=per_shard) as writer:
             for scene in scenes:
                 writer.write(copy.deepcopy(scene), split)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import rasterio
@@ -62,7 +61,7 @@ def run_prepare(*argv: str) -> int:
     return satdiffmoe_main(["prepare", *map(str, argv)])
 
 
-def read_split(out: Path, split: str) -> List[Scene]:
+def read_split(out: Path, split: str) -> list[Scene]:
     """Every record of one split, decoded and validated (integer pixels, exact values)."""
     shards = sorted(str(p) for p in Path(out).glob(f"{split}-*.tar"))
     if not shards:
@@ -70,7 +69,7 @@ def read_split(out: Path, split: str) -> List[Scene]:
     return [decode_scene(sample) for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False)]
 
 
-def manifest(out: Path) -> Dict:
+def manifest(out: Path) -> dict:
     return json.loads((Path(out) / "manifest.json").read_text())
 
 

@@ -82,7 +82,9 @@ def test_optimized_reduces_its_objective_and_moves_toward_the_lrs():
     fused = fuse_estimates(x0, "optimized", context)
     weights = torch.ones(1, 3)
     assert optimized_objective(fused, x0, context, weights) < 0.8 * optimized_objective(start, x0, context, weights)
-    residual = lambda x: (F.interpolate(x, size=(2, 2), mode="area") - lr[:, 0]).abs().mean()
+    def residual(x):
+        return (F.interpolate(x, size=(2, 2), mode="area") - lr[:, 0]).abs().mean()
+
     assert residual(fused) < residual(start)
 
 

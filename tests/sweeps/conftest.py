@@ -7,7 +7,6 @@ The checkpoints are trained once per session through the `satdiffmoe train` CLI,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import pytest
 from sweep_helpers import TINY_EXPERIMENT, sweep_file
@@ -16,7 +15,7 @@ from satdiffmoe.cli import main
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Dict[str, Path]:
+def tiny_model(tmp_path_factory) -> dict[str, Path]:
     """{"data": shard folder (2 test scenes), "vae": autoencoder run folder, "ckpt": SatDiffMoE run folder}."""
     root = tmp_path_factory.mktemp("sweep_model")
     data, runs = root / "data", root / "runs"

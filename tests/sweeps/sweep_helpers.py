@@ -2,7 +2,6 @@
 
 import re
 from pathlib import Path
-from typing import List
 
 import yaml
 
@@ -27,7 +26,7 @@ def sweep_file(folder: Path, tiny_model: dict, params=None, **fields) -> Path:
     return path
 
 
-def wandb_run_names(sweep_dir: Path) -> List[str]:
+def wandb_run_names(sweep_dir: Path) -> list[str]:
     """Display names of the W&B offline runs in a sweep folder, read from their .wandb transaction logs."""
     names = []
     for log_file in sorted((sweep_dir / "wandb").glob("offline-run-*/run-*.wandb")):

@@ -24,7 +24,7 @@ def loss_after_steps(task, steps: int) -> tuple:
 
     with torch.no_grad():
         before = loss().item()
-    for step in range(steps):
+    for _ in range(steps):
         optimizer.zero_grad()
         loss().backward()
         optimizer.step()

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -35,7 +35,7 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
-def _compose(path: Path, seen: Optional[List[Path]] = None) -> DictConfig:
+def _compose(path: Path, seen: list[Path] | None = None) -> DictConfig:
     """Read `path` and recursively merge the files named in its `extends:` under it."""
     seen = list(seen or [])
     path = path.resolve()
@@ -53,7 +53,7 @@ def _compose(path: Path, seen: Optional[List[Path]] = None) -> DictConfig:
     return OmegaConf.merge(merged, cfg)
 
 
-def _valid_keys(node, prefix: str = "") -> List[str]:
+def _valid_keys(node, prefix: str = "") -> list[str]:
     keys = []
     if isinstance(node, DictConfig):
         for key in node.keys():
@@ -102,7 +102,7 @@ def parse_overrides(overrides: Iterable[str]) -> DictConfig:
 
 
 def load_config(
-    path: Optional[str | Path] = None, overrides: Sequence[str] = (), check: bool = True
+    path: str | Path | None = None, overrides: Sequence[str] = (), check: bool = True
 ) -> DictConfig:
     """Compose `path`, apply `overrides`, validate against the schema; returns a read-only config."""
     schema = OmegaConf.structured(ExperimentConfig)

@@ -8,7 +8,7 @@ here first, with a default and a one-line comment; the YAML files then only stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
 CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
@@ -17,9 +17,9 @@ LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
 
 @dataclass
 class SplitShards:
-    train: Optional[str] = None  # folder, glob, brace pattern or pipe: URL; None -> <root>/train-*.tar
-    val: Optional[str] = None
-    test: Optional[str] = None
+    train: str | None = None  # folder, glob, brace pattern or pipe: URL; None -> <root>/train-*.tar
+    val: str | None = None
+    test: str | None = None
 
 
 @dataclass
@@ -48,20 +48,20 @@ class DataConfig:
 
 @dataclass
 class VAEConfig:
-    pretrained: Optional[str] = None  # local diffusers AutoencoderKL folder; skips autoencoder training
-    block_out_channels: List[int] = field(default_factory=lambda: [32, 64])
+    pretrained: str | None = None  # local diffusers AutoencoderKL folder; skips autoencoder training
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
     layers_per_block: int = 1
     latent_channels: int = 4
     norm_num_groups: int = 16
-    scaling_factor: Optional[float] = None  # None -> 1/std of latents, computed after training
+    scaling_factor: float | None = None  # None -> 1/std of latents, computed after training
 
 
 @dataclass
 class UNetConfig:
-    pretrained: Optional[str] = None  # local diffusers UNet2DModel folder for the prior
-    block_out_channels: List[int] = field(default_factory=lambda: [64, 128, 128])
+    pretrained: str | None = None  # local diffusers UNet2DModel folder for the prior
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
-    attention_levels: List[bool] = field(default_factory=lambda: [False, True, True])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
     attention_head_dim: int = 32
     norm_num_groups: int = 16
     dropout: float = 0.0
@@ -72,7 +72,7 @@ class ControlNetConfig:
     conditioning_scale: float = 1.0
     frames: int = 8  # T for the DiffusionSat 3D ControlNet
     temporal_heads: int = 4
-    metadata_fields: List[str] = field(default_factory=lambda: ["dt", "gsd", "cloud_cover", "day_of_year"])
+    metadata_fields: list[str] = field(default_factory=lambda: ["dt", "gsd", "cloud_cover", "day_of_year"])
 
 
 @dataclass
@@ -97,8 +97,8 @@ class DiffusionConfig:
 
 @dataclass
 class InitConfig:
-    vae_ckpt: Optional[str] = None  # checkpoint or run folder of the autoencoder stage
-    prior_ckpt: Optional[str] = None  # checkpoint or run folder of the prior stage
+    vae_ckpt: str | None = None  # checkpoint or run folder of the autoencoder stage
+    prior_ckpt: str | None = None  # checkpoint or run folder of the prior stage
 
 
 @dataclass
@@ -135,7 +135,7 @@ class TrainConfig:
 class SamplerConfig:
     nfe: int = 50  # UNet evaluations per branch (DDIM steps)
     scheduler: str = "ddim"  # ddim | dpm (DPM-Solver++ via diffusers)
-    fusion_every: Optional[int] = 5  # fuse every k steps; null/0 = off (independent branches)
+    fusion_every: int | None = 5  # fuse every k steps; null/0 = off (independent branches)
     consensus: str = "mean"  # mean | time_weighted | mask_weighted | optimized
     tau: float = 180.0  # days; time_weighted w_i ∝ exp(-|Δt_i|/τ)
     pull: float = 1.0  # eta_pull: 1 = every branch takes the consensus
@@ -153,13 +153,13 @@ class SamplerConfig:
 
 @dataclass
 class EvalConfig:
-    name: Optional[str] = None  # eval/<name>.json; default derived from sampler settings
-    seeds: List[int] = field(default_factory=lambda: [0])
-    metrics: List[str] = field(
+    name: str | None = None  # eval/<name>.json; default derived from sampler settings
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metrics: list[str] = field(
         default_factory=lambda: ["psnr", "ssim", "cpsnr", "cssim", "lr_psnr", "swd", "lpips", "fid"]
     )
-    lpips_weights: Optional[str] = None  # local LPIPS weight file; absent -> "unavailable"
-    inception_weights: Optional[str] = None  # local FID Inception weight file
+    lpips_weights: str | None = None  # local LPIPS weight file; absent -> "unavailable"
+    inception_weights: str | None = None  # local FID Inception weight file
     grid_scenes: int = 4
     references: bool = True  # also evaluate bicubic-nearest and mean-of-bicubic
 
@@ -168,9 +168,9 @@ class EvalConfig:
 class WandbConfig:
     mode: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
     project: str = "satdiffmoe"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -185,9 +185,9 @@ class ExperimentConfig:
     stage: str = "satdiffmoe"
     seed: int = 0
     run_root: str = "runs"
-    run_id: Optional[str] = None  # default: timestamp; set to reuse/resume a folder
+    run_id: str | None = None  # default: timestamp; set to reuse/resume a folder
     resume: bool = False  # continue from <run>/checkpoints/last.ckpt
-    ckpt: Optional[str] = None  # train: continue from this; evaluate/sweep: model to load
+    ckpt: str | None = None  # train: continue from this; evaluate/sweep: model to load
     init: InitConfig = field(default_factory=InitConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -196,4 +196,4 @@ class ExperimentConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    extends: Optional[Any] = None  # base config file(s), relative to this file; resolved at load time
+    extends: Any | None = None  # base config file(s), relative to this file; resolved at load time

@@ -6,14 +6,14 @@ gsd, hr_mask, key. Padding slots have lr_valid False and zeros everywhere else.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 
 BATCH_KEYS = ("hr", "lr", "lr_mask", "lr_valid", "dt", "lr_cloud", "lr_doy", "gsd", "hr_mask", "key")
 
 
-def collate_scenes(samples: List[Dict[str, Any]], pad_to: Optional[int] = None) -> Dict[str, Any]:
+def collate_scenes(samples: list[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
     """Stack scene samples; the LR axis is padded to max(pad_to, the batch's largest N)."""
     if not samples:
         raise ValueError("cannot collate an empty list of scenes")
@@ -40,7 +40,7 @@ def collate_scenes(samples: List[Dict[str, Any]], pad_to: Optional[int] = None) 
     return batch
 
 
-def random_batch(cfg, scenes: int, branches: int, device: str | torch.device = "cpu", seed: int = 0) -> Dict[str, Any]:
+def random_batch(cfg, scenes: int, branches: int, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Any]:
     """A batch shaped exactly like `SatDataModule`'s (all `BATCH_KEYS`), with random pixels and
     Δt spread over ±60 days: for benchmarks and tests that need inputs but not data."""
     g = torch.Generator().manual_seed(seed)

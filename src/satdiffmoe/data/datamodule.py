@@ -22,7 +22,7 @@ import warnings
 import zlib
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -58,10 +58,10 @@ class SatDataModule(L.LightningDataModule):
         self.data = cfg.data
         self.seed = int(cfg.seed)
         self.skip_counters = {split: SkipCounter(split, self.data.max_consecutive_skips) for split in SPLITS}
-        self._urls: Dict[str, List[str]] = {}
+        self._urls: dict[str, list[str]] = {}
 
     # ---- shards --------------------------------------------------------------------------------
-    def shard_urls(self, split: str) -> List[str]:
+    def shard_urls(self, split: str) -> list[str]:
         """Resolved shard list of a split (UserError when missing or not matching the config)."""
         if split not in self._urls:
             urls = resolve_shards(self.data.shards[split], self.data.root, split)
@@ -70,15 +70,15 @@ class SatDataModule(L.LightningDataModule):
             log.info("%s: %d shard(s) from %s", split, len(urls), self.data.shards[split] or self.data.root)
         return self._urls[split]
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage, SPLITS) if stage else SPLITS:
             self.shard_urls(split)
 
-    def skipped(self, split: str) -> Dict[str, int]:
+    def skipped(self, split: str) -> dict[str, int]:
         """Records skipped so far while reading `split` on this rank (all its workers)."""
         return self.skip_counters[split].counts()
 
-    def _decode(self, raw: Dict[str, Any]) -> Dict[str, Any]:
+    def _decode(self, raw: dict[str, Any]) -> dict[str, Any]:
         return decode_sample(raw, self.data.hr_size, self.data.scale, self.data.channels)
 
     # ---- training ------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class SatDataModule(L.LightningDataModule):
         per_worker = math.ceil(self.data.epoch_length / (self.data.batch_size * self._readers_per_rank))
         return per_worker * self._readers_per_rank
 
-    def _train_transform(self, sample: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    def _train_transform(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         sample = select_lrs(sample, self.data.train_lr_policy, self.data.num_lr, rng)
         return random_dihedral(sample, rng) if self.data.augment else sample
 
@@ -130,7 +130,7 @@ class SatDataModule(L.LightningDataModule):
         return self._loader(self.train_dataset())
 
     # ---- evaluation ----------------------------------------------------------------------------
-    def _eval_transform(self, sample: Dict[str, Any], policy: str, num_lr: int) -> Dict[str, Any]:
+    def _eval_transform(self, sample: dict[str, Any], policy: str, num_lr: int) -> dict[str, Any]:
         # per-scene generator: random_k picks the same LRs on every run, rank and worker count
         rng = np.random.default_rng([self.seed, zlib.crc32(sample["key"].encode())])
         return select_lrs(sample, policy, num_lr, rng)
@@ -140,9 +140,9 @@ class SatDataModule(L.LightningDataModule):
         split: str,
         limit: int = -1,
         distributed: bool = True,
-        policy: Optional[str] = None,
-        num_lr: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        policy: str | None = None,
+        num_lr: int | None = None,
+        batch_size: int | None = None,
     ) -> wds.DataPipeline:
         """Finite pipeline over `split` (first `limit` records if > 0), each record read exactly once."""
         urls = self.shard_urls(split)
@@ -170,7 +170,7 @@ class SatDataModule(L.LightningDataModule):
             ),
         )
 
-    def _check_enough_records(self, split: str, urls: List[str], limit: int, world_size: int) -> None:
+    def _check_enough_records(self, split: str, urls: list[str], limit: int, world_size: int) -> None:
         """Fail fast where DDP would hang: a rank with no record skips the metric sync the others wait in."""
         if world_size < 2 or self.data.shards[split]:
             return
@@ -195,8 +195,8 @@ class SatDataModule(L.LightningDataModule):
         return self._loader(self.eval_dataset("test", limit=self.data.test_subset, distributed=distributed))
 
     def scenes(
-        self, split: str = "test", limit: Optional[int] = None, **eval_options
-    ) -> List[Dict[str, Any]]:
+        self, split: str = "test", limit: int | None = None, **eval_options
+    ) -> list[dict[str, Any]]:
         """Materialise decoded eval batches of `split` in this process (every rank gets all of them).
 
         limit None uses data.val_subset / data.test_subset; -1 = the whole split. `eval_options`

@@ -13,7 +13,8 @@ import math
 import multiprocessing
 import os
 from collections import Counter
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ SKIP_CATEGORIES = ("shard", "record")  # unreadable/truncated tar vs. invalid re
 LOGGED_SKIPS_PER_PROCESS = 20
 
 
-def resolve_shards(spec: Optional[str], root: str, split: str) -> List[str]:
+def resolve_shards(spec: str | None, root: str, split: str) -> list[str]:
     """Shard URLs of `split` from a folder, glob, brace pattern or pipe:/http URL (`data.shards.<split>`).
 
     None means `<root>/<split>-*.tar`. Local patterns must match existing files; remote ones are
@@ -95,7 +96,7 @@ class SkipCounter:
                             "the shards look broken: re-run `satdiffmoe prepare`, or raise "
                             "data.max_consecutive_skips (0 = skip for ever)")
 
-    def good(self, samples: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+    def good(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Pipeline stage after decoding: every record reaching it ends the current run of skips."""
         for sample in samples:
             self._streak = 0
@@ -115,13 +116,13 @@ class SkipCounter:
         self.add("record", reason)
         return True
 
-    def track_shards(self, shards: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+    def track_shards(self, shards: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Pipeline stage on the shard list: lets `shard_handler` count one error per shard read."""
         for shard in shards:
             self._shard, self._shard_failed = shard.get("url", "?"), False
             yield shard
 
-    def summarise_pass(self, source: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+    def summarise_pass(self, source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Pipeline stage: passes scenes through, then logs this reader's scenes and skips of the pass."""
         before, scenes = Counter(self.local), 0
         for sample in source:
@@ -139,13 +140,13 @@ class SkipCounter:
             skipped or "none",
         )
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         with self._totals.get_lock():
             counts = dict(zip(SKIP_CATEGORIES, self._totals[:]))
         return dict(counts, total=sum(counts.values()))
 
 
-def _day_of_year(iso: Optional[str]) -> float:
+def _day_of_year(iso: str | None) -> float:
     if iso is None:
         return math.nan
     try:
@@ -154,7 +155,7 @@ def _day_of_year(iso: Optional[str]) -> float:
         raise RecordError(f"acquisition time {iso!r} is not an ISO date") from None
 
 
-def decode_sample(raw: Dict[str, Any], hr_size: int, scale: int, channels: int) -> Dict[str, Any]:
+def decode_sample(raw: dict[str, Any], hr_size: int, scale: int, channels: int) -> dict[str, Any]:
     """Raw webdataset sample -> validated scene sample (dict of tensors); raises `RecordError`.
 
     Keys: key, hr (C×H×W), lr (N×C×h×w), lr_mask (N×h×w), dt (N), lr_cloud (N), lr_doy (N), gsd,
@@ -189,7 +190,7 @@ def decode_sample(raw: Dict[str, Any], hr_size: int, scale: int, channels: int) 
     }
 
 
-def check_first_record(url: str, decode: Callable[[Dict[str, Any]], Any]) -> None:
+def check_first_record(url: str, decode: Callable[[dict[str, Any]], Any]) -> None:
     """Fail fast with a UserError when the first record of a split does not fit the config.
 
     Without this, a scale or band mismatch would make every record invalid: validation would
@@ -252,13 +253,13 @@ class ExactlyOnceSplit:
     def _by_shard(self, readers: int) -> bool:
         return self.limit <= 0 and self.num_shards >= readers
 
-    def shards(self, source: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+    def shards(self, source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         index, readers = self._reader()
         for position, shard in enumerate(source):
             if not self._by_shard(readers) or position % readers == index:
                 yield shard
 
-    def records(self, source: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+    def records(self, source: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         index, readers = self._reader()
         for position, record in enumerate(source):
             if 0 < self.limit <= position:
@@ -292,7 +293,7 @@ class SeededMap(wds.PipelineStage):
     """Applies fn(sample, rng) with one generator per (config seed, rank, worker, pass)."""
 
     def __init__(
-        self, fn: Callable[[Dict[str, Any], np.random.Generator], Dict[str, Any]], seed: int, rank: int
+        self, fn: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]], seed: int, rank: int
     ):
         self.fn, self.seed, self.rank, self.passes = fn, seed, rank, -1
 

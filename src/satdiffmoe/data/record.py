@@ -23,7 +23,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +42,15 @@ class Scene:
     hr: np.ndarray
     lr: np.ndarray
     lr_mask: np.ndarray
-    meta: Dict[str, Any]
-    hr_mask: Optional[np.ndarray] = None
+    meta: dict[str, Any]
+    hr_mask: np.ndarray | None = None
 
     @property
     def num_lr(self) -> int:
         return int(self.lr.shape[0])
 
     @property
-    def lr_dt(self) -> List[Optional[float]]:
+    def lr_dt(self) -> list[float | None]:
         return list(self.meta.get("lr_dt", [None] * self.num_lr))
 
 
@@ -63,8 +63,8 @@ class SceneTensors:
     lr: torch.Tensor  # N×C×h×w in [-1, 1]
     lr_mask: torch.Tensor  # N×h×w float {0, 1}
     dt: torch.Tensor  # N float32 days, NaN = unknown
-    meta: Dict[str, Any] = field(default_factory=dict)
-    hr_mask: Optional[torch.Tensor] = None  # H×W float {0, 1}
+    meta: dict[str, Any] = field(default_factory=dict)
+    hr_mask: torch.Tensor | None = None  # H×W float {0, 1}
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -80,7 +80,7 @@ def _npy_load(data: bytes, name: str) -> np.ndarray:
         raise RecordError(f"{name} is not a readable .npy array ({exc.__class__.__name__})") from None
 
 
-def validate_scene(scene: Scene, expect_scale: Optional[int] = None, expect_channels: Optional[int] = None) -> None:
+def validate_scene(scene: Scene, expect_scale: int | None = None, expect_channels: int | None = None) -> None:
     """Raise `RecordError` naming the first inconsistency of `scene`."""
     hr, lr, mask = scene.hr, scene.lr, scene.lr_mask
     if hr.dtype not in ALLOWED_DTYPES or lr.dtype not in ALLOWED_DTYPES:
@@ -113,7 +113,7 @@ def validate_scene(scene: Scene, expect_scale: Optional[int] = None, expect_chan
         raise RecordError("meta.value_max must be a positive number (255 for uint8 data)")
 
 
-def encode_scene(scene: Scene) -> Dict[str, Any]:
+def encode_scene(scene: Scene) -> dict[str, Any]:
     """Scene -> WebDataset sample dict (validates first, so bad scenes never reach a shard)."""
     validate_scene(scene)
     meta = dict(scene.meta, record_version=RECORD_VERSION)
@@ -129,8 +129,8 @@ def encode_scene(scene: Scene) -> Dict[str, Any]:
     return sample
 
 
-def decode_scene(sample: Dict[str, Any], expect_scale: Optional[int] = None,
-                 expect_channels: Optional[int] = None) -> Scene:
+def decode_scene(sample: dict[str, Any], expect_scale: int | None = None,
+                 expect_channels: int | None = None) -> Scene:
     """Raw WebDataset sample (bytes values) -> validated Scene; raises `RecordError`."""
     missing = [k for k in ("hr.npy", "lr.npy", "lr_mask.npy", "json") if k not in sample]
     if missing:

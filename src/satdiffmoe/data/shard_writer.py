@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 import webdataset as wds
@@ -29,7 +29,7 @@ SPLITS = ("train", "val", "test")
 
 
 class ShardSetWriter:
-    def __init__(self, out_dir: str | Path, source: str, config: Optional[Dict[str, Any]] = None,
+    def __init__(self, out_dir: str | Path, source: str, config: dict[str, Any] | None = None,
                  max_count: int = 256, version: str = "1"):
         self.out = Path(out_dir)
         try:
@@ -39,9 +39,9 @@ class ShardSetWriter:
         if not os.access(self.out, os.W_OK):
             raise UserError(f"output folder {self.out} is not writable; choose another --out")
         self.source, self.config, self.max_count, self.version = source, dict(config or {}), max_count, version
-        self._writers: Dict[str, wds.ShardWriter] = {}
+        self._writers: dict[str, wds.ShardWriter] = {}
         self.counts: Counter = Counter()
-        self.lr_counts: Dict[str, list] = defaultdict(list)
+        self.lr_counts: dict[str, list] = defaultdict(list)
         self.skipped: list = []
         # running per-band sums over HR pixels in [0, 1] for the manifest's normalisation stats
         self._sum = self._sumsq = None
@@ -74,7 +74,7 @@ class ShardSetWriter:
         self.skipped.append({"key": key, "reason": reason})
         log.warning("skipped %s: %s", key, reason)
 
-    def close(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         for writer in self._writers.values():
             writer.close()
         mean = (self._sum / max(self._npix, 1)).tolist() if self._sum is not None else []
@@ -106,7 +106,7 @@ class ShardSetWriter:
                  ", ".join(f"{s}={self.counts.get(s, 0)}" for s in SPLITS), self.out, len(self.skipped))
         return manifest
 
-    def __enter__(self) -> "ShardSetWriter":
+    def __enter__(self) -> ShardSetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -8,7 +8,7 @@ one entry per LR acquisition along their first dimension.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .record import RecordError, Scene
 
 PER_LR_KEYS = ("lr", "lr_mask", "dt", "lr_cloud", "lr_doy")
 SPATIAL_KEYS = ("hr", "hr_mask", "lr", "lr_mask")
-Sample = Dict[str, Any]
+Sample = dict[str, Any]
 
 
 def centre_crop(scene: Scene, hr_size: int) -> Scene:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -54,8 +54,8 @@ def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
     return target
 
 
-def format_metrics(summary: Dict[str, Any]) -> str:
-    parts: List[str] = []
+def format_metrics(summary: dict[str, Any]) -> str:
+    parts: list[str] = []
     for name, value in summary["metrics"].items():
         if "unavailable" in value:
             parts.append(f"{name}=unavailable")

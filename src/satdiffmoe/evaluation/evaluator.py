@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,17 +32,17 @@ from . import metrics as M
 from .references import REFERENCES, bicubic_nearest
 
 log = logging.getLogger(__name__)
-Method = Union[str, torch.nn.Module]
+Method = str | torch.nn.Module
 
 
 @dataclass
 class EvalResult:
-    summary: Dict[str, Any]
-    rows: List[Dict[str, Any]]  # one per scene and seed
-    grid: Dict[str, torch.Tensor] = field(default_factory=dict)  # first scenes of the first seed
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]  # one per scene and seed
+    grid: dict[str, torch.Tensor] = field(default_factory=dict)  # first scenes of the first seed
 
 
-def aggregate(values: List[float]) -> Dict[str, Any]:
+def aggregate(values: list[float]) -> dict[str, Any]:
     """mean, sample std, 95% t-interval half-width and n of finite per-scene values."""
     finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = int(finite.size)
@@ -73,18 +73,18 @@ def default_name(method: str, cfg: DictConfig) -> str:
 class Evaluator:
     def __init__(self, cfg: DictConfig, datamodule: Any = None):
         self.cfg = cfg
-        self._scenes: Dict[Tuple, List[Dict[str, Any]]] = {}
+        self._scenes: dict[tuple, list[dict[str, Any]]] = {}
         if datamodule is not None:
             self._scenes[self._scene_key(cfg)] = self._read(datamodule)
-        self._lpips_model: Optional[torch.nn.Module] = None
+        self._lpips_model: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------------------------- scenes
     @staticmethod
-    def _scene_key(cfg: DictConfig) -> Tuple:
+    def _scene_key(cfg: DictConfig) -> tuple:
         return (cfg.data.num_lr, cfg.data.eval_lr_policy, cfg.data.test_subset, cfg.data.root, cfg.data.shards.test)
 
     @staticmethod
-    def _read(datamodule: Any) -> List[Dict[str, Any]]:
+    def _read(datamodule: Any) -> list[dict[str, Any]]:
         datamodule.setup("test")
         # Evaluation samples in one process: read every scene even when a DDP process group exists
         # (rank 0 of a DDP training sweep evaluates its trials).
@@ -98,7 +98,7 @@ class Evaluator:
                             f"use data.num_lr<={available} (or -1 for all)")
         return batches
 
-    def scenes(self, cfg: DictConfig) -> List[Dict[str, Any]]:
+    def scenes(self, cfg: DictConfig) -> list[dict[str, Any]]:
         key = self._scene_key(cfg)
         if key not in self._scenes:
             from ..data.datamodule import SatDataModule
@@ -107,10 +107,10 @@ class Evaluator:
         return self._scenes[key]
 
     # ------------------------------------------------------------------------------------ running
-    def run(self, method: Method, cfg: Optional[DictConfig] = None) -> Dict[str, Any]:
+    def run(self, method: Method, cfg: DictConfig | None = None) -> dict[str, Any]:
         return self.evaluate(method, cfg).summary
 
-    def evaluate(self, method: Method, cfg: Optional[DictConfig] = None) -> EvalResult:
+    def evaluate(self, method: Method, cfg: DictConfig | None = None) -> EvalResult:
         cfg = cfg or self.cfg
         unknown = [m for m in cfg.eval.metrics if m not in M.PER_IMAGE and m not in M.SET_LEVEL and m != "lpips"]
         if unknown:
@@ -150,10 +150,10 @@ class Evaluator:
             self._lpips_model = M.load_lpips(weights)
         return self._lpips_model
 
-    def _scene_rows(self, batch, image, seed, cfg, lpips_reason) -> List[Dict[str, Any]]:
+    def _scene_rows(self, batch, image, seed, cfg, lpips_reason) -> list[dict[str, Any]]:
         hr, wanted = batch["hr"], cfg.eval.metrics
         image = image.to(hr.device)
-        values: Dict[str, torch.Tensor] = {}
+        values: dict[str, torch.Tensor] = {}
         for name in wanted:
             if name in ("psnr", "ssim"):
                 values[name] = M.PER_IMAGE[name](image, hr)
@@ -171,21 +171,21 @@ class Evaluator:
         return rows
 
     @staticmethod
-    def _grid_batch(batch, image, uncertainty, count: int) -> Dict[str, torch.Tensor]:
+    def _grid_batch(batch, image, uncertainty, count: int) -> dict[str, torch.Tensor]:
         grid = {"lr": batch["lr"], "lr_valid": batch["lr_valid"], "bicubic": bicubic_nearest(batch),
                 "output": image, "hr": batch["hr"]}
         if uncertainty is not None:
             grid["uncertainty"] = uncertainty
         return {k: v[:count].detach().cpu() for k, v in grid.items()}
 
-    def _summary(self, method, cfg, rows, outputs, targets, wall, nfe, lpips_reason) -> Dict[str, Any]:
+    def _summary(self, method, cfg, rows, outputs, targets, wall, nfe, lpips_reason) -> dict[str, Any]:
         is_reference = isinstance(method, str)
-        by_scene: Dict[str, Dict[str, List[float]]] = {}
+        by_scene: dict[str, dict[str, list[float]]] = {}
         for row in rows:
             for name, value in row.items():
                 if name not in ("key", "seed", "num_lr"):
                     by_scene.setdefault(name, {}).setdefault(row["key"], []).append(value)
-        results: Dict[str, Any] = {}
+        results: dict[str, Any] = {}
         for name in cfg.eval.metrics:
             if name == "lpips" and lpips_reason is not None:
                 results[name] = {"unavailable": lpips_reason}
@@ -210,8 +210,8 @@ class Evaluator:
         }
 
     @staticmethod
-    def _set_metrics(cfg, outputs, targets) -> Dict[str, Any]:
-        results: Dict[str, Any] = {}
+    def _set_metrics(cfg, outputs, targets) -> dict[str, Any]:
+        results: dict[str, Any] = {}
         if "swd" in cfg.eval.metrics:
             results["swd"] = {"mean": M.sliced_wasserstein(targets, outputs), "n": len(outputs), "set_level": True}
         inception = [m for m in ("fid", "kid") if m in cfg.eval.metrics]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import matplotlib
 
@@ -12,7 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 
 
-def _show(axis, image: torch.Tensor, title: str, cmap: Optional[str] = None) -> None:
+def _show(axis, image: torch.Tensor, title: str, cmap: str | None = None) -> None:
     image = image.detach().float().cpu()
     if cmap is None:  # [-1, 1] bands: first three as RGB, one band as grey
         image = ((image[:3] + 1) / 2).clamp(0, 1)
@@ -25,7 +24,7 @@ def _show(axis, image: torch.Tensor, title: str, cmap: Optional[str] = None) -> 
 
 
 def save_grid(path: str | Path, lr: torch.Tensor, lr_valid: torch.Tensor, bicubic: torch.Tensor,
-              output: torch.Tensor, hr: torch.Tensor, uncertainty: Optional[torch.Tensor] = None,
+              output: torch.Tensor, hr: torch.Tensor, uncertainty: torch.Tensor | None = None,
               max_lr: int = 4) -> Path:
     """Write the grid for B scenes (lr B×N×C×h×w; images B×C×H×W; uncertainty B×1×H×W)."""
     scenes, columns_lr = output.shape[0], min(max_lr, lr.shape[1])

@@ -18,8 +18,8 @@ and all of them need weight files because nothing may download at run time.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +65,7 @@ def _bias_corrected(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return pred + bias
 
 
-def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tensor] = None,
+def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,
           max_shift: int = 3) -> torch.Tensor:
     """Clear-pixel PSNR corrected for brightness bias, best over shifts (PROBA-V cPSNR)."""
     pred, target = to_unit(pred), to_unit(target)
@@ -81,7 +81,7 @@ def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tens
     return best
 
 
-def cssim(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tensor] = None,
+def cssim(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,
           max_shift: int = 3) -> torch.Tensor:
     """Brightness-corrected SSIM, best over shifts; masked HR pixels are excluded by copying them."""
     pred, target = to_unit(pred), to_unit(target)
@@ -96,7 +96,7 @@ def cssim(pred: torch.Tensor, target: torch.Tensor, hr_mask: Optional[torch.Tens
 
 
 def lr_psnr(pred: torch.Tensor, lr: torch.Tensor, lr_valid: torch.Tensor,
-            lr_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+            lr_mask: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR of the area-downsampled output against every valid input LR (clear pixels), per image."""
     down = to_unit(F.interpolate(pred.float(), size=lr.shape[-2:], mode="area"))[:, None]
     lr = to_unit(lr)
@@ -111,7 +111,7 @@ def _missing(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
 
-def lpips_unavailable(weights: Optional[str], channels: int) -> Optional[str]:
+def lpips_unavailable(weights: str | None, channels: int) -> str | None:
     """Why LPIPS cannot run here, or None when it can."""
     if _missing("torchvision"):
         return "torchvision is not installed (CPU machine, see DESIGN.md section 7)"
@@ -145,7 +145,7 @@ def lpips(pred: torch.Tensor, target: torch.Tensor, model: torch.nn.Module) -> t
     return _lpips_update(pred.float().clamp(-1, 1), target.float().clamp(-1, 1), model, normalize=False).view(-1)
 
 
-def inception_unavailable(weights: Optional[str], channels: int) -> Optional[str]:
+def inception_unavailable(weights: str | None, channels: int) -> str | None:
     """Why FID/KID cannot run here, or None when they can."""
     if _missing("torch_fidelity"):
         return "torch-fidelity is not installed (CPU machine, see DESIGN.md section 7)"
@@ -172,7 +172,7 @@ def _gaussian_blur(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
 
 
-def laplacian_pyramid(images: torch.Tensor, levels: int) -> List[torch.Tensor]:
+def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     pyramid, current = [], images
     for _ in range(levels - 1):
         low = F.avg_pool2d(_gaussian_blur(current), 2)
@@ -212,11 +212,11 @@ def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, patch: int = 7, p
     return 1e3 * sum(distances) / len(distances)
 
 
-PER_IMAGE: Dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "cssim": cssim, "lr_psnr": lr_psnr}
+PER_IMAGE: dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "cssim": cssim, "lr_psnr": lr_psnr}
 SET_LEVEL = ("swd", "fid", "kid")
 
 
-def inception_scores(real: torch.Tensor, fake: torch.Tensor, weights: str, names: List[str]) -> Dict[str, float]:
+def inception_scores(real: torch.Tensor, fake: torch.Tensor, weights: str, names: list[str]) -> dict[str, float]:
     """FID and/or KID between two image sets with torch-fidelity's Inception from a local file."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ def _bicubic(lr: torch.Tensor, size: tuple) -> torch.Tensor:
     return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
-def bicubic_nearest(batch: Dict[str, Any]) -> torch.Tensor:
+def bicubic_nearest(batch: dict[str, Any]) -> torch.Tensor:
     lr, valid, dt = batch["lr"], batch["lr_valid"].bool(), batch["dt"].float()
     distance = torch.where(valid & torch.isfinite(dt), dt.abs(), torch.full_like(dt, float("inf")))
     distance = torch.where(valid, distance, torch.full_like(dt, float("nan")))
@@ -29,7 +30,7 @@ def bicubic_nearest(batch: Dict[str, Any]) -> torch.Tensor:
     return _bicubic(nearest, tuple(batch["hr"].shape[-2:]))
 
 
-def mean_bicubic(batch: Dict[str, Any]) -> torch.Tensor:
+def mean_bicubic(batch: dict[str, Any]) -> torch.Tensor:
     lr, valid = batch["lr"], batch["lr_valid"].bool()
     batch_size, branches = valid.shape
     size = tuple(batch["hr"].shape[-2:])
@@ -42,7 +43,7 @@ def mean_bicubic(batch: Dict[str, Any]) -> torch.Tensor:
     return (weights * upsampled).sum(1) / weights.sum(1)
 
 
-REFERENCES: Dict[str, Callable[[Dict[str, Any]], torch.Tensor]] = {
+REFERENCES: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
     "bicubic_nearest": bicubic_nearest,
     "mean_bicubic": mean_bicubic,
 }

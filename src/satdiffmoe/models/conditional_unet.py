@@ -7,7 +7,7 @@ schedulers: `forward(z_t, t, image, scalars)` returns the UNet output (ε or v).
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 from diffusers import UNet2DModel
@@ -33,7 +33,7 @@ class ConditionalUNet(nn.Module):
         return self.unet.config.out_channels
 
     @classmethod
-    def from_prior(cls, prior: "ConditionalUNet", cond_channels: int, scalar_names: Iterable[str]) -> "ConditionalUNet":
+    def from_prior(cls, prior: ConditionalUNet, cond_channels: int, scalar_names: Iterable[str]) -> ConditionalUNet:
         """Copy the prior; new input channels and new scalar embeddings start at zero (output = prior's)."""
         scalar_names = list(scalar_names)
         extra = cond_channels - prior.cond_channels
@@ -44,8 +44,8 @@ class ConditionalUNet(nn.Module):
                 model.scalars[name].load_state_dict(embedding.state_dict())
         return model
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, image: Optional[torch.Tensor] = None,
-                scalars: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor | None = None,
+                scalars: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.cond_channels:
             z_t = torch.cat([z_t, image.to(z_t.dtype)], dim=1)
         class_labels = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Type, TypeVar
+from typing import TypeVar
 
 from diffusers import ModelMixin
 
@@ -12,7 +12,7 @@ from ..errors import UserError
 Model = TypeVar("Model", bound=ModelMixin)
 
 
-def load_local_pretrained(model_class: Type[Model], folder: str | Path, config_key: str, hint: str) -> Model:
+def load_local_pretrained(model_class: type[Model], folder: str | Path, config_key: str, hint: str) -> Model:
     """`model_class.from_pretrained(folder)` without network access; `config_key` names the setting."""
     folder = Path(folder)
     name = model_class.__name__

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import List
 
 from ..errors import UserError
 
@@ -45,7 +44,7 @@ def publish(quickstart: Path, docs: Path, readme: Path) -> Path:
     (docs / "timings.json").write_text(json.dumps(timings, indent=2))
     rel = docs.relative_to(readme.parent) if docs.is_relative_to(readme.parent) else docs
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings["steps_s"].items())
-    parts: List[str] = [
+    parts: list[str] = [
         BEGIN,
         "## Quickstart results",
         "",
@@ -75,7 +74,7 @@ def publish(quickstart: Path, docs: Path, readme: Path) -> Path:
     return docs
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
         print("usage: python -m satdiffmoe.reports.publish QUICKSTART_DIR DOCS_DIR README", file=sys.stderr)

@@ -10,8 +10,8 @@ Padding branches (`valid=False`) get weight zero in every rule, so they never co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,11 @@ class FusionContext:
     """Everything a rule may use besides the estimates themselves (shapes with leading B×N)."""
 
     valid: torch.Tensor  # B×N bool
-    dt: Optional[torch.Tensor] = None  # B×N days, NaN = unknown
-    lr: Optional[torch.Tensor] = None  # B×N×C×h×w in [-1, 1]
-    lr_mask: Optional[torch.Tensor] = None  # B×N×h×w, 1 = clear pixel
+    dt: torch.Tensor | None = None  # B×N days, NaN = unknown
+    lr: torch.Tensor | None = None  # B×N×C×h×w in [-1, 1]
+    lr_mask: torch.Tensor | None = None  # B×N×h×w, 1 = clear pixel
     tau: float = 180.0
-    decode: Optional[Decoder] = None  # None: latent space is image space
+    decode: Decoder | None = None  # None: latent space is image space
     optimize_steps: int = 5
     optimize_lr: float = 0.1
     dc_weight: float = 1.0
@@ -136,7 +136,7 @@ def optimized_consensus(x0: torch.Tensor, context: FusionContext) -> torch.Tenso
     return best
 
 
-CONSENSUS_RULES: Dict[str, Callable[[torch.Tensor, FusionContext], torch.Tensor]] = {
+CONSENSUS_RULES: dict[str, Callable[[torch.Tensor, FusionContext], torch.Tensor]] = {
     "mean": mean_consensus,
     "time_weighted": time_weighted_consensus,
     "mask_weighted": mask_weighted_consensus,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SAMPLING_STAGES = ("satdiffmoe", "controlnet", "diffusionsat")
 
 
-def parse_dt(values: Sequence[str]) -> List[float]:
+def parse_dt(values: Sequence[str]) -> list[float]:
     parsed = []
     for value in values:
         try:
@@ -38,7 +38,7 @@ def parse_dt(values: Sequence[str]) -> List[float]:
     return parsed
 
 
-def _check_writable(path: Optional[str], flag: str) -> None:
+def _check_writable(path: str | None, flag: str) -> None:
     if path is None:
         return
     target = Path(path)
@@ -49,8 +49,8 @@ def _check_writable(path: Optional[str], flag: str) -> None:
         raise UserError(f"{flag} {path}: folder {folder} does not exist or is not writable")
 
 
-def read_stack(paths: Sequence[str], mask_paths: Optional[Sequence[str]], dts: Sequence[float],
-               value_max: Optional[float] = None) -> Tuple[List[Raster], np.ndarray]:
+def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequence[float],
+               value_max: float | None = None) -> tuple[list[Raster], np.ndarray]:
     """Read and cross-check the LR images (and masks): equal sizes and bands, one Δt each.
 
     `value_max` is the pixel value meaning full scale (the training records' `value_max`); brighter

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
@@ -40,7 +41,7 @@ from .consensus import FusionContext, fuse_estimates
 
 log = logging.getLogger(__name__)
 
-Cond = Union[torch.Tensor, Dict[str, torch.Tensor], None]
+Cond = torch.Tensor | dict[str, torch.Tensor] | None
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond, torch.Tensor], torch.Tensor]
 
 
@@ -51,8 +52,8 @@ class BranchInputs:
     cond: Cond  # tensor or dict of tensors, one row per branch
     dt: torch.Tensor  # B×N days, NaN = unknown
     valid: torch.Tensor  # B×N bool, False = padding (never computed, never fused)
-    lr: Optional[torch.Tensor] = None  # B×N×C×h×w in [-1, 1] (data consistency, references)
-    lr_mask: Optional[torch.Tensor] = None  # B×N×h×w, 1 = clear pixel
+    lr: torch.Tensor | None = None  # B×N×C×h×w in [-1, 1] (data consistency, references)
+    lr_mask: torch.Tensor | None = None  # B×N×h×w, 1 = clear pixel
 
 
 @dataclass
@@ -88,7 +89,7 @@ class FusedSampler:
     """Runs the fused reverse process for a denoiser; see the module docstring for the maths."""
 
     def __init__(self, denoise: Denoiser, scheduler_config: dict, prediction_type: str, sampler_cfg: Any,
-                 vae: Optional[torch.nn.Module] = None, latent_scale: float = 1.0, progress: bool = False):
+                 vae: torch.nn.Module | None = None, latent_scale: float = 1.0, progress: bool = False):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
         self.denoise, self.prediction_type = denoise, prediction_type
@@ -100,7 +101,7 @@ class FusedSampler:
         self.bf16 = str(_cfg_value(sampler_cfg, "precision", "32")) == "bf16"
 
     @classmethod
-    def for_task(cls, task: Any, sampler_cfg: Any, progress: bool = False) -> "FusedSampler":
+    def for_task(cls, task: Any, sampler_cfg: Any, progress: bool = False) -> FusedSampler:
         """A sampler over a `training.base.DiffusionTask` (its denoiser, schedule, VAE)."""
         return cls(task.denoise, task.scheduler_config, task.prediction_type, sampler_cfg,
                    vae=task.vae, latent_scale=task.latent_scale, progress=progress)
@@ -118,7 +119,7 @@ class FusedSampler:
         raise UserError(f"sampler.scheduler must be ddim or dpm, got {kind!r}")
 
     def _step(self, scheduler, eps: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-              generator: Optional[torch.Generator]) -> torch.Tensor:
+              generator: torch.Generator | None) -> torch.Tensor:
         if isinstance(scheduler, DDIMScheduler):
             eta = float(_cfg_value(self.cfg, "eta", 0.0))
             return scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
@@ -209,7 +210,7 @@ class FusedSampler:
             dc_weight=float(_cfg_value(self.cfg, "dc_weight", 1.0)))
 
     @torch.no_grad()
-    def sample(self, inputs: BranchInputs, latent_shape: tuple, generator: Optional[torch.Generator] = None
+    def sample(self, inputs: BranchInputs, latent_shape: tuple, generator: torch.Generator | None = None
                ) -> SamplerOutput:
         """Sample B scenes with N branches each; `latent_shape` = (C, h, w) of one latent."""
         valid = inputs.valid.bool()
@@ -248,7 +249,7 @@ class FusedSampler:
             z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), generator).view_as(z)
         return self._finish(z, x0_final, x0_bar if fusion_every else None, valid, steps)
 
-    def _finish(self, z: torch.Tensor, x0_final: torch.Tensor, x0_bar: Optional[torch.Tensor],
+    def _finish(self, z: torch.Tensor, x0_final: torch.Tensor, x0_bar: torch.Tensor | None,
                 valid: torch.Tensor, steps: int) -> SamplerOutput:
         batch, branches = valid.shape
         rows = valid.flatten()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -27,11 +27,11 @@ PNG = (".png",)
 class Raster:
     pixels: np.ndarray  # float32 C×H×W in [-1, 1]
     crs: Any = None
-    transform: Optional[Affine] = None
+    transform: Affine | None = None
     value_max: float = 255.0
 
 
-def _value_max(dtype: np.dtype, value_max: Optional[float]) -> float:
+def _value_max(dtype: np.dtype, value_max: float | None) -> float:
     if value_max:
         return float(value_max)
     if np.issubdtype(dtype, np.integer):
@@ -39,7 +39,7 @@ def _value_max(dtype: np.dtype, value_max: Optional[float]) -> float:
     return 1.0
 
 
-def read_raster(path: str | Path, value_max: Optional[float] = None) -> Raster:
+def read_raster(path: str | Path, value_max: float | None = None) -> Raster:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"input image not found: {path}")
@@ -69,7 +69,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     return ((raster.pixels[0] + 1) / 2 > 0).astype(np.float32)
 
 
-def write_raster(path: str | Path, pixels: np.ndarray, like: Optional[Raster] = None, scale: int = 1,
+def write_raster(path: str | Path, pixels: np.ndarray, like: Raster | None = None, scale: int = 1,
                  value_max: float = 255.0, as_float: bool = False) -> Path:
     """Write C×H×W pixels: [-1, 1] images as integers in `value_max` units, or raw float32 maps."""
     path = Path(path)

@@ -9,16 +9,16 @@ Images smaller than a tile are reflect-padded and cropped back.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-TileSampler = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+TileSampler = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (lr tiles T×N×C×t×t, masks T×N×t×t) -> (hr tiles T×C×S×S, uncertainty T×1×S×S), S = scale·t
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets covering [0, size) with tiles of `tile` px overlapping by at least `overlap`."""
     if size <= tile:
         return [0]
@@ -33,7 +33,7 @@ def blend_window(size: int, device=None) -> torch.Tensor:
 
 
 def sample_tiled(sample: TileSampler, lr: torch.Tensor, mask: torch.Tensor, tile: int, overlap: int,
-                 scale: int, batch_size: int = 8) -> Tuple[torch.Tensor, torch.Tensor]:
+                 scale: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """lr N×C×h×w (+ mask N×h×w) of any size -> HR C×(scale·h)×(scale·w) and uncertainty 1×H×W."""
     height, width = lr.shape[-2:]
     pad_h, pad_w = max(0, tile - height), max(0, tile - width)

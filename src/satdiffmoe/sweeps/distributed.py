@@ -32,7 +32,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import optuna
 import torch
@@ -67,7 +67,7 @@ def processes_per_node(train: DictConfig) -> int:
         raise UserError(f"train.devices={devices!r} is not a device count, a list of device ids or 'auto'") from None
 
 
-def check_distributed_sweep(cfg: DictConfig, storage_url: Optional[str], workers: int) -> None:
+def check_distributed_sweep(cfg: DictConfig, storage_url: str | None, workers: int) -> None:
     """Refuse the combinations a DDP training sweep cannot run, each with the fix."""
     if workers > 1:
         raise UserError(f"--workers {workers} with train.devices > 1: each trial already uses every device; "
@@ -81,7 +81,7 @@ def check_distributed_sweep(cfg: DictConfig, storage_url: Optional[str], workers
                         "use train.strategy=ddp (or auto)")
 
 
-def relaunch_under_torchrun(nproc: int, argv: List[str]) -> int:
+def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
     """Run this same `satdiffmoe` command again under torchrun with `nproc` processes on this node."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "satdiffmoe.cli", *argv]
@@ -102,17 +102,17 @@ class TrialChannel:
         self.rank = dist.get_rank()
         self.group = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
 
-    def announce(self, message: Optional[Dict[str, Any]]) -> None:
+    def announce(self, message: dict[str, Any] | None) -> None:
         dist.broadcast_object_list([message], src=0, group=self.group)
 
-    def receive(self) -> Optional[Dict[str, Any]]:
-        box: List[Any] = [None]
+    def receive(self) -> dict[str, Any] | None:
+        box: list[Any] = [None]
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
-    def gather(self, report: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+    def gather(self, report: dict[str, Any]) -> list[dict[str, Any]] | None:
         """Every rank's report on rank 0 (None elsewhere)."""
-        reports: Optional[List[Any]] = [None] * dist.get_world_size(self.group) if self.rank == 0 else None
+        reports: list[Any] | None = [None] * dist.get_world_size(self.group) if self.rank == 0 else None
         dist.gather_object(report, reports, dst=0, group=self.group)
         return reports
 
@@ -120,9 +120,9 @@ class TrialChannel:
         self.announce(_STOP)
 
 
-def rank_report(params: Dict[str, Any], cfg: DictConfig, task=None, error: Optional[BaseException] = None) -> dict:
+def rank_report(params: dict[str, Any], cfg: DictConfig, task=None, error: BaseException | None = None) -> dict:
     """What this rank trained: the parameters, a hash of the resolved config, a weight checksum."""
-    report: Dict[str, Any] = {"rank": dist.get_rank(), "params": params,
+    report: dict[str, Any] = {"rank": dist.get_rank(), "params": params,
                               "config_sha1": hashlib.sha1(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()}
     if task is not None:
         with torch.no_grad():
@@ -132,7 +132,7 @@ def rank_report(params: Dict[str, Any], cfg: DictConfig, task=None, error: Optio
     return report
 
 
-def check_ranks_agree(reports: List[Dict[str, Any]]) -> None:
+def check_ranks_agree(reports: list[dict[str, Any]]) -> None:
     """Rank 0's check that every rank trained the same trial; raises (failing the trial) otherwise."""
     first = reports[0]
     for other in reports[1:]:
@@ -141,13 +141,13 @@ def check_ranks_agree(reports: List[Dict[str, Any]]) -> None:
                 raise RuntimeError(f"rank {other['rank']} trained {key}={other[key]!r}, rank 0 {first[key]!r}")
 
 
-def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], channel: TrialChannel) -> int:
+def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: str | None, channel: TrialChannel) -> int:
     """A rank > 0: train every trial rank 0 announces until it says stop; returns trials trained."""
     from .objective import TrialObjective
     from .training_trial import fit_trial
 
     objective = TrialObjective(spec, sweep_dir)
-    study: Optional[optuna.Study] = None
+    study: optuna.Study | None = None
     trained = 0
     while (message := channel.receive()) is not _STOP:
         if study is None:  # rank 0 created it before its first announcement

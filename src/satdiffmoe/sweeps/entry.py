@@ -15,8 +15,14 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ..errors import UserError
-from .distributed import (TrialChannel, check_distributed_sweep, follow_trials, processes_per_node,
-                          relaunch_under_torchrun, torchrun_world)
+from .distributed import (
+    TrialChannel,
+    check_distributed_sweep,
+    follow_trials,
+    processes_per_node,
+    relaunch_under_torchrun,
+    torchrun_world,
+)
 from .objective import base_config
 from .results import write_results
 from .spec import load_sweep

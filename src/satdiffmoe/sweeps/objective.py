@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import optuna
 import torch
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 PRUNED_REASON = "pruned_reason"  # user attribute explaining why a trial was pruned
 
 
-def suggest_params(trial: optuna.Trial, spec: DictConfig) -> Dict[str, Any]:
+def suggest_params(trial: optuna.Trial, spec: DictConfig) -> dict[str, Any]:
     """Ask the trial for every parameter of the search space (keys are dotted config keys)."""
-    params: Dict[str, Any] = {}
+    params: dict[str, Any] = {}
     for key, p in spec.params.items():
         key = str(key)
         if any(params.get(str(k)) != v for k, v in p.when.items()):
@@ -49,7 +49,7 @@ def base_config(spec: DictConfig) -> DictConfig:
     return load_config(spec.config, overrides)
 
 
-def _duplicate_of(trial: optuna.Trial) -> Optional[int]:
+def _duplicate_of(trial: optuna.Trial) -> int | None:
     """Number of an earlier live trial on the same grid point, if this trial repeats one.
 
     GridSampler re-issues a running point once the grid is exhausted ("all grids should be
@@ -101,7 +101,7 @@ class TrialObjective:
             self._task = task.to("cuda" if torch.cuda.is_available() else "cpu")
         return self._task
 
-    def trial_config(self, number: int, params: Dict[str, Any]) -> DictConfig:
+    def trial_config(self, number: int, params: dict[str, Any]) -> DictConfig:
         """The base config with trial `number`'s parameters (the same on every DDP rank)."""
         overrides = {key: to_config_value(value) for key, value in params.items()}
         overrides["eval.seeds"] = list(range(self.spec.seeds))
@@ -110,7 +110,7 @@ class TrialObjective:
                               "run_root": str(self.sweep_dir / "trials"), "run_id": "run"})
         return with_overrides(self.base_cfg, overrides)
 
-    def __call__(self, trial: optuna.Trial) -> List[float] | float:
+    def __call__(self, trial: optuna.Trial) -> list[float] | float:
         params = suggest_params(trial, self.spec)
         duplicate = _duplicate_of(trial)
         if duplicate is not None:

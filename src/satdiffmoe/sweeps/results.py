@@ -14,7 +14,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Dict, List
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -27,10 +26,10 @@ def trial_record(trial: FrozenTrial) -> dict:
             "eval": trial.user_attrs.get("eval")}
 
 
-def best_trials(study: optuna.Study) -> Dict[str, object]:
+def best_trials(study: optuna.Study) -> dict[str, object]:
     """{"objectives": [...], "best": [trial records]}: one record, or the Pareto front."""
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
-    result: Dict[str, object] = {"study": study.study_name,
+    result: dict[str, object] = {"study": study.study_name,
                                  "objectives": [{"metric": n, "direction": d.name.lower()}
                                                 for n, d in zip(names, study.directions, strict=True)]}
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -43,7 +42,7 @@ def best_trials(study: optuna.Study) -> Dict[str, object]:
     return result
 
 
-def write_results(study: optuna.Study, sweep_dir: Path) -> List[Path]:
+def write_results(study: optuna.Study, sweep_dir: Path) -> list[Path]:
     """Write trials.csv, best.json and the plots; returns the PNG paths written."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +51,7 @@ def write_results(study: optuna.Study, sweep_dir: Path) -> List[Path]:
     return write_plots(study, sweep_dir / "plots")
 
 
-def write_plots(study: optuna.Study, plot_dir: Path) -> List[Path]:
+def write_plots(study: optuna.Study, plot_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on sweep machines

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import difflib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -40,12 +41,12 @@ class ObjectiveSpec:
 @dataclass
 class ParamSpec:
     type: str = "categorical"  # categorical | int | float
-    choices: Optional[List[Any]] = None  # categorical values ("off" = null)
-    low: Optional[float] = None  # int / float range (inclusive)
-    high: Optional[float] = None
-    step: Optional[float] = None  # int / float step; grid sampling of an int range needs none (1)
+    choices: list[Any] | None = None  # categorical values ("off" = null)
+    low: float | None = None  # int / float range (inclusive)
+    high: float | None = None
+    step: float | None = None  # int / float step; grid sampling of an int range needs none (1)
     log: bool = False  # sample on a log scale
-    when: Dict[str, Any] = field(default_factory=dict)  # only sampled when earlier params have these values
+    when: dict[str, Any] = field(default_factory=dict)  # only sampled when earlier params have these values
 
 
 @dataclass
@@ -64,8 +65,8 @@ class PrunerSpec:
 
 @dataclass
 class HeartbeatSpec:
-    interval: Optional[int] = 60  # seconds between heartbeats of a running trial; null = no dead-worker detection
-    grace: Optional[int] = 120  # a running trial silent for this long is failed and retried
+    interval: int | None = 60  # seconds between heartbeats of a running trial; null = no dead-worker detection
+    grace: int | None = 120  # a running trial silent for this long is failed and retried
     max_retry: int = 2  # retries of a failed trial (dead worker or error) before it stays failed
 
 
@@ -73,8 +74,8 @@ class HeartbeatSpec:
 class SweepWandbSpec:
     mode: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
     project: str = "satdiffmoe-sweeps"
-    entity: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,17 +83,17 @@ class SweepSpec:
     study: str = MISSING  # study name; also the W&B group and the folder runs/sweeps/<study>
     kind: str = "evaluate"  # evaluate = inference knobs on one checkpoint; train = train then evaluate
     config: str = MISSING  # base experiment config; in the file: relative to the file, on the command line: to cwd
-    ckpt: Optional[str] = None  # evaluate: checkpoint or run folder, loaded once per worker (default: config's ckpt)
-    base_overrides: List[str] = field(default_factory=list)  # fixed `key=value` overrides for every trial
-    params: Dict[str, ParamSpec] = field(default_factory=dict)  # search space over dotted config keys
-    objectives: List[ObjectiveSpec] = field(default_factory=lambda: [ObjectiveSpec()])
+    ckpt: str | None = None  # evaluate: checkpoint or run folder, loaded once per worker (default: config's ckpt)
+    base_overrides: list[str] = field(default_factory=list)  # fixed `key=value` overrides for every trial
+    params: dict[str, ParamSpec] = field(default_factory=dict)  # search space over dotted config keys
+    objectives: list[ObjectiveSpec] = field(default_factory=lambda: [ObjectiveSpec()])
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     prune_monitor: str = "val/psnr"  # train: validation metric reported to the pruner
     seeds: int = 1  # evaluation seeds per trial (eval.seeds = 0..seeds-1; metrics are their mean)
-    n_trials: Optional[int] = None  # total trials of the study; null = the whole grid (grid sampler only)
-    storage: Optional[str] = None  # default sqlite:///<sweep folder>/study.db; postgresql://... ; journal:path.log
-    out: Optional[str] = None  # sweep folder; default runs/sweeps/<study>
+    n_trials: int | None = None  # total trials of the study; null = the whole grid (grid sampler only)
+    storage: str | None = None  # default sqlite:///<sweep folder>/study.db; postgresql://... ; journal:path.log
+    out: str | None = None  # sweep folder; default runs/sweeps/<study>
     heartbeat: HeartbeatSpec = field(default_factory=HeartbeatSpec)
     wandb: SweepWandbSpec = field(default_factory=SweepWandbSpec)
 
@@ -174,7 +175,7 @@ def _check_search_space(spec: DictConfig, where: str) -> None:
             _require(not param.when, f"params.{key}.when in {where}: a grid has no conditional params; use tpe or random")
 
 
-def _dotted_keys(assignments: Sequence[str]) -> List[str]:
+def _dotted_keys(assignments: Sequence[str]) -> list[str]:
     for item in assignments:
         _require("=" in item, f"base_overrides entry '{item}' is not of the form dotted.key=value")
     return [item.split("=", 1)[0].strip() for item in assignments]
@@ -190,7 +191,7 @@ def _check_param(key: str, param, where: str) -> None:
     _require(not (param.log and param.low <= 0), f"params.{key} in {where}: a log range needs low > 0")
 
 
-def grid_values(key: str, param) -> List[Any]:
+def grid_values(key: str, param) -> list[Any]:
     """The values a grid sampler enumerates for one parameter."""
     if param.type == "categorical":
         return list(param.choices)
@@ -199,7 +200,7 @@ def grid_values(key: str, param) -> List[Any]:
     raise UserError(f"the grid sampler cannot enumerate params.{key} ({param.type} range); give it choices: [...]")
 
 
-def search_space(spec: DictConfig) -> Dict[str, List[Any]]:
+def search_space(spec: DictConfig) -> dict[str, list[Any]]:
     """{dotted key: values} for optuna.samplers.GridSampler."""
     return {str(key): grid_values(str(key), param) for key, param in spec.params.items()}
 

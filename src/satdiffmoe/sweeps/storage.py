@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -40,7 +40,7 @@ def default_storage_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
 
 
-def open_storage(url: Optional[str], sweep_dir: Path, heartbeat) -> BaseStorage:
+def open_storage(url: str | None, sweep_dir: Path, heartbeat) -> BaseStorage:
     """The Optuna storage for `url` (None = SQLite in the sweep folder), with heartbeat + retry."""
     url = url or default_storage_url(sweep_dir)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry) if heartbeat.interval else None
@@ -82,8 +82,8 @@ def redact(url: str) -> str:
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """JournalStorage plus the heartbeat protocol RDBStorage implements (stale trial -> FAIL + retry)."""
 
-    def __init__(self, backend, interval: Optional[int], grace: Optional[int],
-                 stale_callback: Optional[Callable[[optuna.Study, FrozenTrial], None]]) -> None:
+    def __init__(self, backend, interval: int | None, grace: int | None,
+                 stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
         super().__init__(backend)
         self._heartbeat_interval = interval
         self._grace = grace or (2 * interval if interval else None)
@@ -105,7 +105,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
                 stale.append(trial._trial_id)
         return stale
 
-    def get_heartbeat_interval(self) -> Optional[int]:
+    def get_heartbeat_interval(self) -> int | None:
         return self._heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Optional
 
 import optuna
 from omegaconf import DictConfig
@@ -52,7 +51,7 @@ def build_pruner(spec: DictConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str]) -> optuna.Study:
+def open_study(spec: DictConfig, sweep_dir: Path, storage_url: str | None) -> optuna.Study:
     """Create the study, or load it when it exists (re-running the command resumes)."""
     storage = open_storage(storage_url, sweep_dir, spec.heartbeat)
     directions = [o.direction for o in spec.objectives]
@@ -99,7 +98,7 @@ def work_left(study: optuna.Study, spec: DictConfig) -> tuple[bool, bool]:
     return started < spec.n_trials and failed < spec.n_trials, running
 
 
-def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int],
+def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budget: int | None,
                channel=None) -> int:
     """Run trials until the study is done or `budget` trials were started here; returns trials run.
 
@@ -112,7 +111,7 @@ def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], bu
     return ran
 
 
-def _work(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget: Optional[int], channel) -> int:
+def _work(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budget: int | None, channel) -> int:
     from .objective import TrialObjective
     from .wandb_tracking import TrialRunLogger
 
@@ -139,7 +138,7 @@ def _work(spec: DictConfig, sweep_dir: Path, storage_url: Optional[str], budget:
     return ran
 
 
-def worker_process(spec_container: dict, sweep_dir: str, storage_url: Optional[str], budget: Optional[int],
+def worker_process(spec_container: dict, sweep_dir: str, storage_url: str | None, budget: int | None,
                    verbose: bool) -> None:
     """Entry point of a spawned worker: rebuild the spec, then work on the shared study."""
     import torch
@@ -151,7 +150,7 @@ def worker_process(spec_container: dict, sweep_dir: str, storage_url: Optional[s
     run_worker(OmegaConf.create(spec_container), Path(sweep_dir), storage_url, budget)
 
 
-def split_budget(total: Optional[int], workers: int) -> list[Optional[int]]:
+def split_budget(total: int | None, workers: int) -> list[int | None]:
     if total is None:
         return [None] * workers
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]

@@ -15,8 +15,9 @@ afterwards (`check_pruned`, read from the RDB storage).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -59,7 +60,7 @@ def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedT
 
 
 def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], object],
-                       params: Optional[Dict[str, Any]] = None, channel=None) -> dict:
+                       params: dict[str, Any] | None = None, channel=None) -> dict:
     """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0), the other
     ranks are told to train the same trial first, and report back what they trained."""
     from ..training.checkpoints import load_task

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List
 
 import optuna
 from omegaconf import DictConfig
@@ -23,9 +22,9 @@ def wandb_mode(spec: DictConfig) -> str:
     return os.environ.get("WANDB_MODE") or spec.wandb.mode
 
 
-def trial_summary(trial: FrozenTrial, metric_names: List[str]) -> Dict[str, object]:
+def trial_summary(trial: FrozenTrial, metric_names: list[str]) -> dict[str, object]:
     """Flat W&B summary of a finished trial: state, objective values and every eval metric's mean."""
-    summary: Dict[str, object] = {"trial": trial.number, "state": trial.state.name}
+    summary: dict[str, object] = {"trial": trial.number, "state": trial.state.name}
     for name, value in zip(metric_names, trial.values or [], strict=False):
         summary[f"objective/{name}"] = value
     evaluation = trial.user_attrs.get("eval") or {}
@@ -65,7 +64,7 @@ class TrialRunLogger:
         run.summary.update(trial_summary(trial, study.metric_names or []))
         run.finish()
 
-    def log_study(self, study: optuna.Study, plots: List[Path]) -> None:
+    def log_study(self, study: optuna.Study, plots: list[Path]) -> None:
         """The summary run: every trial as a wandb.Table, and the importance / Pareto plots."""
         if wandb_mode(self.spec) == "disabled":
             return

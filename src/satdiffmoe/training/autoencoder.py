@@ -8,7 +8,7 @@ With `model.vae.pretrained` there is nothing to train: later stages load that fo
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ class AutoencoderTask(SatTask):
     validation_metrics = ("val/loss", "val/psnr", "val/ssim")
     default_monitor = ("val/psnr", "max")
 
-    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+    def __init__(self, config: dict | DictConfig, networks: dict | None = None):
         super().__init__(config, networks)
         if networks is not None:
             self.vae = AutoencoderKL.from_config(networks["vae"])
@@ -41,7 +41,7 @@ class AutoencoderTask(SatTask):
     def network_configs(self) -> dict:
         return {"vae": plain_config(self.vae.config)}
 
-    def training_images(self, batch: Dict[str, Any]) -> torch.Tensor:
+    def training_images(self, batch: dict[str, Any]) -> torch.Tensor:
         """HR images plus one upsampled LR per scene: the latent condition encodes upsampled LRs too."""
         lr = upsample_lr(batch["lr"][:, 0], batch["hr"].shape[-1])
         return torch.cat([batch["hr"], lr])
@@ -54,7 +54,7 @@ class AutoencoderTask(SatTask):
         kl = posterior.kl().mean() / images[0].numel()  # per pixel, like the L1 term
         return rec + self.cfg.train.kl_weight * kl, rec, kl, reconstruction, latents
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images = self.training_images(batch)
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -64,7 +64,7 @@ class AutoencoderTask(SatTask):
         self.log_dict({"train/rec": rec, "train/kl": kl}, batch_size=size)
         return loss
 
-    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hr = batch["hr"]
         loss, _, _, reconstruction, latents = self.reconstruction_loss(hr, sample=False)
         self.val_psnr(to_unit(reconstruction), to_unit(hr))

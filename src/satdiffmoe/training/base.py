@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -62,10 +62,10 @@ def upsample_lr(lr: torch.Tensor, size: int) -> torch.Tensor:
 class SatTask(pl.LightningModule):
     stage: str = ""
     # metrics this task's validation logs; `train.monitor` falls back to `default_monitor` otherwise
-    validation_metrics: Tuple[str, ...] = ("val/loss",)
-    default_monitor: Tuple[str, str] = ("val/loss", "min")
+    validation_metrics: tuple[str, ...] = ("val/loss",)
+    default_monitor: tuple[str, str] = ("val/loss", "min")
 
-    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+    def __init__(self, config: dict | DictConfig, networks: dict | None = None):
         super().__init__()
         self.cfg = config_from_dict(as_plain(config))
         self.latent_scale = 1.0
@@ -84,7 +84,7 @@ class SatTask(pl.LightningModule):
         """Constructor configs of every network, so `load_task` rebuilds them without the init checkpoints."""
         return {}
 
-    def monitor(self) -> Tuple[str, str]:
+    def monitor(self) -> tuple[str, str]:
         t = self.cfg.train
         if t.monitor in self.validation_metrics:
             return t.monitor, t.monitor_mode
@@ -116,10 +116,10 @@ class SatTask(pl.LightningModule):
         if self.cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["latent_scale"] = float(self.latent_scale)
 
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.set_latent_scale(checkpoint.get("latent_scale", self.latent_scale))
 
     def set_latent_scale(self, value: float) -> None:
@@ -142,7 +142,7 @@ class DiffusionTask(SatTask):
     default_monitor = ("val/psnr", "max")
     uses_condition_dropout = True
 
-    def __init__(self, config: dict | DictConfig, networks: Optional[dict] = None):
+    def __init__(self, config: dict | DictConfig, networks: dict | None = None):
         super().__init__(config, networks)
         cfg = self.cfg
         self.vae = self.configure_vae(networks)
@@ -162,7 +162,7 @@ class DiffusionTask(SatTask):
         self.finish_init()
 
     # ------------------------------------------------------------------------------ construction
-    def configure_vae(self, networks: Optional[dict]) -> AutoencoderKL:
+    def configure_vae(self, networks: dict | None) -> AutoencoderKL:
         """The frozen VAE: from stored configs (weights follow in the state dict), a local diffusers
         folder (`model.vae.pretrained`), or the autoencoder stage's checkpoint (`init.vae_ckpt`)."""
         cfg = self.cfg
@@ -182,7 +182,7 @@ class DiffusionTask(SatTask):
         self.latent_scale = float(cfg.model.vae.scaling_factor or vae.config.scaling_factor)
         return vae
 
-    def configure_network(self, networks: Optional[dict]) -> torch.nn.Module:
+    def configure_network(self, networks: dict | None) -> torch.nn.Module:
         raise NotImplementedError
 
     def network_configs(self) -> dict:
@@ -197,13 +197,13 @@ class DiffusionTask(SatTask):
         return self.cfg.diffusion.prediction_type
 
     @property
-    def latent_shape(self) -> Tuple[int, int, int]:
+    def latent_shape(self) -> tuple[int, int, int]:
         side = self.cfg.data.hr_size // downsampling_factor(self.vae)
         return (self.vae.config.latent_channels, side, side)
 
     # ----------------------------------------------------------------------------------- latents
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = True) -> torch.Tensor:
         images = images.to(self.vae.dtype)
         if self.cfg.train.channels_last:
@@ -217,11 +217,11 @@ class DiffusionTask(SatTask):
         return self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample.clamp(-1, 1)
 
     # ------------------------------------------------------------------------ subclass interface
-    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator) -> Tuple[Cond, Optional[torch.Tensor]]:
+    def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, torch.Tensor | None]:
         """(cond, dt) for one branch per scene (rows = scenes)."""
         raise NotImplementedError
 
-    def drop_condition(self, cond: Cond, dt: Optional[torch.Tensor], drop: torch.Tensor) -> Tuple[Cond, Optional[torch.Tensor]]:
+    def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, torch.Tensor | None]:
         """Classifier-free guidance: rows where `drop` is True become the unconditional input
         (zeros image condition, "unknown" Δt) — what `denoise(..., cond=None, ...)` computes at sampling."""
         def zero(tensor: torch.Tensor) -> torch.Tensor:
@@ -236,10 +236,10 @@ class DiffusionTask(SatTask):
             dt = torch.where(drop, torch.full_like(dt, float("nan")), dt)
         return cond, dt
 
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def branch_inputs(self, batch: Dict[str, Any]):
+    def branch_inputs(self, batch: dict[str, Any]):
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------------- training
@@ -250,7 +250,7 @@ class DiffusionTask(SatTask):
                 + self.global_rank * 7 + salt) % (2**63)
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def diffusion_loss(self, batch: Dict[str, Any], generator: torch.Generator, dropout: float) -> torch.Tensor:
+    def diffusion_loss(self, batch: dict[str, Any], generator: torch.Generator, dropout: float) -> torch.Tensor:
         z0 = self.encode(batch["hr"], generator)
         cond, dt = self.training_condition(batch, generator)
         rows = z0.shape[0]
@@ -268,20 +268,20 @@ class DiffusionTask(SatTask):
         prediction = self.denoise(z_t, t, cond, dt)
         return F.mse_loss(prediction.float(), target.float())
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, self.step_generator(batch_idx), self.cfg.model.cond_dropout)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["hr"].shape[0])
         return loss
 
     # -------------------------------------------------------------------------------- validation
-    def sample(self, batch: Dict[str, Any], sampler_cfg: Any, generator: Optional[torch.Generator] = None):
+    def sample(self, batch: dict[str, Any], sampler_cfg: Any, generator: torch.Generator | None = None):
         """Sample HR images for a batch with the fused sampler -> `SamplerOutput`."""
         from ..sampling.fused_sampler import FusedSampler
 
         sampler = FusedSampler.for_task(self, sampler_cfg)
         return sampler.sample(self.branch_inputs(batch), self.latent_shape, generator)
 
-    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         size = batch["hr"].shape[0]
         # a fixed generator per validation batch: curves move because the model does, not the noise
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + batch_idx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Dict, List
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
@@ -47,10 +47,10 @@ class TrainingClock(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.window.clear()
 
-    def state_dict(self) -> Dict[str, float]:
+    def state_dict(self) -> dict[str, float]:
         return {"elapsed": self.elapsed()}
 
-    def load_state_dict(self, state_dict: Dict[str, float]) -> None:
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.offset = float(state_dict["elapsed"])
         self.started = time.perf_counter()
 
@@ -65,16 +65,16 @@ class ParameterCounts(Callback):
             logger.log_metrics(counts, step=trainer.global_step)
 
 
-def parameter_counts(module) -> Dict[str, int]:
+def parameter_counts(module) -> dict[str, int]:
     return {"params/trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
             "params/total": sum(p.numel() for p in module.parameters())}
 
 
-def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str, clock: TrainingClock) -> List[Callback]:
+def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str, clock: TrainingClock) -> list[Callback]:
     t = cfg.train
     from ..data.datamodule import SkippedRecordsCallback  # counts records the reader skipped
 
-    callbacks: List[Callback] = [
+    callbacks: list[Callback] = [
         clock,
         SkippedRecordsCallback(),
         ParameterCounts(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -45,7 +44,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return last
 
 
-def load_task(path: str | Path, expect_stage: Optional[str] = None, config: Optional[dict] = None):
+def load_task(path: str | Path, expect_stage: str | None = None, config: dict | None = None):
     """The task stored at `path`, on CPU in eval mode.
 
     `config` (optional) rebuilds the networks from that config instead of the stored one, for checking

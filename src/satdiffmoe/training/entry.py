@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Optional
 
 import lightning.pytorch as pl
 import torch
@@ -34,7 +33,7 @@ def build_task(cfg: DictConfig):
     return task_class(cfg.stage)(cfg)
 
 
-def resume_checkpoint(cfg: DictConfig, run: RunDir) -> Optional[str]:
+def resume_checkpoint(cfg: DictConfig, run: RunDir) -> str | None:
     """`resume=true` -> this run's last.ckpt; `ckpt=...` -> that file (or a run folder's last.ckpt)."""
     if cfg.resume:
         if not run.last_ckpt.is_file():

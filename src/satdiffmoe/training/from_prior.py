@@ -7,8 +7,6 @@ comparison between methods is fair only if the LR reaches each of them the same 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
@@ -33,7 +31,7 @@ class FromPriorTask(DiffusionTask):
             self._prior_holder = (load_task(self.cfg.init.prior_ckpt, expect_stage="prior"),)
         return self._prior_holder[0]
 
-    def prior_network(self) -> Optional[ConditionalUNet]:
+    def prior_network(self) -> ConditionalUNet | None:
         """The prior's network from `init.prior_ckpt` or `model.unet.pretrained`; None when neither is set.
         Drops the loaded prior task afterwards: only its weights are needed from here on."""
         if self.cfg.init.prior_ckpt:
@@ -44,7 +42,7 @@ class FromPriorTask(DiffusionTask):
             return ConditionalUNet(load_pretrained_unet(self.cfg.model.unet.pretrained))
         return None
 
-    def configure_vae(self, networks: Optional[dict]) -> AutoencoderKL:
+    def configure_vae(self, networks: dict | None) -> AutoencoderKL:
         """With `init.prior_ckpt`: the VAE (and latent scale) the prior was trained on, whatever
         `init.vae_ckpt` says."""
         if networks is None and self.cfg.init.prior_ckpt:

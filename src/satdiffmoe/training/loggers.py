@@ -11,8 +11,8 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class JsonlLogger(Logger):
         pass  # the resolved config.yaml sits beside metrics.jsonl
 
     @rank_zero_only
-    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         record = {"step": int(step) if step is not None else None, "wall_time": round(self.clock(), 3)}
         for key, raw in metrics.items():
             value = float(raw.item() if isinstance(raw, torch.Tensor) else raw)
@@ -66,8 +66,8 @@ def wandb_mode(cfg: DictConfig) -> str:
     return os.environ.get("WANDB_MODE") or cfg.logging.wandb.mode
 
 
-def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> List[Logger]:
-    loggers: List[Logger] = [JsonlLogger(run.metrics_log, clock)]
+def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> list[Logger]:
+    loggers: list[Logger] = [JsonlLogger(run.metrics_log, clock)]
     mode = wandb_mode(cfg)
     if mode != "disabled":
         w = cfg.logging.wandb

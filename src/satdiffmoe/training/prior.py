@@ -7,7 +7,7 @@ embedding, DiffusionSat-style; `model.unet.pretrained` loads a local diffusers U
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
@@ -25,10 +25,10 @@ class PriorTask(DiffusionTask):
     uses_condition_dropout = False
 
     @property
-    def scalar_names(self) -> Tuple[str, ...]:
+    def scalar_names(self) -> tuple[str, ...]:
         return ("gsd",) if self.cfg.model.metadata_embedding else ()
 
-    def configure_network(self, networks: Optional[dict]) -> ConditionalUNet:
+    def configure_network(self, networks: dict | None) -> ConditionalUNet:
         cfg = self.cfg
         latent_channels, side, _ = self.latent_shape
         if networks is not None:
@@ -48,13 +48,13 @@ class PriorTask(DiffusionTask):
     def _metadata(self, gsd: torch.Tensor) -> Cond:
         return {"gsd": gsd} if self.scalar_names else None
 
-    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator) -> Tuple[Cond, None]:
+    def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, None]:
         return self._metadata(batch["gsd"]), None
 
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
         return self.network(z_t, t, scalars=cond)
 
-    def branch_inputs(self, batch: Dict[str, Any]) -> BranchInputs:
+    def branch_inputs(self, batch: dict[str, Any]) -> BranchInputs:
         """One unconditional branch per scene (the first LR rides along for references)."""
         scenes = batch["hr"].shape[0]
         gsd = batch["gsd"][:, None]

@@ -10,7 +10,7 @@ At sampling every LR of a scene is one branch; the fused sampler pulls the branc
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
@@ -28,11 +28,11 @@ class SatDiffMoETask(FromPriorTask):
     stage = "satdiffmoe"
 
     @property
-    def scalar_names(self) -> Tuple[str, ...]:
+    def scalar_names(self) -> tuple[str, ...]:
         names = ("dt",) if self.cfg.model.dt_embedding else ()
         return names + (("gsd",) if self.cfg.model.metadata_embedding else ())
 
-    def configure_network(self, networks: Optional[dict]) -> ConditionalUNet:
+    def configure_network(self, networks: dict | None) -> ConditionalUNet:
         cfg = self.cfg
         if networks is not None:
             return ConditionalUNet(UNet2DModel.from_config(networks["unet"]), self.cond_channels, self.scalar_names)
@@ -52,14 +52,14 @@ class SatDiffMoETask(FromPriorTask):
     def _cond(self, image: torch.Tensor, gsd: torch.Tensor) -> Cond:
         return {"image": image, "gsd": gsd} if self.cfg.model.metadata_embedding else image
 
-    def training_condition(self, batch: Dict[str, Any], generator: torch.Generator):
+    def training_condition(self, batch: dict[str, Any], generator: torch.Generator):
         """One valid LR per scene, drawn at random (`data.train_lr_policy=pair` already gives N = 1)."""
         scenes = torch.arange(batch["lr"].shape[0], device=self.device)
         pick = torch.multinomial(batch["lr_valid"].float(), 1, generator=generator).squeeze(1)
         image = self.condition_image(batch["lr"][scenes, pick])
         return self._cond(image, batch["gsd"]), batch["dt"][scenes, pick]
 
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: Optional[torch.Tensor]) -> torch.Tensor:
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
         rows = z_t.shape[0]
         if cond is None:  # unconditional = what condition dropout trained: zeros and "unknown" Δt
             image = torch.zeros(rows, self.cond_channels, *z_t.shape[-2:], device=z_t.device, dtype=z_t.dtype)
@@ -71,7 +71,7 @@ class SatDiffMoETask(FromPriorTask):
                 scalars["gsd"] = cond["gsd"]
         return self.network(z_t, t, image, scalars)
 
-    def branch_inputs(self, batch: Dict[str, Any]) -> BranchInputs:
+    def branch_inputs(self, batch: dict[str, Any]) -> BranchInputs:
         """One branch per LR image; padding slots get a zero condition and are skipped by the sampler."""
         lr, valid = batch["lr"], batch["lr_valid"]
         scenes, branches = valid.shape
