@@ -1,4 +1,5 @@
-"""Callbacks attached by configuration: checkpoints, EMA, learning rate, wall clock/throughput, parameter counts."""
+"""Callbacks attached by configuration: checkpoints, EMA, learning rate, wall clock/throughput, parameter
+counts, and a stop on a diverged (non-finite) training loss."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections import deque
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
+from ..errors import UserError
 from ..runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,30 @@ class TrainingClock(Callback):
         self.started = time.perf_counter()
 
 
+class DivergenceGuard(Callback):
+    """Stops training with one clear error once the training loss is NaN/inf (a diverged run).
+
+    Checked every `every` optimizer steps, when the loss is logged anyway, so a GPU queue is not
+    synced each step. The decision is reduced over DDP ranks, so every rank stops at the same step
+    (a rank stopping alone would leave the others waiting in the gradient all-reduce). `last.ckpt`
+    keeps the weights of the last validation.
+    """
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None or trainer.global_step % self.every:
+            return
+        diverged = trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss).all()), all=False)
+        if diverged:
+            raise UserError(f"the training loss is not finite at step {trainer.global_step}: the run diverged; "
+                            "lower train.lr or keep train.grad_clip on, then train again or resume from the "
+                            "last good checkpoint (run_id=... resume=true)")
+
+
 class ParameterCounts(Callback):
     """Logs trainable and total parameter counts once at the start (the paper's "fewer trainable parameters")."""
 
@@ -78,6 +105,7 @@ def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: st
         clock,
         SkippedRecordsCallback(),
         ParameterCounts(),
+        DivergenceGuard(every=t.log_every),
         LearningRateMonitor(logging_interval="step"),
         ModelCheckpoint(dirpath=run.checkpoints, filename="step{step:06d}", auto_insert_metric_name=False,
                         monitor=monitor, mode=monitor_mode, save_top_k=t.ckpt_top_k, save_last=True),
