@@ -34,3 +34,22 @@ def test_debug_flag_shows_traceback(tmp_path):
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+def test_overrides_may_follow_the_options():
+    from satdiffmoe.cli import build_parser, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, ["sweep", "s.yaml", "a=1", "--out", "d", "b.c=2", "--workers", "2", "d=[x,y]"])
+    assert args.overrides == ["a=1", "b.c=2", "d=[x,y]"] and args.out == "d" and args.workers == 2
+    args = parse_args(parser, ["sample", "--ckpt", "c", "--lr", "a.png", "--dt", "1", "--seed", "3", "sampler.nfe=2",
+                               "--out", "o.png"])
+    assert args.overrides == ["sampler.nfe=2"] and args.seed == 3
+
+
+@pytest.mark.parametrize("argv", [["sweep", "s.yaml", "--out", "d", "--nope"], ["sweep", "s.yaml", "--out", "d", "x"],
+                                  ["prepare", "synthetic", "--out", "d", "a=1"]])
+def test_stray_arguments_are_still_refused(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -115,6 +115,18 @@ def _resolve(name: str) -> Callable:
     return getattr(module, func_name)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse, plus `key=value` overrides anywhere on the line: argparse alone binds the positional
+    overrides before the first option, so `sweep X --out D a.b=1` would be refused."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def one_line(exc: UserError) -> str:
     """The message; for one raised in a DataLoader worker, torch prepends the worker's traceback."""
     message = str(exc).rstrip()
@@ -125,7 +137,7 @@ def one_line(exc: UserError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to relaunch the same command (DDP sweeps)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

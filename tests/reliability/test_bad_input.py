@@ -63,6 +63,7 @@ CASES = [
     ("train-ckpt-garbage", TRAIN + ["stage=autoencoder", "ckpt={file}"], "cannot read checkpoint"),
     # sample
     ("sample-dt-count-mismatch", SAMPLE[:8] + ["--out", "{tmp}/sr.png"], "2 --lr images but 1 --dt"),
+    ("sample-override-swallowed-by-dt", SAMPLE[:9] + ["sampler.nfe=2"] + SAMPLE[9:], "put key=value overrides before --lr/--dt"),
     ("sample-dt-not-a-number", SAMPLE[:7] + ["soon", "5", "--out", "{tmp}/sr.png"], "--dt value 'soon'"),
     ("sample-lr-missing", ["sample", "--ckpt", "{sdm}", "--lr", "{tmp}/gone.png", "--dt", "1", "--out", "{tmp}/sr.png"],
      "gone.png"),
@@ -83,6 +84,9 @@ CASES = [
     ("sweep-ddp-journal-storage", ["sweep", "{tmp}/ddp.yaml", "--storage", "journal:{tmp}/j.log", "--out", "{tmp}/sw"],
      "needs an RDB storage"),
     ("sweep-ddp-spawn-strategy", ["sweep", "{tmp}/ddp_spawn.yaml", "--out", "{tmp}/sw"], "under torchrun"),
+    ("sweep-ddp-several-nodes-without-torchrun", ["sweep", "{tmp}/ddp.yaml", "--out", "{tmp}/sw",
+                                                  "base_overrides=[train.devices=2,train.num_nodes=2]"],
+     "start this command under torchrun on every node"),
     ("report-run-folder-missing", ["report", "--runs", "{tmp}/norun", "--out", "{tmp}/rep"], "norun"),
     ("prepare-unknown-source", ["prepare", "landsat9", "--out", "{tmp}/d"], "known sources"),
     ("prepare-shard-size-zero", ["prepare", "synthetic", "--out", "{tmp}/d", "--shard-size", "0"], "--shard-size"),

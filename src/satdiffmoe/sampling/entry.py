@@ -32,6 +32,9 @@ def parse_dt(values: Sequence[str]) -> list[float]:
         try:
             parsed.append(float(value))
         except ValueError:
+            if "=" in value:  # argparse gave --dt the override that followed it
+                raise UserError(f"--dt took the override {value!r}; put key=value overrides before --lr/--dt "
+                                "or after another option (e.g. after --out)") from None
             raise UserError(f"--dt value {value!r} is not a number of days (use 'nan' for unknown)") from None
         if math.isinf(parsed[-1]):
             raise UserError(f"--dt value {value!r} must be finite days (or 'nan' for unknown)")

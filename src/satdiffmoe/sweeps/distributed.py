@@ -67,8 +67,12 @@ def processes_per_node(train: DictConfig) -> int:
         raise UserError(f"train.devices={devices!r} is not a device count, a list of device ids or 'auto'") from None
 
 
-def check_distributed_sweep(cfg: DictConfig, storage_url: str | None, workers: int) -> None:
-    """Refuse the combinations a DDP training sweep cannot run, each with the fix."""
+def check_distributed_sweep(cfg: DictConfig, storage_url: str | None, workers: int, processes: int,
+                            world: int) -> None:
+    """Refuse the combinations a DDP training sweep cannot run, each with the fix.
+
+    `processes` is what the config asks for (devices × nodes), `world` what torchrun started (1 = none).
+    """
     if workers > 1:
         raise UserError(f"--workers {workers} with train.devices > 1: each trial already uses every device; "
                         "drop --workers (start further sweeps on other machines on the same storage instead)")
@@ -79,6 +83,12 @@ def check_distributed_sweep(cfg: DictConfig, storage_url: str | None, workers: i
     if any(word in strategy for word in ("spawn", "fork", "notebook")):
         raise UserError(f"train.strategy={strategy} starts its own processes; a DDP sweep runs under torchrun, "
                         "use train.strategy=ddp (or auto)")
+    if world == 1 and cfg.train.num_nodes > 1:
+        raise UserError(f"train.num_nodes={cfg.train.num_nodes}: start this command under torchrun on every node "
+                        "(docs/sweeps.md, 'Training trials under DDP')")
+    if world > 1 and world != processes:
+        raise UserError(f"torchrun started {world} processes but train.devices × train.num_nodes = {processes}; "
+                        "make them equal")
 
 
 def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:

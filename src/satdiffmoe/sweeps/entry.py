@@ -41,17 +41,18 @@ def sweep_command(args) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
     _check_inputs(spec)
+    rank, world = torchrun_world()
+    if world > 1 and spec.kind != "train":
+        raise UserError(f"sweep '{spec.study}' evaluates a checkpoint: it does not run under torchrun; "
+                        "use --workers K for K local worker processes")
     channel = None
     if spec.kind == "train":
         cfg = base_config(spec)
-        nproc, (rank, world) = processes_per_node(cfg.train), torchrun_world()
-        if nproc * cfg.train.num_nodes > 1 or world > 1:
-            check_distributed_sweep(cfg, storage_url, args.workers)
+        processes = processes_per_node(cfg.train) * cfg.train.num_nodes
+        if processes > 1 or world > 1:
+            check_distributed_sweep(cfg, storage_url, args.workers, processes, world)
             if world == 1:
-                if cfg.train.num_nodes > 1:
-                    raise UserError(f"train.num_nodes={cfg.train.num_nodes}: start this command under torchrun on "
-                                    "every node (docs/sweeps.md, 'Training trials under DDP')")
-                return relaunch_under_torchrun(nproc, args.argv)
+                return relaunch_under_torchrun(processes, args.argv)
             channel = TrialChannel(cfg.train.accelerator)
             if rank != 0:
                 return follow_trials(spec, sweep_dir, storage_url, channel)
