@@ -108,6 +108,8 @@ def test_a_training_sweep_trains_each_trial_reports_val_psnr_to_the_pruner_and_e
     assert len(trials) == 2 and trials[0].state == TrialState.COMPLETE  # the first is never pruned
     for trial in trials:
         assert trial.intermediate_values, "the Lightning pruning callback reported nothing"
+        # each trial's training run is its own W&B run, in its own run folder
+        assert len(list((out / "trials" / f"tiny-trial-{trial.number}" / "run" / "wandb").glob("offline-run-*"))) == 1
     for trial in (t for t in trials if t.state == TrialState.COMPLETE):
         assert (out / "trials" / f"tiny-trial-{trial.number}" / "run" / "checkpoints" / "last.ckpt").is_file()
         assert trial.user_attrs["eval"]["metrics"]["psnr"]["mean"] == trial.values[0]
