@@ -17,11 +17,9 @@ from optuna.trial import TrialState
 from reliability_helpers import TINY_EXPERIMENT, run_cli
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(400)
-def test_ddp_training_sweep_trains_identical_parameters_on_every_rank(tmp_path, tiny_runs):
-    sweep = tmp_path / "ddp_sweep.yaml"
-    sweep.write_text(yaml.safe_dump({
+def ddp_sweep(folder, tiny_runs, **fields):
+    """A training sweep file on the tiny model whose every trial trains on 2 CPU processes."""
+    spec = {
         "study": "ddp_lr",
         "kind": "train",
         "config": str(TINY_EXPERIMENT),
@@ -34,7 +32,17 @@ def test_ddp_training_sweep_trains_identical_parameters_on_every_rank(tmp_path, 
         "sampler": {"name": "random", "seed": 3},
         "pruner": {"name": "median", "n_startup_trials": 1},
         "n_trials": 2,
-    }))
+    }
+    spec.update(fields)
+    path = folder / "ddp_sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_ddp_training_sweep_trains_identical_parameters_on_every_rank(tmp_path, tiny_runs):
+    sweep = ddp_sweep(tmp_path, tiny_runs)
     out = tmp_path / "out"
     result = run_cli(["sweep", str(sweep), "--out", str(out)], timeout=380)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -59,3 +67,23 @@ def test_ddp_training_sweep_trains_identical_parameters_on_every_rank(tmp_path, 
     assert evaluated["metrics"]["psnr"]["mean"] == trials[0].values[0]
     test_scenes = json.loads((tiny_runs["data"] / "manifest.json").read_text())["counts"]["test"]
     assert test_scenes >= 2 and evaluated["num_scenes"] == min(test_scenes, 3)  # data.test_subset=3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_pruned_ddp_trial_stops_every_rank_early(tmp_path, tiny_runs):
+    """The pruner's decision (a val/psnr floor no trial reaches) is broadcast inside fit: both ranks stop
+    after the first validation instead of training on to max_steps, and rank 0 records the trial as pruned."""
+    sweep = ddp_sweep(tmp_path, tiny_runs, n_trials=1, pruner={"name": "threshold", "lower": 1.0e6})
+    sweep.write_text(sweep.read_text().replace("train.max_steps=2", "train.max_steps=6"))
+    out = tmp_path / "out"
+    result = run_cli(["sweep", str(sweep), "--out", str(out)], timeout=280)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (trial,) = optuna.load_study(study_name="ddp_lr", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [0]  # one report (epoch 0), then the stop
+    assert [r["rank"] for r in trial.user_attrs["ranks"]] == [0, 1]
+    assert not any("error" in r for r in trial.user_attrs["ranks"])
+    log = (out / "trials" / "ddp_lr-trial-0" / "run" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log if "train/loss" in line]
+    assert max(steps) < 5  # stopped at the first validation, far from max_steps=6

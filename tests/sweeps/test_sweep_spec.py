@@ -75,6 +75,12 @@ def test_pruning_needs_a_single_objective(tmp_path):
         load_sweep(write(tmp_path, text))
 
 
+def test_threshold_pruner_needs_a_bound(tmp_path):
+    with pytest.raises(UserError, match="needs pruner.lower and/or pruner.upper"):
+        load_sweep(write(tmp_path, BASE + "pruner: {name: threshold}\n"))
+    assert load_sweep(write(tmp_path, BASE + "pruner: {name: threshold, lower: 15.0}\n")).pruner.lower == 15.0
+
+
 def test_paths_in_the_file_are_relative_to_it_and_overrides_to_cwd(tmp_path):
     spec = load_sweep(write(tmp_path, BASE))
     assert spec.config == str(tmp_path / "exp.yaml")

@@ -27,7 +27,7 @@ from ..errors import UserError
 OFF = "off"  # parameter value meaning "null" in the experiment config
 KINDS = ("evaluate", "train")
 SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "threshold")
 PARAM_TYPES = ("categorical", "int", "float")
 DIRECTIONS = ("maximize", "minimize")
 
@@ -58,9 +58,11 @@ class SamplerSpec:
 
 @dataclass
 class PrunerSpec:
-    name: str = "none"  # none | median | hyperband (training sweeps report the validation metric)
+    name: str = "none"  # none | median | hyperband | threshold (training sweeps report the validation metric)
     n_startup_trials: int = 2  # median: trials that are never pruned
-    n_warmup_steps: int = 0  # median: reports before pruning may start
+    n_warmup_steps: int = 0  # median, threshold: reports before pruning may start
+    lower: float | None = None  # threshold: prune a trial whose reported metric falls below this
+    upper: float | None = None  # threshold: ... or rises above this
 
 
 @dataclass
@@ -138,6 +140,9 @@ def check_sweep(spec: DictConfig, where: str) -> None:
     _one_of(spec.kind, KINDS, "kind", where)
     _one_of(spec.sampler.name, SAMPLERS, "sampler.name", where)
     _one_of(spec.pruner.name, PRUNERS, "pruner.name", where)
+    if spec.pruner.name == "threshold":
+        _require(spec.pruner.lower is not None or spec.pruner.upper is not None,
+                 f"pruner threshold needs pruner.lower and/or pruner.upper in {where}")
     _one_of(spec.wandb.mode, ("offline", "online", "disabled"), "wandb.mode", where)
     _require(spec.seeds >= 1, f"seeds must be >= 1 in {where}, got {spec.seeds}")
     _require(len(spec.objectives) > 0,

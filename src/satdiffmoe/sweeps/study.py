@@ -48,6 +48,8 @@ def build_pruner(spec: DictConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
     if p.name == "hyperband":
         return optuna.pruners.HyperbandPruner()
+    if p.name == "threshold":  # e.g. stop trials whose val/psnr is still below 15 dB after warm-up
+        return optuna.pruners.ThresholdPruner(lower=p.lower, upper=p.upper, n_warmup_steps=p.n_warmup_steps)
     return optuna.pruners.NopPruner()
 
 
