@@ -143,7 +143,10 @@ def rank_report(params: dict[str, Any], cfg: DictConfig, task=None, error: BaseE
 
 
 def check_ranks_agree(reports: list[dict[str, Any]]) -> None:
-    """Rank 0's check that every rank trained the same trial; raises (failing the trial) otherwise."""
+    """Rank 0's check that every rank trained the same trial, without error; raises (failing the trial) otherwise."""
+    failed = [r for r in reports if "error" in r]
+    if failed:
+        raise RuntimeError(f"rank {failed[0]['rank']} failed to train this trial: {failed[0]['error']}")
     first = reports[0]
     for other in reports[1:]:
         for key in ("params", "config_sha1"):
@@ -152,7 +155,7 @@ def check_ranks_agree(reports: list[dict[str, Any]]) -> None:
 
 
 def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: str | None, channel: TrialChannel) -> int:
-    """A rank > 0: train every trial rank 0 announces until it says stop; returns trials trained."""
+    """A rank > 0: train every trial rank 0 announces until it says stop; returns the exit code."""
     from .objective import TrialObjective
     from .training_trial import fit_trial
 
