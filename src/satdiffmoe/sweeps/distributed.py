@@ -154,6 +154,25 @@ def check_ranks_agree(reports: list[dict[str, Any]]) -> None:
                 raise RuntimeError(f"rank {other['rank']} trained {key}={other[key]!r}, rank 0 {first[key]!r}")
 
 
+def lead_trial(channel: TrialChannel, trial: optuna.Trial, cfg: DictConfig, spec: DictConfig,
+               params: dict[str, Any]):
+    """Rank 0: tell the other ranks to train this trial, train it too, then check they all agree."""
+    from .training_trial import fit_trial
+
+    channel.announce({"trial_id": trial._trial_id, "number": trial.number, "params": params})
+    fitted, error = None, None
+    try:
+        fitted = fit_trial(trial, cfg, spec)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:  # every rank gathers after every fit, failed or not, so the ranks stay in step
+        reports = channel.gather(rank_report(params, cfg, fitted and fitted.task, error))
+    trial.set_user_attr("ranks", reports)
+    check_ranks_agree(reports)
+    return fitted
+
+
 def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: str | None, channel: TrialChannel) -> int:
     """A rank > 0: train every trial rank 0 announces until it says stop; returns the exit code."""
     from .objective import TrialObjective

@@ -61,26 +61,16 @@ def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedT
 
 def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], object],
                        params: dict[str, Any] | None = None, channel=None) -> dict:
-    """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0), the other
-    ranks are told to train the same trial first, and report back what they trained."""
+    """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0 of a DDP
+    training sweep) every rank trains the trial (`distributed.lead_trial`)."""
     from ..training.checkpoints import load_task
 
     if channel is None:
         fitted = fit_trial(trial, cfg, spec)
     else:
-        from .distributed import check_ranks_agree, rank_report
+        from .distributed import lead_trial
 
-        channel.announce({"trial_id": trial._trial_id, "number": trial.number, "params": params})
-        fitted, error = None, None
-        try:
-            fitted = fit_trial(trial, cfg, spec)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:  # every rank gathers after every fit, failed or not, so the ranks stay in step
-            reports = channel.gather(rank_report(params, cfg, fitted and fitted.task, error))
-        trial.set_user_attr("ranks", reports)
-        check_ranks_agree(reports)
+        fitted = lead_trial(channel, trial, cfg, spec, params)
     fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
     trial.set_user_attr("run", str(fitted.run.path))
     return evaluator().run(load_task(fitted.run.path), cfg)
