@@ -85,3 +85,23 @@ def test_pretrained_metrics_report_why_they_are_unavailable(tmp_path):
     assert reason and ("torchvision" in reason or "eval.lpips_weights" in reason)
     reason = metrics.inception_unavailable(str(tmp_path / "missing.pth"), channels=3)
     assert reason and ("torch-fidelity" in reason or "not found" in reason)
+
+
+class PooledColours(torch.nn.Module):
+    """A stand-in for the Inception network (which needs torch-fidelity and a weight file, absent on
+    CPU machines): 2×2 average colours of uint8 images, 12 features. Tests the FID/KID plumbing only."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
+
+
+def test_fid_and_kid_plumbing_is_zero_for_identical_sets_and_grows_with_a_colour_shift():
+    generator = torch.Generator().manual_seed(0)
+    real = torch.rand(40, 3, 16, 16, generator=generator) * 2 - 1  # fewer images than KID's default subset
+    same = metrics.inception_scores(real, real.clone(), PooledColours(), ["fid", "kid"])
+    assert set(same) == {"fid", "kid"}
+    assert abs(same["fid"]) < 1e-6 and abs(same["kid"]) < 1e-3
+    scores = [metrics.inception_scores(real, (real - shift).clamp(-1, 1), PooledColours(), ["fid", "kid"])
+              for shift in (0.2, 0.6)]
+    assert 0 < scores[0]["fid"] < scores[1]["fid"]
+    assert scores[0]["kid"] < scores[1]["kid"]

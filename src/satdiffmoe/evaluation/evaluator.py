@@ -222,6 +222,7 @@ class Evaluator:
             if reason is not None:
                 results.update({m: {"unavailable": reason} for m in inception})
             else:
-                scores = M.inception_scores(targets, outputs, cfg.eval.inception_weights, inception)
+                features = M.inception_features(cfg.eval.inception_weights)
+                scores = M.inception_scores(targets, outputs, features, inception)
                 results.update({m: {"mean": v, "n": len(outputs), "set_level": True} for m, v in scores.items()})
         return results

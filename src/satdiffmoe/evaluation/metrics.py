@@ -216,12 +216,13 @@ PER_IMAGE: dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "c
 SET_LEVEL = ("swd", "fid", "kid")
 
 
-def inception_scores(real: torch.Tensor, fake: torch.Tensor, weights: str, names: list[str]) -> dict[str, float]:
-    """FID and/or KID between two image sets with torch-fidelity's Inception from a local file."""
+def inception_scores(real: torch.Tensor, fake: torch.Tensor, features: torch.nn.Module,
+                     names: list[str]) -> dict[str, float]:
+    """FID and/or KID between two [-1, 1] image sets, through torchmetrics with the feature network
+    `features` (torch-fidelity's Inception from a local file: `inception_features(weights)`)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    features = inception_features(weights)
     real8, fake8 = (to_unit(real) * 255).round().byte(), (to_unit(fake) * 255).round().byte()
     metrics = {}
     if "fid" in names:
