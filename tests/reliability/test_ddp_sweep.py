@@ -17,14 +17,14 @@ from optuna.trial import TrialState
 from reliability_helpers import TINY_EXPERIMENT, run_cli
 
 
-def ddp_sweep(folder, tiny_runs, **fields):
+def ddp_sweep(folder, tiny_runs, max_steps=2, **fields):
     """A training sweep file on the tiny model whose every trial trains on 2 CPU processes."""
     spec = {
         "study": "ddp_lr",
         "kind": "train",
         "config": str(TINY_EXPERIMENT),
         "base_overrides": [f"data.root={tiny_runs['data']}", "stage=satdiffmoe", f"init.vae_ckpt={tiny_runs['ae']}",
-                           "train.max_steps=2", "train.val_every=1", "data.epoch_length=8",
+                           f"train.max_steps={max_steps}", "train.val_every=1", "data.epoch_length=8",
                            "train.devices=2", "train.strategy=ddp"],
         "params": {"train.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
                    "model.cond_dropout": {"choices": [0.0, 0.2]}},
@@ -74,8 +74,7 @@ def test_ddp_training_sweep_trains_identical_parameters_on_every_rank(tmp_path, 
 def test_a_pruned_ddp_trial_stops_every_rank_early(tmp_path, tiny_runs):
     """The pruner's decision (a val/psnr floor no trial reaches) is broadcast inside fit: both ranks stop
     after the first validation instead of training on to max_steps, and rank 0 records the trial as pruned."""
-    sweep = ddp_sweep(tmp_path, tiny_runs, n_trials=1, pruner={"name": "threshold", "lower": 1.0e6})
-    sweep.write_text(sweep.read_text().replace("train.max_steps=2", "train.max_steps=6"))
+    sweep = ddp_sweep(tmp_path, tiny_runs, max_steps=6, n_trials=1, pruner={"name": "threshold", "lower": 1.0e6})
     out = tmp_path / "out"
     result = run_cli(["sweep", str(sweep), "--out", str(out)], timeout=280)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -53,18 +53,25 @@ def torchrun_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def uses_cuda(accelerator: str) -> bool:
+    """Whether Lightning runs `train.accelerator` on CUDA devices here."""
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def processes_per_node(train: DictConfig) -> int:
-    """How many processes Lightning would start on one node for `train.devices`."""
-    devices = train.devices
-    if isinstance(devices, (list, tuple, ListConfig)):
-        return len(devices)
-    if str(devices) in ("auto", "-1"):
-        wants_gpu = train.accelerator in ("auto", "gpu", "cuda")
-        return torch.cuda.device_count() if wants_gpu and torch.cuda.is_available() else 1
+    """How many processes Lightning starts on one node for `train.devices` (parsed by Lightning itself)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    accelerator = CUDAAccelerator if uses_cuda(train.accelerator) else CPUAccelerator
+    devices = list(train.devices) if isinstance(train.devices, ListConfig) else train.devices
+    if devices == "auto":  # as Lightning's accelerator connector does
+        devices = accelerator.auto_device_count()
     try:
-        return int(devices)
-    except ValueError:
-        raise UserError(f"train.devices={devices!r} is not a device count, a list of device ids or 'auto'") from None
+        parsed = accelerator.parse_devices(devices)
+    except (MisconfigurationException, TypeError, ValueError) as exc:  # CPU raises TypeError
+        raise UserError(f"train.devices={devices!r}: {' '.join(str(exc).split())}") from None
+    return len(parsed) if isinstance(parsed, list) else int(parsed or 0)
 
 
 def check_distributed_sweep(cfg: DictConfig, storage_url: str | None, workers: int, processes: int,
@@ -105,7 +112,7 @@ class TrialChannel:
     def __init__(self, accelerator: str):
         if not dist.is_initialized():
             # The backend Lightning would choose; Lightning reuses an initialised default group.
-            gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+            gpu = uses_cuda(accelerator)
             if gpu:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             dist.init_process_group("nccl" if gpu else "gloo")

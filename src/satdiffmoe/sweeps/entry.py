@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from ..errors import UserError
@@ -40,14 +40,13 @@ def sweep_command(args) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
-    _check_inputs(spec)
+    cfg = _check_inputs(spec)
     rank, world = torchrun_world()
     if world > 1 and spec.kind != "train":
         raise UserError(f"sweep '{spec.study}' evaluates a checkpoint: it does not run under torchrun; "
                         "use --workers K for K local worker processes")
     channel = None
     if spec.kind == "train":
-        cfg = base_config(spec)
         processes = processes_per_node(cfg.train) * cfg.train.num_nodes
         if processes > 1 or world > 1:
             check_distributed_sweep(cfg, storage_url, args.workers, processes, world)
@@ -77,8 +76,9 @@ def sweep_command(args) -> int:
     return _summarise(study, sweep_dir)
 
 
-def _check_inputs(spec) -> None:
-    """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists."""
+def _check_inputs(spec) -> DictConfig:
+    """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists.
+    Returns the base config."""
     cfg = base_config(spec)
     if spec.kind == "evaluate":
         if not cfg.ckpt:
@@ -87,6 +87,7 @@ def _check_inputs(spec) -> None:
         from ..training.checkpoints import resolve_checkpoint
 
         resolve_checkpoint(cfg.ckpt)
+    return cfg
 
 
 def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:
