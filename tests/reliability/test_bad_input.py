@@ -64,6 +64,7 @@ CASES = [
     # sample
     ("sample-dt-count-mismatch", SAMPLE[:8] + ["--out", "{tmp}/sr.png"], "2 --lr images but 1 --dt"),
     ("sample-override-swallowed-by-dt", SAMPLE[:9] + ["sampler.nfe=2"] + SAMPLE[9:], "put key=value overrides before --lr/--dt"),
+    ("sample-value-max-not-positive", SAMPLE + ["--value-max", "0"], "--value-max must be positive"),
     ("sample-dt-not-a-number", SAMPLE[:7] + ["soon", "5", "--out", "{tmp}/sr.png"], "--dt value 'soon'"),
     ("sample-lr-missing", ["sample", "--ckpt", "{sdm}", "--lr", "{tmp}/gone.png", "--dt", "1", "--out", "{tmp}/sr.png"],
      "gone.png"),
