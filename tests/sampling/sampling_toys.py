@@ -108,3 +108,78 @@ def tiny_checkpoint(root):
     (run / "config.yaml").write_text("name: tiny\n")
     trainer.save_checkpoint(run / "checkpoints" / "last.ckpt")
     return run / "checkpoints" / "last.ckpt", cfg
+
+
+def alphas_sigmas(t):
+    """sqrt(ᾱ_t), sqrt(1 - ᾱ_t) of SCHEDULE for integer timesteps t (any shape)."""
+    alpha_bar = DDIMScheduler.from_config(SCHEDULE).alphas_cumprod[torch.as_tensor(t).long()]
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+
+
+class GaussianDataDenoiser:
+    """Exact epsilon for unconditional data x0 ~ N(mean, std²): E[x0 | z_t] in closed form (cond ignored)."""
+
+    def __init__(self, mean: float, std: float):
+        self.mean, self.var = mean, std ** 2
+
+    def __call__(self, z, t, cond, dt):
+        alpha, sigma = (a.view(-1, 1, 1, 1) for a in alphas_sigmas(t))
+        x0 = self.mean + self.var * alpha / (alpha ** 2 * self.var + sigma ** 2) * (z - alpha * self.mean)
+        return (z - alpha * x0) / sigma
+
+
+class ConstantEstimateDenoiser:
+    """A branch whose Tweedie estimate is always its condition c_i: eps = (z - alpha c_i) / sigma.
+
+    Records every input state, so a test can check what each scheduler step was handed."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, z, t, cond, dt):
+        self.inputs.append(z.clone())
+        alpha, sigma = (a.view(-1, 1, 1, 1) for a in alphas_sigmas(t))
+        return (z - alpha * cond) / sigma
+
+
+def save_tiny_pretrained(root):
+    """A tiny VAE (16 px -> 8×8×4 latents) and prior UNet saved as local diffusers folders."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(0)
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=4).save_pretrained(root / "vae")
+    UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                attention_head_dim=8, norm_num_groups=8).save_pretrained(root / "unet")
+    return root
+
+
+def tiny_task(pretrained, stage: str, *overrides: str):
+    """A task of `stage` on the tiny pretrained folders, every weight perturbed (zero-initialised layers,
+    such as the new condition inputs and the scalar embeddings' last layers, would hide differences)."""
+    from satdiffmoe.config import load_config
+    from satdiffmoe.training import task_class
+
+    cfg = load_config(None, TINY_MODEL + [f"stage={stage}", f"model.vae.pretrained={pretrained / 'vae'}",
+                                          f"model.unet.pretrained={pretrained / 'unet'}", "model.controlnet.frames=4",
+                                          "model.controlnet.temporal_heads=2", *overrides])
+    torch.manual_seed(1)
+    task = task_class(stage)(cfg).eval()
+    with torch.no_grad():
+        for p in task.network.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return task
+
+
+def scene_batch(scenes: int = 2, lrs: int = 3, seed: int = 0) -> dict:
+    """A datamodule-shaped batch: 16 px HR, 4 px LRs that are noisy downsamples of it."""
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(scenes, 3, 16, 16, generator=g) * 2 - 1
+    lr = (torch.nn.functional.avg_pool2d(hr, 4)[:, None] + 0.05 * torch.randn(scenes, lrs, 3, 4, 4, generator=g))
+    return {"hr": hr, "lr": lr.clamp(-1, 1), "lr_mask": torch.ones(scenes, lrs, 4, 4),
+            "lr_valid": torch.ones(scenes, lrs, dtype=torch.bool), "dt": torch.randn(scenes, lrs, generator=g) * 30,
+            "lr_cloud": torch.zeros(scenes, lrs), "lr_doy": torch.full((scenes, lrs), 100.0),
+            "gsd": torch.full((scenes,), 1.5), "hr_mask": torch.ones(scenes, 16, 16),
+            "key": [f"scene{i}" for i in range(scenes)]}

@@ -5,19 +5,39 @@ DESIGN.md section 5, step t (k = step index, all B·N branch rows batched into o
     eps_i = denoise(z_t^i, t, c_i, dt_i)                  (v -> eps; classifier-free guidance optional)
     x0_i  = (z_t^i - sigma_t eps_i) / alpha_t             Tweedie estimate of branch i
     fusion step (k % fusion_every == 0, and always the last step):
-        x0_bar = fuse_estimates({x0_i})                   sampling/consensus.py
+        x0_bar = fuse_estimates({x0_i : i kept})          sampling/consensus.py (`fusion_drop` drops some)
         x0_i   = (1 - pull) x0_i + pull x0_bar
-        eps_i  = (z_t^i - alpha_t x0_i) / sigma_t         (+ optional re-noising, see `_renoise`)
-    z_prev^i = scheduler.step(eps_i, t, z_t^i)            diffusers DDIM or DPM-Solver++
+        d_i    = (z_t^i - alpha_t x0_i) / sigma_t         `eps_after_fusion=rederive` (default)
+               | eps_i                                    `eps_after_fusion=keep` (DDS-style)
+        d_i    = sqrt(1 - r²) d_i + r xi                  `renoise=r` (not at the last step)
+        z_t^i  = alpha_t x0_i + sigma_t d_i               (= z_t^i itself for rederive without renoise)
+    z_prev^i = scheduler.step(d_i, t, z_t^i)              diffusers DDIM or DPM-Solver++
 
 The diffusers scheduler owns the timestep grid, the alphas and the update. It is always built with
-`prediction_type="epsilon"` and handed the epsilon that is consistent with the (fused) x0, because
-both DDIM and DPM-Solver++ recompute x0 from the model output. DPM-Solver++ keeps a history of those
-x0 (data prediction), so it integrates the fused estimates exactly, like DDIM.
+`prediction_type="epsilon"`, and after fusion it is handed a state and an epsilon from which it
+recovers exactly the fused x0: (z - sigma d)/alpha = x0_i. DDIM (eta = 0) then computes
+z_prev = alpha_prev x0_i + sigma_prev d_i. Handing it only a new epsilon with the old state (the
+earlier code) made it integrate x0_i + (sigma/alpha)(eps_rederived - d_i) instead: with re-noising a
+drift that inflated the sample std of an exact Gaussian model to 1.37 (tests/sampling/test_fusion_update.py).
+
+DPM-Solver++ (2M) takes a finite difference over its stored data predictions (`model_outputs`),
+which would read a fusion jump x0_bar - x0_i as curvature of the trajectory, at the fusion step and
+at the step after it. Around every fusion step `_dpm_step` therefore shifts the stored history by the
+jump (the update uses the fused level with the branch's own slope) and afterwards stores the
+branch's raw model estimate, so a jump never enters a difference; without fusion (or with branches
+that agree) it is diffusers' own multistep update, bit for bit.
 
 Two deliberate scheduler settings: `set_alpha_to_one=True` (the last DDIM step lands on ᾱ = 1 and
 returns the clean estimate, so the output is D(x0_bar) and plain DDIM agree) and no sample clipping
 (clipping to [-1, 1] is meaningless for latents; decoded images are clamped instead).
+
+The uncertainty map is the spread of the branches' estimates before fusion, accumulated over the
+fusion steps: sqrt(mean_k Var_i x0_i) per latent pixel and channel, averaged over channels and
+upsampled (bilinear) to the image size. It is in (scaled) latent units, where the prior has unit
+variance: decoding every branch at every fusion step would cost up to NFE × B·N extra VAE decodes
+and skew the seconds-per-image of the fusion ablation, while the latent spread is free. Measuring
+only the final step (the earlier definition) saw the divergence since the last fusion, which shrank
+to ~0 as fusion_every -> 1. With fusion off it is the spread of the final branch latents.
 
 With N = 1, or fusion off (`fusion_every` null/0), every branch is plain conditional DDIM. With
 fusion off the returned image is the mean of the branches' decoded images ("late fusion").
@@ -25,6 +45,7 @@ fusion off the returned image is the mean of the branches' decoded images ("late
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -32,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
@@ -43,6 +65,10 @@ log = logging.getLogger(__name__)
 
 Cond = torch.Tensor | dict[str, torch.Tensor] | None
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond, torch.Tensor], torch.Tensor]
+# (cond, dt, drop) -> (cond, dt) with the rows where `drop` is True made unconditional: a task's
+# `drop_condition`, the same function its training dropout uses (training/base.py)
+Uncondition = Callable[[Cond, torch.Tensor, torch.Tensor], tuple[Cond, torch.Tensor | None]]
+EPS_AFTER_FUSION = ("rederive", "keep")
 
 
 @dataclass
@@ -59,7 +85,7 @@ class BranchInputs:
 @dataclass
 class SamplerOutput:
     image: torch.Tensor  # B×C×H×W in [-1, 1]: D(x0_bar) (fusion off: mean of branch images)
-    uncertainty: torch.Tensor  # B×1×H×W: per-pixel std of D(x0_i) across valid branches, channel mean
+    uncertainty: torch.Tensor  # B×1×H×W: branch spread before fusion over the fusion steps (module docstring)
     latent: torch.Tensor  # B×C×h×w final consensus latent
     branch_images: torch.Tensor  # B×N×C×H×W: D(x0_i) of the final step before fusion (0 on padding)
     nfe: int  # denoiser evaluations per branch
@@ -81,18 +107,40 @@ def _flatten_branches(cond: Cond) -> Cond:
     return cond.flatten(0, 1)
 
 
+def _stack_rows(first: Cond, second: Cond) -> Cond:
+    if first is None or second is None:
+        return None
+    if isinstance(first, dict):
+        return {key: torch.cat([first[key], second[key]]) for key in first}
+    return torch.cat([first, second])
+
+
 def _cfg_value(cfg: Any, key: str, default: Any = None) -> Any:
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
+def branch_variance(x0: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """B×N×C×h×w estimates -> B×C×h×w variance across the valid branches of each scene."""
+    weights = valid.to(x0.dtype)[:, :, None, None, None]
+    count = weights.sum(1)
+    mean = (x0 * weights).sum(1) / count
+    return (((x0 - mean[:, None]) ** 2) * weights).sum(1) / count
+
+
 class FusedSampler:
-    """Runs the fused reverse process for a denoiser; see the module docstring for the maths."""
+    """Runs the fused reverse process for a denoiser; see the module docstring for the maths.
+
+    `uncondition` builds the unconditional rows of classifier-free guidance from the conditional
+    ones, so both go through one denoiser call; without it (a bare denoiser) the unconditional
+    output is a second call with cond=None.
+    """
 
     def __init__(self, denoise: Denoiser, scheduler_config: dict, prediction_type: str, sampler_cfg: Any,
-                 vae: torch.nn.Module | None = None, latent_scale: float = 1.0, progress: bool = False):
+                 vae: torch.nn.Module | None = None, latent_scale: float = 1.0, progress: bool = False,
+                 uncondition: Uncondition | None = None):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
-        self.denoise, self.prediction_type = denoise, prediction_type
+        self.denoise, self.prediction_type, self.uncondition = denoise, prediction_type, uncondition
         self.scheduler_config = dict(scheduler_config)
         self.cfg, self.vae, self.latent_scale, self.progress = sampler_cfg, vae, float(latent_scale), progress
         self.chunk_size = int(_cfg_value(sampler_cfg, "chunk_size", 64))
@@ -102,9 +150,10 @@ class FusedSampler:
 
     @classmethod
     def for_task(cls, task: Any, sampler_cfg: Any, progress: bool = False) -> FusedSampler:
-        """A sampler over a `training.base.DiffusionTask` (its denoiser, schedule, VAE)."""
+        """A sampler over a `training.base.DiffusionTask` (its denoiser, schedule, VAE, condition dropout)."""
         return cls(task.denoise, task.scheduler_config, task.prediction_type, sampler_cfg,
-                   vae=task.vae, latent_scale=task.latent_scale, progress=progress)
+                   vae=task.vae, latent_scale=task.latent_scale, progress=progress,
+                   uncondition=task.drop_condition)
 
     # ----------------------------------------------------------------------------------- scheduler
     def make_scheduler(self):
@@ -125,35 +174,71 @@ class FusedSampler:
             return scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
         return scheduler.step(eps, t, z, generator=generator).prev_sample
 
+    def _dpm_step(self, scheduler: DPMSolverMultistepScheduler, eps: torch.Tensor, t: torch.Tensor,
+                  z: torch.Tensor, raw_x0: torch.Tensor, jump: torch.Tensor, generator) -> torch.Tensor:
+        """A DPM-Solver++ step at a fusion step whose fused estimate is raw_x0 + jump (rows flattened).
+
+        diffusers' `step` shifts `model_outputs` (the stored data predictions) by one and appends the
+        x0 it recovers from (z, eps), the fused one. Shifting the surviving history by the same jump
+        makes its finite differences those of the branch's raw estimates; afterwards the history holds
+        raw estimates again, so the next step's difference does not see the jump either.
+        """
+        history = scheduler.model_outputs
+        saved = list(history)
+        for j in range(1, len(history)):
+            if history[j] is not None:
+                history[j] = history[j] + jump
+        z_prev = self._step(scheduler, eps, t, z, generator)
+        history[:-1] = saved[1:]
+        history[-1] = raw_x0
+        return z_prev
+
     # ------------------------------------------------------------------------------------ denoiser
     @property
     def guidance_scale(self) -> float:
         return float(_cfg_value(self.cfg, "guidance_scale", 1.0))
 
+    @property
+    def stacked_guidance(self) -> bool:
+        return self.guidance_scale != 1.0 and self.uncondition is not None
+
     def _denoise_chunk(self, z: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor) -> torch.Tensor:
         with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.denoise(z, t, cond, dt).float()
-            if self.guidance_scale != 1.0:  # classifier-free guidance: eps_u + s (eps_c - eps_u)
-                uncond = self.denoise(z, t, None, dt).float()
-                out = uncond + self.guidance_scale * (out - uncond)
-        return out
+            if self.guidance_scale == 1.0:
+                return self.denoise(z, t, cond, dt).float()
+            if self.stacked_guidance:  # conditional and unconditional rows in one call
+                rows = z.shape[0]
+                uncond, uncond_dt = self.uncondition(cond, dt, torch.ones(rows, dtype=torch.bool, device=z.device))
+                uncond_dt = dt if uncond_dt is None else uncond_dt
+                both = self.denoise(torch.cat([z, z]), torch.cat([t, t]), _stack_rows(cond, uncond),
+                                    torch.cat([dt, uncond_dt.to(dt.dtype)])).float()
+                out, unconditional = both[:rows], both[rows:]
+            else:
+                out = self.denoise(z, t, cond, dt).float()
+                unconditional = self.denoise(z, t, None, dt).float()
+            # classifier-free guidance: eps_u + s (eps_c - eps_u)
+            return unconditional + self.guidance_scale * (out - unconditional)
 
     def model_output(self, z: torch.Tensor, t: torch.Tensor, inputs: BranchInputs) -> torch.Tensor:
-        """Denoiser output for every valid branch row of z (B×N×...), in chunks; 0 on padding."""
+        """Denoiser output for every valid branch row of z (B×N×...), in chunks; 0 on padding.
+
+        Stacked guidance puts 2 rows per branch into a call, so a chunk then holds chunk_size/2 branches.
+        """
         rows = inputs.valid.flatten()
         z_rows = z.flatten(0, 1)[rows]
         cond = _take_rows(_flatten_branches(inputs.cond), rows)
         dt = inputs.dt.flatten()[rows].to(z.dtype)
         while True:
+            chunk = max(1, self.chunk_size // 2) if self.stacked_guidance else self.chunk_size
             try:
                 pieces = []
-                for start in range(0, z_rows.shape[0], self.chunk_size):
-                    part = slice(start, start + self.chunk_size)
+                for start in range(0, z_rows.shape[0], chunk):
+                    part = slice(start, start + chunk)
                     steps = t.expand(z_rows[part].shape[0])
                     pieces.append(self._denoise_chunk(z_rows[part], steps, _take_rows(cond, part), dt[part]))
                 break
             except torch.cuda.OutOfMemoryError:
-                if self.chunk_size == 1:
+                if chunk == 1:
                     raise
                 self.chunk_size = max(1, self.chunk_size // 2)  # memory-aware: retry with smaller calls
                 log.warning("out of GPU memory; retrying with sampler.chunk_size=%d", self.chunk_size)
@@ -177,7 +262,7 @@ class FusedSampler:
                   for part in latent.split(self.chunk_size)]
         return torch.cat(images)
 
-    # ------------------------------------------------------------------------------------ sampling
+    # -------------------------------------------------------------------------------------- fusion
     def _initial_noise(self, shape: tuple, shared: bool, generator, device, dtype) -> torch.Tensor:
         batch, branches = shape[:2]
         if shared:  # same noise for every branch of a scene (identical LRs -> identical branches)
@@ -185,17 +270,37 @@ class FusedSampler:
             return noise.expand(shape).clone()
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
-    def _renoise(self, eps: torch.Tensor, generator) -> torch.Tensor:
-        """ReSample-style stochastic re-noising: replace a fraction r of the noise direction.
+    def _after_fusion(self, z: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor,
+                      sigma: torch.Tensor, last: bool, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(state, epsilon) to step from, with (state - sigma epsilon)/alpha = the fused x0 exactly.
 
-        z_t = alpha x0 + sigma eps keeps its marginal N(alpha x0, sigma²) because
-        sqrt(1 - r²) eps + r xi is still unit-variance noise for fresh xi.
+        The direction is re-derived from the state (default) or the network's own eps (`keep`,
+        DDS-style); ReSample-style re-noising then replaces a fraction r of it by fresh noise xi:
+        sqrt(1 - r²) d + r xi is still unit-variance noise, so alpha x0 + sigma d keeps the marginal.
         """
-        strength = float(_cfg_value(self.cfg, "renoise", 0.0))
-        if strength <= 0:
-            return eps
-        xi = randn_tensor(eps.shape, generator=generator, device=eps.device, dtype=eps.dtype)
-        return math.sqrt(max(0.0, 1.0 - strength ** 2)) * eps + strength * xi
+        mode = _cfg_value(self.cfg, "eps_after_fusion", "rederive")
+        strength = 0.0 if last else float(_cfg_value(self.cfg, "renoise", 0.0))
+        if mode == "rederive" and strength <= 0:
+            return z, (z - alpha * x0) / sigma  # the state already holds the fused x0 with this epsilon
+        direction = eps if mode == "keep" else (z - alpha * x0) / sigma
+        if strength > 0:
+            xi = randn_tensor(direction.shape, generator=generator, device=direction.device, dtype=direction.dtype)
+            direction = math.sqrt(max(0.0, 1.0 - strength ** 2)) * direction + strength * xi
+        return alpha * x0 + sigma * direction, direction
+
+    def _fusion_subset(self, context: FusionContext, generator) -> FusionContext:
+        """DiffusionDrop: each valid branch sits out this fusion with probability `fusion_drop`
+        (at least one stays per scene); the dropped ones are still pulled onto the consensus."""
+        drop = float(_cfg_value(self.cfg, "fusion_drop", 0.0))
+        if drop <= 0:
+            return context
+        valid = context.valid
+        scores = torch.rand(valid.shape, generator=generator, device=valid.device)
+        kept = valid & (scores >= drop)
+        scores = scores.masked_fill(~valid, -1.0)
+        rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
+        kept = torch.where(kept.any(1, keepdim=True), kept, rescue)
+        return dataclasses.replace(context, valid=kept)
 
     def fusion_context(self, inputs: BranchInputs) -> FusionContext:
         decode = None
@@ -209,6 +314,7 @@ class FusedSampler:
             optimize_lr=float(_cfg_value(self.cfg, "optimize_lr", 0.1)),
             dc_weight=float(_cfg_value(self.cfg, "dc_weight", 1.0)))
 
+    # ------------------------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, inputs: BranchInputs, latent_shape: tuple, generator: torch.Generator | None = None
                ) -> SamplerOutput:
@@ -216,6 +322,11 @@ class FusedSampler:
         valid = inputs.valid.bool()
         if valid.dim() != 2 or not valid.any(1).all():
             raise UserError("every scene needs at least one valid LR branch (BranchInputs.valid is B×N)")
+        mode = _cfg_value(self.cfg, "eps_after_fusion", "rederive")
+        if mode not in EPS_AFTER_FUSION:
+            raise UserError(f"sampler.eps_after_fusion must be one of {', '.join(EPS_AFTER_FUSION)}, got {mode!r}")
+        if not 0.0 <= float(_cfg_value(self.cfg, "fusion_drop", 0.0)) < 1.0:
+            raise UserError("sampler.fusion_drop must be in [0, 1)")
         inputs = BranchInputs(inputs.cond, inputs.dt, valid, inputs.lr, inputs.lr_mask)
         batch, branches = valid.shape
         device = valid.device
@@ -231,6 +342,7 @@ class FusedSampler:
         z = self._initial_noise(shape, bool(_cfg_value(self.cfg, "shared_noise", True)), generator, device,
                                 torch.float32) * scheduler.init_noise_sigma
         x0_final = x0_bar = None
+        spread, fusions = torch.zeros((batch,) + tuple(latent_shape), device=device), 0
         timesteps = scheduler.timesteps
         for k, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not self.progress)):
             alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=z.dtype)
@@ -240,17 +352,24 @@ class FusedSampler:
             last = k == len(timesteps) - 1
             if last:
                 x0_final = x0
-            if fusion_every and (k % fusion_every == 0 or last):
-                x0_bar = fuse_estimates(x0, rule, context)
-                x0 = (1 - pull) * x0 + pull * x0_bar[:, None]
-                eps = (z - alpha * x0) / sigma
-                if not last:
-                    eps = self._renoise(eps, generator)
-            z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), generator).view_as(z)
-        return self._finish(z, x0_final, x0_bar if fusion_every else None, valid, steps)
+            if not (fusion_every and (k % fusion_every == 0 or last)):
+                z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), generator).view_as(z)
+                continue
+            spread, fusions = spread + branch_variance(x0, valid), fusions + 1
+            x0_bar = fuse_estimates(x0, rule, self._fusion_subset(context, generator))
+            fused = (1 - pull) * x0 + pull * x0_bar[:, None]
+            state, direction = self._after_fusion(z, eps, fused, alpha, sigma, last, generator)
+            if isinstance(scheduler, DPMSolverMultistepScheduler):
+                z = self._dpm_step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), x0.flatten(0, 1),
+                                   (fused - x0).flatten(0, 1), generator).view_as(z)
+            else:
+                z = self._step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), generator).view_as(z)
+        if not fusions:  # fusion off: the spread of the final branch estimates
+            spread, fusions = branch_variance(x0_final, valid), 1
+        return self._finish(z, x0_final, x0_bar if fusion_every else None, valid, steps, spread / fusions)
 
     def _finish(self, z: torch.Tensor, x0_final: torch.Tensor, x0_bar: torch.Tensor | None,
-                valid: torch.Tensor, steps: int) -> SamplerOutput:
+                valid: torch.Tensor, steps: int, variance: torch.Tensor) -> SamplerOutput:
         batch, branches = valid.shape
         rows = valid.flatten()
         weights = valid.to(z.dtype)[:, :, None, None, None]
@@ -260,9 +379,10 @@ class FusedSampler:
         branch_images = estimates.new_zeros((batch * branches,) + estimates.shape[1:])
         branch_images[rows] = estimates
         branch_images = branch_images.view(batch, branches, *estimates.shape[1:])
-        spread_mean = (branch_images * weights).sum(1) / count
-        variance = (((branch_images - spread_mean[:, None]) ** 2) * weights).sum(1) / count
         uncertainty = variance.sqrt().mean(1, keepdim=True)
+        if uncertainty.shape[-2:] != estimates.shape[-2:]:
+            uncertainty = F.interpolate(uncertainty, size=estimates.shape[-2:], mode="bilinear",
+                                        align_corners=False).clamp_min(0)
 
         if x0_bar is not None:
             latent, image = x0_bar, self.decode(x0_bar).clamp(-1, 1)

@@ -10,8 +10,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..errors import UserError
 from ..runs import RunDir
@@ -97,6 +98,101 @@ def parameter_counts(module) -> dict[str, int]:
             "params/total": sum(p.numel() for p in module.parameters())}
 
 
+class TrainableEMA(Callback):
+    """EMA of the trainable parameters only; validation, checkpoints and the end of training see it.
+
+    Lightning's `EMAWeightAveraging` deep-copies and averages the whole LightningModule, the frozen
+    VAE (and the baselines' frozen prior) included: constant tensors averaged every step. This keeps a
+    copy of the `requires_grad` parameters only (the networks here hold no running-statistics buffers)
+    and updates them with one `torch._foreach_lerp_` (`get_ema_multi_avg_fn`). The checkpoint layout
+    is Lightning's: `state_dict` = the model with averaged weights, `current_model_state` = the raw
+    weights, `averaging_state` = {"n_averaged"}, callback state {"latest_update_step"}; a checkpoint
+    written by `EMAWeightAveraging` resumes into it unchanged (tests/training/test_ema.py).
+    """
+
+    def __init__(self, decay: float):
+        self.decay = float(decay)
+        self.update = get_ema_multi_avg_fn(self.decay)
+        self.names: list[str] = []
+        self.average: list[torch.Tensor] = []
+        self.n_averaged = 0
+        self.latest_update_step = 0
+
+    def _current(self, pl_module: pl.LightningModule) -> list[torch.Tensor]:
+        """The live trainable tensors; the average follows them to their device (`setup` runs before
+        the strategy moves the module to the GPU)."""
+        params = dict(pl_module.named_parameters())
+        current = [params[name].detach() for name in self.names]
+        if self.average and self.average[0].device != current[0].device:
+            self.average = [average.to(value.device) for average, value in zip(self.average, current)]
+        return current
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.names = [name for name, p in pl_module.named_parameters() if p.requires_grad]
+            self.average = [p.clone() for p in self._current(pl_module)]
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step <= self.latest_update_step:  # no optimizer step yet (gradient accumulation)
+            return
+        current = self._current(pl_module)
+        if self.n_averaged == 0:  # as AveragedModel: the first update copies
+            for average, value in zip(self.average, current):
+                average.copy_(value)
+        else:
+            self.update(self.average, current, self.n_averaged)
+        self.n_averaged += 1
+        self.latest_update_step = trainer.global_step
+
+    def _swap(self, pl_module: pl.LightningModule) -> None:
+        for average, current in zip(self.average, self._current(pl_module)):
+            held = current.clone()
+            current.copy_(average)
+            average.copy_(held)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.average:
+            self._swap(pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.average:
+            self._swap(pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for average, current in zip(self.average, self._current(pl_module)):
+            current.copy_(average)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"latest_update_step": self.latest_update_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.latest_update_step = int(state_dict["latest_update_step"])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if not self.average:
+            return
+        checkpoint["current_model_state"] = checkpoint["state_dict"]
+        averaged = dict(checkpoint["state_dict"])
+        averaged.update({name: value.detach().clone() for name, value in zip(self.names, self.average)})
+        checkpoint["state_dict"] = averaged
+        checkpoint["averaging_state"] = {"n_averaged": torch.tensor(self.n_averaged, dtype=torch.long)}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if not self.average:
+            return
+        # `state_dict` holds the averaged weights in both layouts (Lightning's held every tensor of the
+        # module, frozen ones included; only the trainable names are read back)
+        averaged = checkpoint["state_dict"]
+        self._current(pl_module)
+        for average, name in zip(self.average, self.names):
+            average.copy_(averaged[name])
+        if "current_model_state" in checkpoint and "averaging_state" in checkpoint:
+            self.n_averaged = int(checkpoint["averaging_state"]["n_averaged"])
+            pl_module.load_state_dict(checkpoint["current_model_state"])
+        # else: not written with an EMA; as Lightning's, the first update then copies the live weights
+
+
 def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str, clock: TrainingClock) -> list[Callback]:
     t = cfg.train
     from ..data.datamodule import SkippedRecordsCallback  # counts records the reader skipped
@@ -111,6 +207,6 @@ def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: st
                         monitor=monitor, mode=monitor_mode, save_top_k=t.ckpt_top_k, save_last=True),
     ]
     if t.ema_decay > 0:
-        # Lightning's own EMA: validation and checkpoints see the averaged weights, resume restores both
-        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
+        # validation and checkpoints see the averaged weights, resume restores both
+        callbacks.append(TrainableEMA(decay=t.ema_decay))
     return callbacks

@@ -94,7 +94,8 @@ class DiffusionSatTask(ControlledPriorTask):
         return self.stack(batch), None
 
     def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, None]:
-        """Dropped rows see what `denoise(cond=None)` sees: no image, one valid frame, unknown metadata."""
+        """Dropped rows: no image, one valid frame, unknown per-frame metadata; the prior's GSD stays
+        (as in `DiffusionTask.drop_condition`, which guidance at sampling uses too)."""
         cond = dict(cond)
         first_only = torch.zeros_like(cond["valid"])
         first_only[:, 0] = True
