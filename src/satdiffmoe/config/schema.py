@@ -141,6 +141,8 @@ class SamplerConfig:
     pull: float = 1.0  # eta_pull: 1 = every branch takes the consensus
     eta: float = 0.0  # DDIM eta
     renoise: float = 0.0  # ReSample-style stochastic re-noising strength after fusion (0 = off)
+    eps_after_fusion: str = "rederive"  # rederive: eps = (z - alpha x0_bar)/sigma | keep: the network's eps (DDS)
+    fusion_drop: float = 0.0  # DiffusionDrop: each branch sits out a fusion with this probability
     shared_noise: bool = True  # same initial noise for every branch
     guidance_scale: float = 1.0  # classifier-free guidance (1 = off)
     optimize_steps: int = 5  # K for consensus=optimized

@@ -7,7 +7,7 @@ the ε/v loss with condition dropout, fast validation by sampling, and the two m
 evaluation and sweeps use (docs/ARCHITECTURE.md, "Models and tasks"):
 
     branch_inputs(batch) -> BranchInputs        how a batch becomes N sampling branches
-    denoise(z_t, t, cond, dt) -> Tensor          model output (eps or v); cond None = unconditional
+    denoise(z_t, t, cond, dt) -> Tensor          model output (eps or v); cond None = no condition at all
 
 A subclass (prior, SatDiffMoE, the baselines) implements `configure_network`, `training_condition`,
 `denoise` and `branch_inputs`, and may override `drop_condition` and `network_configs`.
@@ -222,8 +222,11 @@ class DiffusionTask(SatTask):
         raise NotImplementedError
 
     def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, torch.Tensor | None]:
-        """Classifier-free guidance: rows where `drop` is True become the unconditional input
-        (zeros image condition, "unknown" Δt) — what `denoise(..., cond=None, ...)` computes at sampling."""
+        """Classifier-free guidance: rows where `drop` is True become the unconditional input (zeros
+        image condition, "unknown" Δt). The sampler builds the unconditional rows of guidance with this
+        same function (`FusedSampler.for_task`), so training and sampling agree by construction. Metadata
+        of the HR itself (GSD) stays known: the output's resolution is not what guidance steers, and the
+        prior (frozen in the baselines) never learned an "unknown" GSD."""
         def zero(tensor: torch.Tensor) -> torch.Tensor:
             mask = drop.view(-1, *([1] * (tensor.dim() - 1)))
             return torch.where(mask, torch.zeros_like(tensor), tensor)
