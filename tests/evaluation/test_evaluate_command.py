@@ -14,6 +14,7 @@ from satdiffmoe.config import load_config, with_overrides
 from satdiffmoe.data.record import Scene
 from satdiffmoe.data.shard_writer import ShardSetWriter
 from satdiffmoe.evaluation import Evaluator, aggregate
+from satdiffmoe.evaluation.catalog import METRICS
 
 SCENES = 3
 
@@ -57,7 +58,9 @@ def test_evaluator_caches_scenes_across_sampler_settings(shards, tmp_path, tiny_
     assert second["name"] == "nfe2_fuseoff_mean_n2"
     assert first["metrics"]["psnr"]["n"] == SCENES and first["metrics"]["psnr"]["ci95"] > 0
     assert first["metrics"]["psnr"]["mean"] != second["metrics"]["psnr"]["mean"]
-    assert "unavailable" in first["metrics"]["lpips"] and "unavailable" in first["metrics"]["fid"]
+    # 16 px scenes: too small for AlexNet, so LPIPS says why; FID's Inception resizes to 299 and runs
+    assert first["metrics"]["lpips"]["unavailable"].startswith("LPIPS (AlexNet) needs images of at least 31 px")
+    assert first["metrics"]["fid"]["mean"] > 0 and first["metrics"]["fid"]["set_level"]
     assert first["metrics"]["swd"]["mean"] > 0
 
 
@@ -81,6 +84,14 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     assert summary["sampler"]["nfe"] == 2 and summary["wall_time_s"] > 0
     assert set(summary["metrics"]["psnr"]) == {"mean", "std", "ci95", "n"}
     assert summary["metrics"]["lpips"] == {"unavailable": summary["metrics"]["lpips"]["unavailable"]}
+    # the default metric set runs end to end: every catalog metric is a number or says why not
+    assert list(summary["metrics"]) == list(METRICS)
+    assert summary["metrics"]["kid"]["std"] >= 0 and summary["metrics"]["sam"]["mean"] >= 0
+    assert 0 <= summary["metrics"]["improvement"]["mean"] <= 100
+    # the shards repeat one LR, so every branch agrees: a zero map has no rank correlation
+    assert summary["metrics"]["unc_spearman"]["unavailable"].startswith("undefined on every scene")
+    assert summary["metrics"]["ause"]["mean"] >= 0
+    assert len(summary["sparsification"]["curve"]) == len(summary["sparsification"]["fractions"])
     rows = (folder / "nfe2_fuse1_mean_n2.jsonl").read_text().splitlines()
     assert len(rows) == 2 * SCENES and json.loads(rows[0])["num_lr"] == 2
     assert (folder / "nfe2_fuse1_mean_n2.png").stat().st_size > 1000

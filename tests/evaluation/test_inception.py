@@ -87,11 +87,13 @@ def test_blur_moves_fid_more_than_slight_noise(network, real):
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_the_network_works_as_torchmetrics_feature_module(network, real):
     fake = real.flip(-1)
-    kid = KernelInceptionDistance(feature=network, subset_size=6)  # every subset is the whole set
+    kid = KernelInceptionDistance(feature=network, subset_size=3)  # inception_scores: min(50, n/2)
     kid.update(((real + 1) * 127.5).round().byte(), real=True)
     kid.update(((fake + 1) * 127.5).round().byte(), real=False)
     expected = metrics.inception_scores(real, fake, network, ["kid"])["kid"]
-    assert kid.compute()[0].item() == pytest.approx(expected, rel=1e-4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the subsets inception_scores draws
+        assert kid.compute()[0].item() == pytest.approx(expected, rel=1e-4)
 
 
 class PooledColours(torch.nn.Module):
@@ -101,12 +103,12 @@ class PooledColours(torch.nn.Module):
         return F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
 
 
-def test_kid_std_is_the_spread_over_subsets_of_fifty_images():
+def test_kid_std_is_the_spread_over_subsets_of_at_most_half_the_set():
     g = torch.Generator().manual_seed(0)
     real = torch.rand(80, 3, 8, 8, generator=g) * 2 - 1
     fake = (torch.rand(80, 3, 8, 8, generator=g) * 2 - 1.3).clamp(-1, 1)
     spread = metrics.inception_scores(real, fake, PooledColours(), ["kid"])
     assert spread["kid_std"] > 0.01 * spread["kid"] > 0  # measured: 0.0035 vs 0.105
     assert metrics.inception_scores(real, fake, PooledColours(), ["kid"]) == spread  # fixed subset seed
-    whole = metrics.inception_scores(real[:20], fake[:20], PooledColours(), ["kid"])  # subset = whole set
-    assert whole["kid_std"] < spread["kid_std"] / 100  # float rounding only
+    small = metrics.inception_scores(real[:20], fake[:20], PooledColours(), ["kid"])  # subsets of 10
+    assert small["kid_std"] > 0.01 * small["kid"] > 0  # a small set still says how uncertain its KID is

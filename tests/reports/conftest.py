@@ -4,7 +4,7 @@
   val/psnr reaches 20 dB at step 200 (SatDiffMoE, 0.5 s/step), step 1000 (ControlNet, 0.25 s/step)
   and never (DiffusionSat, tops out at 10 dB).
 * `grid_study`: a real Optuna study in a real SQLite file: fusion_every ∈ {1, 5, off} × nfe ∈ {10, 50}
-  × seed ∈ {0, 1}, with psnr = 20 + nfe/10 + fusion bonus {1: 2, 5: 3, off: 0} + 0.5·seed, LPIPS
+  × seed ∈ {0, 1}, with psnr = 20 + nfe/10 + fusion bonus {1: 2, 5: 3, off: 0} + 0.5·seed, LPIPS = 10/psnr, FID
   unavailable, and 0.01 s per NFE per image.
 * `write_eval`: writes one eval summary JSON.
 """

@@ -76,22 +76,22 @@ def test_grid_has_every_cell_and_bolds_the_single_best(grid_study):
 def test_unavailable_metric_propagates_as_text_in_every_format(grid_study):
     source, factors, defaults = _fusion_table(grid_study)
     table = one_factor_table(source, "sampler.nfe", factors, defaults)
-    lpips = table.columns.index("LPIPS")
-    assert table.cell(0, lpips).unavailable == "torchvision is not installed (CPU machine)"
-    assert not table.cell(0, lpips).best
+    fid = table.columns.index("FID")
+    assert table.cell(0, fid).unavailable == "no weight file: install it"
+    assert not table.cell(0, fid).best
     markdown = to_markdown(table)
-    assert "| unavailable |" in markdown and "unavailable: torchvision is not installed" in markdown
-    assert "unavailable: torchvision is not installed (CPU machine)" in to_csv(table)
+    assert "| unavailable |" in markdown and "unavailable: no weight file: install it" in markdown
+    assert "unavailable: no weight file: install it" in to_csv(table)
 
 
 def test_every_one_factor_table_and_grid_is_listed(grid_study):
     (source,) = read_ablation_sources(str(grid_study))
     stems = [stem for stem, _ in ablation_tables(source)]
     assert stems[:2] == ["ablation_fusion_sampler_fusion_every", "ablation_fusion_sampler_nfe"]
-    # LPIPS is unavailable everywhere: no grid for it; PSNR and time grids exist
+    # FID is unavailable everywhere: no grid for it; PSNR and time grids exist
     assert "ablation_fusion_sampler_fusion_every_x_sampler_nfe_psnr" in stems
     assert "ablation_fusion_sampler_fusion_every_x_sampler_nfe_seconds_per_image" in stems
-    assert not any(s.endswith("_lpips") for s in stems)
+    assert not any(s.endswith("_fid") for s in stems)
 
 
 def test_name_at_storage_picks_one_of_several_studies(grid_study, tmp_path):

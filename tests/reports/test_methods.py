@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from satdiffmoe.reports.methods import methods_table
+from satdiffmoe.reports.methods import method_tables, methods_table
 from satdiffmoe.reports.sources import read_eval_summaries
 
 
@@ -27,14 +27,26 @@ def test_rows_are_references_then_baselines_then_ours_by_n(write_eval, tmp_path)
 
 def test_metrics_params_and_time_columns_with_best_marked(write_eval, tmp_path):
     _write_all(write_eval)
-    table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
-    psnr, lpips = table.columns.index("PSNR (dB)"), table.columns.index("LPIPS")
+    summaries = read_eval_summaries([str(tmp_path / "evals")])
+    table = methods_table(summaries)
+    psnr = table.columns.index("PSNR (dB)")
     trainable, time = table.columns.index("trainable params"), table.columns.index("time (s/image)")
+    assert "LPIPS" not in table.columns  # perceptual metrics have their own table
     assert [table.cell(r, psnr).best for r in range(5)] == [False, False, False, False, True]
     assert table.cell(4, psnr).ci95 == 0.4
-    assert table.cell(4, lpips).unavailable.startswith("torchvision is not installed")
     assert [table.cell(r, trainable).value for r in range(5)] == [0, 3000, 4000, 900, 900]
     assert table.cell(0, time).value == 0.001
+
+
+def test_perceptual_table_marks_the_lowest_lpips_and_shows_kid_std(write_eval, tmp_path):
+    _write_all(write_eval)
+    summaries = read_eval_summaries([str(tmp_path / "evals")])
+    table = methods_table(summaries, "perceptual")
+    lpips, kid, fid = (table.columns.index(c) for c in ("LPIPS", "KID", "FID"))
+    assert [table.cell(r, lpips).best for r in range(5)] == [False, False, False, False, True]  # 10/27 is lowest
+    assert table.cell(0, kid).ci95 == 0.002  # KID's ± is its std over subsets (no CI over scenes)
+    assert table.cell(0, fid).unavailable == "no weight file: install it"
+    assert [name for name, _ in method_tables(summaries)] == ["methods", "methods_perceptual"]
 
 
 def test_different_scene_counts_warn_in_log_and_table(write_eval, tmp_path, caplog):

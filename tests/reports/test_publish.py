@@ -5,7 +5,7 @@ import json
 import pytest
 
 from satdiffmoe.errors import UserError
-from satdiffmoe.reports.publish import BEGIN, END, FIGURES, TABLES, publish
+from satdiffmoe.reports.publish import BEGIN, END, FIGURES, GRID, TABLES, publish
 
 
 def fake_quickstart(root, psnr: str):
@@ -15,6 +15,8 @@ def fake_quickstart(root, psnr: str):
         (report / name).write_text(f"**{name}**\n\n| PSNR |\n|---:|\n| {psnr} |\n\nFiles: [md]({name})\n")
     for name in FIGURES:
         (report / name).write_bytes(b"\x89PNG fake")
+    (root / GRID).parent.mkdir(parents=True)
+    (root / GRID).write_bytes(b"\x89PNG grid")
     (root / "timings.json").write_text(json.dumps({"steps_s": {"train": 12.0}, "total_s": 300.0}))
     return root
 

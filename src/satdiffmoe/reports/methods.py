@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ..evaluation.catalog import GROUP_TITLES, GROUPS, METRICS
 from .sources import EvalSummary, higher_is_better, method_name, metric_label, ordered_metrics
 from .tables import Cell, Row, Table, mark_best
 
@@ -41,7 +42,9 @@ def _metric_cell(entry) -> Cell:
     if "unavailable" in entry:
         return Cell(unavailable=str(entry["unavailable"]))
     if isinstance(entry.get("mean"), (int, float)):
-        return Cell(value=float(entry["mean"]), ci95=entry.get("ci95"), n=entry.get("n"))
+        # set-level scores have no CI over scenes; KID carries its std over random subsets instead
+        spread = entry.get("ci95") if entry.get("ci95") is not None else entry.get("std")
+        return Cell(value=float(entry["mean"]), ci95=spread, n=entry.get("n"))
     return Cell(unavailable="no value recorded")
 
 
@@ -57,23 +60,41 @@ def scene_count_warning(summaries: Sequence[EvalSummary]) -> str | None:
     return f"evaluations use different numbers of test scenes ({listed}); numbers are not directly comparable"
 
 
-def methods_table(summaries: Sequence[EvalSummary]) -> Table:
+GROUP_NOTES = {
+    "perceptual": ["LPIPS: AlexNet v0.1; FID/KID: TF-Inception pool features (docs/metrics.md). A few dozen "
+                   "scenes make FID biased and noisy: compare KID, whose ± is its std over random subsets"],
+    "protocol": ["the upsampled-LR reference of PSNR ratio, synthesis and correctness is the mean of the "
+                 "bicubic LRs; definitions in docs/metrics.md (WorldStrat, opensr-test)"],
+    "calibration": ["per-scene Spearman ρ between the uncertainty map and |output − HR|, and the area between "
+                    "its sparsification curve and the oracle's (AUSE, lower is better)"],
+}
+
+
+def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> Table | None:
+    """One metric group's comparison (None when no evaluation has a metric of that group); the
+    fidelity table also carries the NFE, parameter counts and sampling time."""
     summaries = sorted(summaries, key=_order)
-    metrics = ordered_metrics({m for s in summaries for m in s.metrics})
-    table = Table(title="Method comparison on the test set", row_header="method",
-                  columns=["eval", "scenes", "NFE"] + [metric_label(m) for m in metrics]
-                  + ["trainable params", "total params", "time (s/image)"],
-                  notes=["± = 95% CI reported by the evaluation; bold = best in column"])
+    present = {m for s in summaries for m in s.metrics}
+    metrics = [m for m in ordered_metrics(present) if (METRICS[m].group if m in METRICS else "fidelity") == group]
+    if not metrics:
+        return None
+    first = group == "fidelity"
+    leading = ["eval", "scenes", "NFE"] if first else ["eval"]
+    trailing = ["trainable params", "total params", "time (s/image)"] if first else []
+    title = "Method comparison on the test set" + ("" if first else f": {GROUP_TITLES[group]}")
+    table = Table(title=title, row_header="method", columns=leading + [metric_label(m) for m in metrics] + trailing,
+                  notes=["± = 95% CI reported by the evaluation; bold = best in column"] + GROUP_NOTES.get(group, []))
     for s in summaries:
         params = s.data.get("params") or {}
         seconds = s.data.get("seconds_per_image")
-        table.rows.append(Row(row_label(s), [
-            s.name, _count_cell(s.data.get("num_scenes")), _count_cell(s.data.get("nfe")),
-            *[_metric_cell(s.metrics.get(m)) for m in metrics],
-            _count_cell(params.get("trainable")), _count_cell(params.get("total")),
-            Cell(value=float(seconds)) if isinstance(seconds, (int, float)) else Cell(unavailable="no timing recorded"),
-        ]))
-    for j, metric in enumerate(metrics, start=3):
+        cells = [s.name] + ([_count_cell(s.data.get("num_scenes")), _count_cell(s.data.get("nfe"))] if first else [])
+        cells += [_metric_cell(s.metrics.get(m)) for m in metrics]
+        if first:
+            cells += [_count_cell(params.get("trainable")), _count_cell(params.get("total")),
+                      Cell(value=float(seconds)) if isinstance(seconds, (int, float))
+                      else Cell(unavailable="no timing recorded")]
+        table.rows.append(Row(row_label(s), cells))
+    for j, metric in enumerate(metrics, start=len(leading)):
         mark_best(table.column_cells(j), higher_is_better(metric))
     warning = scene_count_warning(summaries)
     if warning:
@@ -83,4 +104,10 @@ def methods_table(summaries: Sequence[EvalSummary]) -> Table:
 
 
 def method_tables(summaries: Sequence[EvalSummary]) -> list[tuple]:
-    return [("methods", methods_table(summaries))]
+    """(file stem, table) per metric group that the evaluations have: methods, methods_perceptual, ..."""
+    tables = []
+    for group in GROUPS:
+        table = methods_table(summaries, group)
+        if table is not None:
+            tables.append(("methods" if group == "fidelity" else f"methods_{group}", table))
+    return tables

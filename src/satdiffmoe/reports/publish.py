@@ -21,10 +21,14 @@ from pathlib import Path
 from ..errors import UserError
 
 BEGIN, END = "<!-- QUICKSTART-RESULTS:BEGIN -->", "<!-- QUICKSTART-RESULTS:END -->"
-TABLES = ["methods.md", "convergence_speedup.md", "ablation_quickstart_fusion_data_num_lr.md",
+TABLES = ["methods.md", "methods_perceptual.md", "methods_protocol.md", "methods_calibration.md",
+          "convergence_speedup.md", "ablation_quickstart_fusion_data_num_lr.md",
           "ablation_quickstart_fusion_sampler_fusion_every.md"]
-FIGURES = ["convergence_val_psnr.png", "ablation_quickstart_fusion_sampler_fusion_every.png",
-           "ablation_quickstart_fusion_data_num_lr.png", "pareto_quickstart_fusion_psnr.png"]
+FIGURES = ["convergence_val_lpips.png", "convergence_val_psnr.png", "sparsification.png",
+           "ablation_quickstart_fusion_sampler_fusion_every.png", "ablation_quickstart_fusion_data_num_lr.png",
+           "pareto_quickstart_fusion_lpips.png"]
+# the eval grid of SatDiffMoE with every LR (LRs | bicubic | output | uncertainty | HR), from its run folder
+GRID = Path("runs") / "satdiffmoe" / "quickstart" / "eval" / "satdiffmoe_n8.png"
 
 
 def _table(path: Path) -> str:
@@ -35,11 +39,14 @@ def _table(path: Path) -> str:
 def publish(quickstart: Path, docs: Path, readme: Path) -> Path:
     report = quickstart / "report"
     missing = [name for name in TABLES + FIGURES if not (report / name).is_file()]
+    if not (quickstart / GRID).is_file():
+        missing.append(str(quickstart / GRID))
     if missing:
         raise UserError(f"{report} lacks {', '.join(missing)}; run `satdiffmoe quickstart --out {quickstart}` first")
     docs.mkdir(parents=True, exist_ok=True)
     for name in TABLES + FIGURES:
         shutil.copy2(report / name, docs / name)
+    shutil.copy2(quickstart / GRID, docs / "grid_satdiffmoe_n8.png")
     timings = json.loads((quickstart / "timings.json").read_text())
     (docs / "timings.json").write_text(json.dumps(timings, indent=2))
     rel = docs.relative_to(readme.parent) if docs.is_relative_to(readme.parent) else docs
@@ -54,8 +61,10 @@ def publish(quickstart: Path, docs: Path, readme: Path) -> Path:
         "trained for a few hundred steps on 64 px synthetic scenes: the numbers show the pipeline and the "
         "relative behaviour of the methods, not what the method reaches at scale. The mean of the bicubic "
         "LRs is a strong PSNR reference on this data (a regression-style average beats sharp generative "
-        "samples on PSNR); LPIPS and FID are unavailable on CPU machines (see Metrics). ControlNet uses the "
-        "LR nearest in time out of the N loaded.",
+        "samples on PSNR). LPIPS, FID and KID are computed on CPU with the real pretrained networks "
+        "(docs/metrics.md). ControlNet uses the LR nearest in time out of the N loaded.",
+        "",
+        f"![SatDiffMoE N = 8 on test scenes: LRs | bicubic | output | uncertainty | HR]({rel}/grid_satdiffmoe_n8.png)",
         "",
     ]
     for name in TABLES:

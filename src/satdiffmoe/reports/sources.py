@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..errors import UserError
+from ..evaluation.catalog import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,11 @@ def read_eval_summaries(paths: Sequence[str]) -> list[EvalSummary]:
 
 
 # ---------------------------------------------------------------------------- method and metric names
-# What a method's or metric's name means for a reader: its label with units and which direction is better.
-_METRIC_LABELS = {
-    "psnr": "PSNR (dB)", "cpsnr": "cPSNR (dB)", "lr_psnr": "LR PSNR (dB)", "ssim": "SSIM", "cssim": "cSSIM",
-    "lpips": "LPIPS", "fid": "FID", "swd": "SWD", "loss": "loss", "seconds_per_image": "time (s/image)",
-}
-_LOWER_IS_BETTER = ("lpips", "fid", "swd", "loss", "mse", "mae", "rmse", "seconds_per_image")
-METRIC_ORDER = ("psnr", "ssim", "cpsnr", "cssim", "lr_psnr", "lpips", "fid", "swd")
+# What a method's or metric's name means for a reader: evaluation metrics come from the catalog
+# (evaluation/catalog.py); training-curve names (loss, time) are added here.
+_CURVE_LABELS = {"loss": "loss", "seconds_per_image": "time (s/image)"}
+_CURVE_LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "seconds_per_image")
+METRIC_ORDER = tuple(METRICS)
 
 
 METHOD_NAMES = {"satdiffmoe": "SatDiffMoE", "controlnet": "ControlNet", "diffusionsat": "DiffusionSat",
@@ -207,14 +206,17 @@ def metric_base(metric: str) -> str:
 
 def metric_label(metric: str) -> str:
     base = metric_base(metric)
-    label = _METRIC_LABELS.get(base, base)
+    label = METRICS[base].label if base in METRICS else _CURVE_LABELS.get(base, base)
     prefix = metric[: -len(base)]
     return f"{prefix}{label}" if prefix else label
 
 
-def higher_is_better(metric: str) -> bool:
+def higher_is_better(metric: str) -> bool | None:
+    """True/False, or None for a metric with no better direction (nothing is marked best)."""
     base = metric_base(metric)
-    return not (base in _LOWER_IS_BETTER or base.endswith("loss"))
+    if base in METRICS:
+        return METRICS[base].higher_is_better
+    return not (base in _CURVE_LOWER_IS_BETTER or base.endswith("loss"))
 
 
 def ordered_metrics(names) -> list[str]:

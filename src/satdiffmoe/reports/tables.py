@@ -79,8 +79,11 @@ def as_cell(x: CellLike) -> Cell:
     return Cell(value=float(x)) if isinstance(x, float) else Cell(value=int(x))
 
 
-def mark_best(cells: Sequence[Cell], higher_is_better: bool) -> None:
-    """Flags the best numeric cell(s) (ties all flagged); text and unavailable cells never win."""
+def mark_best(cells: Sequence[Cell], higher_is_better: bool | None) -> None:
+    """Flags the best numeric cell(s) (ties all flagged); text and unavailable cells never win.
+    `higher_is_better=None` (a metric with no better direction) flags nothing."""
+    if higher_is_better is None:
+        return
     numbers = [c.value for c in cells if c.is_number and math.isfinite(c.value)]
     if not numbers:
         return

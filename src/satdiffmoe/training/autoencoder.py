@@ -17,12 +17,12 @@ from omegaconf import DictConfig
 
 from ..errors import UserError
 from ..models.autoencoder import build_vae
-from .base import SatTask, plain_config, to_unit, upsample_lr
+from .base import SatTask, plain_config, upsample_lr
 
 
 class AutoencoderTask(SatTask):
     stage = "autoencoder"
-    validation_metrics = ("val/loss", "val/psnr", "val/ssim")
+    validation_metrics = ("val/loss", "val/psnr", "val/ssim", "val/lpips")
     default_monitor = ("val/psnr", "max")
 
     def __init__(self, config: dict | DictConfig, networks: dict | None = None):
@@ -67,13 +67,10 @@ class AutoencoderTask(SatTask):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hr = batch["hr"]
         loss, _, _, reconstruction, latents = self.reconstruction_loss(hr, sample=False)
-        self.val_psnr(to_unit(reconstruction), to_unit(hr))
-        self.val_ssim(to_unit(reconstruction), to_unit(hr))
         size = hr.shape[0]
         self.val_loss.update(loss.detach(), weight=size)
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
-        self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
-        self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
+        self.log_fidelity(reconstruction.clamp(-1, 1), hr)
         latents = latents.float()
         self._latent_moments.append(torch.stack([latents.sum(), latents.square().sum(),
                                                  torch.tensor(float(latents.numel()), device=latents.device)]))

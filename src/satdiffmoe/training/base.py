@@ -30,6 +30,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from ..config import as_plain, config_from_dict, with_overrides
 from ..errors import UserError
+from ..evaluation.metrics import load_lpips, lpips, lpips_unavailable
 from ..models.autoencoder import downsampling_factor, load_pretrained_vae
 from .loggers import log_image_grid
 from .optim import configure_adamw
@@ -74,6 +75,9 @@ class SatTask(pl.LightningModule):
         # A metric, not `sync_dist=True`: ranks with uneven validation shares need the sample-weighted
         # mean over all ranks, not the mean of per-rank means (tests/reliability/test_ddp.py).
         self.val_loss = MeanMetric()
+        self.val_lpips = MeanMetric()
+        self._lpips_net: torch.nn.Module | None = None  # built on first use, never saved in checkpoints
+        self._lpips_off = not self.cfg.train.val_lpips
 
     def finish_init(self) -> None:
         """Call at the end of a subclass __init__, once the networks exist."""
@@ -127,6 +131,32 @@ class SatTask(pl.LightningModule):
         if getattr(self, "vae", None) is not None:
             self.vae.register_to_config(scaling_factor=float(value))
 
+    def log_fidelity(self, output: torch.Tensor, hr: torch.Tensor) -> None:
+        """val/psnr, val/ssim and (train.val_lpips) val/lpips of one validation batch, epoch means."""
+        size = hr.shape[0]
+        self.val_psnr(to_unit(output), to_unit(hr))
+        self.val_ssim(to_unit(output), to_unit(hr))
+        self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
+        self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
+        net = self.lpips_network(hr.shape[1], min(hr.shape[-2:]))
+        if net is not None:
+            self.val_lpips.update(lpips(output, hr, net), weight=size)
+            self.log("val/lpips", self.val_lpips, on_epoch=True, batch_size=size)
+
+    def lpips_network(self, channels: int, size: int) -> torch.nn.Module | None:
+        """The LPIPS network for val/lpips, or None (switched off, or unavailable: warned once)."""
+        if self._lpips_off:
+            return None
+        if self._lpips_net is None:
+            reason = lpips_unavailable(self.cfg.eval.lpips_weights, channels, size)
+            if reason:
+                log.warning("val/lpips is not logged: %s", reason)
+                self._lpips_off = True
+                return None
+            # a plain attribute, not a submodule: the frozen metric network stays out of state_dict
+            self.__dict__["_lpips_net"] = load_lpips(self.cfg.eval.lpips_weights)
+        return self._lpips_net.to(self.device)
+
     def log_grid(self, key: str, columns, caption: str) -> None:
         """A PNG grid under `<run>/images/` (the trainer's default_root_dir is the run folder), and W&B."""
         if self.trainer.is_global_zero:
@@ -138,7 +168,7 @@ class SatTask(pl.LightningModule):
 class DiffusionTask(SatTask):
     """Latent diffusion on a frozen VAE. See the module docstring for what subclasses implement."""
 
-    validation_metrics = ("val/loss", "val/psnr", "val/ssim")
+    validation_metrics = ("val/loss", "val/psnr", "val/ssim", "val/lpips")
     default_monitor = ("val/psnr", "max")
     uses_condition_dropout = True
 
@@ -291,12 +321,9 @@ class DiffusionTask(SatTask):
         loss = self.diffusion_loss(batch, generator, dropout=0.0)
         output = self.sample(batch, self.validation_sampler, generator)
         hr = batch["hr"]
-        self.val_psnr(to_unit(output.image), to_unit(hr))
-        self.val_ssim(to_unit(output.image), to_unit(hr))
         self.val_loss.update(loss.detach(), weight=size)
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
-        self.log("val/psnr", self.val_psnr, on_epoch=True, batch_size=size)
-        self.log("val/ssim", self.val_ssim, on_epoch=True, batch_size=size)
+        self.log_fidelity(output.image, hr)
         if batch_idx == 0:
             first_lr = upsample_lr(batch["lr"][:, 0], hr.shape[-1])
             self.log_grid("val/samples", [first_lr, output.image, hr],
