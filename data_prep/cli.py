@@ -18,6 +18,8 @@ from types import ModuleType
 
 from satdiffmoe.errors import UserError
 
+from .radiometry import DEFAULT_MAX_CLIPPED
+
 log = logging.getLogger(__name__)
 
 SOURCES = {
@@ -41,6 +43,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip unreadable or inconsistent inputs (counted in the manifest) instead of stopping",
     )
     parser.add_argument("--shard-size", type=int, default=128, help="scenes per .tar shard")
+    parser.add_argument(
+        "--max-clipped",
+        type=float,
+        default=DEFAULT_MAX_CLIPPED,
+        help="largest fraction of a raster's values that may clip into [0, value_max] (or round to 0); "
+        "a raster beyond it is an error, or a counted skip with --skip-bad",
+    )
 
 
 def load_source(name: str) -> ModuleType:

@@ -49,6 +49,7 @@ def write_units(writer: ShardSetWriter, units: Sequence[Unit], unit_key: Callabl
                 _check_record(scene)
         except UserError as exc:
             if not skip_bad:
+                writer.abandon()  # an unclosed tar stream would be flushed into a closed file at exit
                 raise UserError(f"{exc} (scene {key}; pass --skip-bad to skip bad scenes)") from None
             writer.skip(key, str(exc))
             continue
@@ -57,10 +58,20 @@ def write_units(writer: ShardSetWriter, units: Sequence[Unit], unit_key: Callabl
 
 
 def _check_record(scene: Scene) -> None:
+    """A record must be valid, stay within [0, value_max], and keep an LR that is not constant."""
     try:
         validate_scene(scene)
     except RecordError as exc:
         raise UserError(f"invalid record: {scene.key}: {exc}") from None
+    value_max = scene.meta["value_max"]
+    for name, array in (("hr", scene.hr), ("lr", scene.lr)):
+        if int(array.max()) > value_max:
+            raise UserError(f"invalid record: {scene.key}: {name} reaches {int(array.max())} > value_max {value_max}")
+    valid = scene.lr_mask.astype(bool)
+    if valid.any():
+        kept = np.moveaxis(scene.lr, 1, -1)[valid]  # (valid pixels of all LRs) × C
+        if kept.min() == kept.max():
+            raise UserError(f"constant LR: {scene.key}: every valid LR pixel is {int(kept.min())} in every band")
 
 
 def finish(writer: ShardSetWriter, extra: dict[str, Any] | None = None) -> dict[str, Any]:

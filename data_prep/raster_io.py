@@ -55,11 +55,18 @@ def read_raster(path: Path, bands: Sequence[int] | None = None) -> Raster:
     if not path.is_file():
         raise UserError(f"missing file: {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix in GEOTIFF_SUFFIXES:
+    if suffix in GEOTIFF_SUFFIXES or (suffix in PIL_SUFFIXES and _is_tiff(path)):
         return _read_geotiff(path, bands)
     if suffix in PIL_SUFFIXES:
         return Raster(select_bands(_read_pil(path), bands, path))
     raise UserError(f"unreadable file: {path} has an unsupported suffix; use GeoTIFF (.tif) or PNG/JPEG")
+
+
+def _is_tiff(path: Path) -> bool:
+    """TIFF bytes under another suffix: WorldStrat's `<AOI>_rgb_8bit.png` is written by tifffile.imwrite
+    (worldstrat src/utils/convert_to_8bit_radiometry.py ~265, save_to_files), so it is a TIFF named .png."""
+    with path.open("rb") as handle:
+        return handle.read(4) in (b"II*\x00", b"MM\x00*")
 
 
 def _read_geotiff(path: Path, bands: Sequence[int] | None) -> Raster:
@@ -109,12 +116,16 @@ def rescale(array: np.ndarray, src_max: float, dst_max: float, dtype: type) -> n
 
 
 def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased bicubic resize of C×H×W to `size` (H, W), keeping the dtype and its value range."""
+    """Antialiased bicubic resize of C×H×W to `size` (H, W), keeping the dtype (and an integer dtype's range)."""
     if tuple(array.shape[1:]) == tuple(size):
         return array
     tensor = torch.from_numpy(array.astype(np.float32))[None]
     # antialias=True low-pass filters when shrinking, so a downsampled HR looks like a real coarser image
     out = F.interpolate(tensor, size=tuple(size), mode="bicubic", antialias=True, align_corners=False)[0]
+    if np.issubdtype(array.dtype, np.floating):
+        # float rasters (reflectance) stay float; bicubic overshoot is left to `radiometry.quantise`,
+        # which clips and counts it (np.iinfo would raise on a float dtype)
+        return out.numpy().astype(array.dtype)
     info = np.iinfo(array.dtype)
     return out.round().clamp(info.min, info.max).numpy().astype(array.dtype)
 

@@ -1,7 +1,8 @@
 """Raw trees that mimic each source layout (written with rasterio / PIL), and shard readers.
 
-Images are tiny (LR 16×16) but have the real dtypes and band counts: uint16 12-bit Sentinel-2 with
-12 bands, uint16 SPOT rgbn, uint8 RGB JPEG/PNG, 16-bit PROBA-V PNG. Pixel values are constant per
+Images are tiny (LR 16×16) but have the real names, dtypes and band counts: float32 reflectance
+Sentinel-2 L2A with 12 bands and CLM masks and uint16 SPOT `_ps.tiff` for WorldStrat, uint16 DN
+Sentinel-2 with 13 bands, uint8 RGB JPEG/PNG, 16-bit PROBA-V PNG. Pixel values are constant per
 band (bicubic resizing keeps constants exact) or laid out in blocks so tests can check alignment.
 """
 
@@ -74,32 +75,69 @@ def manifest(out: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- trees
+WORLDSTRAT_AOIS = {"Landcover-769876": "train", "Amnesty POI-20-2-2": "val", "UNHCR-GRCs035302": "test"}
+# S2 reflectance of B4, B3, B2 per revisit; 0.5 in B2 of revisit 1 is bright but within [0, 1]
+WORLDSTRAT_LR_RGB = {1: (0.05, 0.06, 0.5), 2: (0.08, 0.09, 0.1)}
+
+
+def s2_reflectance(values_rgb: tuple, size: int = 16, bands: int = 12) -> np.ndarray:
+    """float32 L2A revisit: 12 bands B01..B08, B8A, B09, B11, B12; B4, B3, B2 (bands 4, 3, 2) hold `values_rgb`."""
+    array = np.full((bands, size, size), 0.0007, dtype=np.float32)
+    for value, band in zip(values_rgb, (4, 3, 2)):
+        array[band - 1] = value
+    return array
+
+
+def write_channel_last_tiff(path: Path, array: np.ndarray) -> Path:
+    """C×H×W uint8 -> a plain channel-last TIFF without georeference, under any suffix, like the
+    tifffile.imwrite calls of WorldStrat's src/utils/convert_to_8bit_radiometry.py (save_to_files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.moveaxis(array, 0, -1)).save(path, format="TIFF")
+    return path
+
+
 def make_worldstrat_tree(tmp_path: Path) -> Path:
-    """Three AOIs (one per official split), 2 revisits each; LR 16×16, HR 64×64 or 80×80 (non-integer)."""
+    """The release layout: three AOIs (one per official split), 2 revisits each, LR 16×16.
+
+    HR `_ps.tiff` uint16 DN (R, G, B = 1000, 2000, 3000, i.e. 0.1, 0.2, 0.3 after /10000), 64×64 or
+    80×80 (a non-integer ratio); `_rgbn.tiff` 32×32 R, G, B, NIR; 8-bit variants under hr_dataset/8bit/;
+    LR float32 reflectance (WORLDSTRAT_LR_RGB) with CLM masks; metadata.csv with the AOI as an
+    unnamed first column and one row per revisit (3 listed, 2 on disk); the split CSV with its
+    integer index column.
+    """
     root = tmp_path / "worldstrat"
-    hr_size = {"AOI-A": 64, "AOI-B": 80, "AOI-C": 64}
-    splits = {"AOI-A": "train", "AOI-B": "val", "AOI-C": "test"}
+    hr_size = dict(zip(WORLDSTRAT_AOIS, (64, 80, 64)))
     for aoi, size in hr_size.items():
-        hr = np.zeros((4, size, size), dtype=np.uint16)
-        hr[0], hr[1], hr[2], hr[3] = 1000, 2000, 3000, 3500
-        if aoi == "AOI-A":  # mark the HR block under LR chip (y=8, x=0) so chip alignment is testable
+        hr = np.zeros((3, size, size), dtype=np.uint16)
+        hr[0], hr[1], hr[2] = 1000, 2000, 3000
+        if aoi == "Landcover-769876":  # mark the HR block under LR chip (y=8, x=0) so chip alignment is testable
             hr[0, 32:64, 0:32] = 1111
-        write_tif(root / "hr_dataset" / aoi / f"{aoi}_rgbn.tiff", hr, from_origin(500000, 4000000, 10 * 16 / size, 10 * 16 / size))
-        write_png(root / "hr_dataset" / aoi / f"{aoi}_rgb.png", np.full((3, size, size), 200, dtype=np.uint8))
-        for revisit, rgb in ((1, (500, 600, 5000)), (2, (800, 900, 1000))):
-            lr = s2_stack(rgb)
-            if revisit == 2:
+        write_tif(root / "hr_dataset" / aoi / f"{aoi}_ps.tiff", hr, from_origin(500000, 4000000, 160 / size, 160 / size))
+        rgbn = np.stack([np.full((32, 32), v, np.uint16) for v in (1000, 2000, 3000, 4000)])
+        write_tif(root / "hr_dataset" / aoi / f"{aoi}_rgbn.tiff", rgbn, from_origin(500000, 4000000, 5, 5))
+        write_channel_last_tiff(root / "hr_dataset" / "8bit" / aoi / f"{aoi}_ps_8bit.tiff",
+                                np.full((3, size, size), 200, dtype=np.uint8))
+        write_channel_last_tiff(root / "hr_dataset" / "8bit" / aoi / f"{aoi}_rgb_8bit.png",
+                                np.full((3, 32, 32), 100, dtype=np.uint8))
+        folder = root / "lr_dataset" / aoi / "L2A"
+        for revisit, rgb in WORLDSTRAT_LR_RGB.items():
+            lr = s2_reflectance(rgb)
+            clm = np.zeros((1, 16, 16), dtype=np.float32)  # the downloader writes masks in the data dtype
+            if revisit == 1:
+                clm[0, :, :4] = 1  # clouds over the 4 left columns
+            else:
                 lr[:, :4, :] = 0  # nodata stripe -> masked
-            write_tif(root / "lr_dataset" / aoi / "L2A" / f"{aoi}-{revisit}-L2A_data.tiff", lr,
-                      from_origin(500000, 4000000, 10, 10))
-            write_png(root / "lr_dataset" / aoi / "L2A" / f"{aoi}-{revisit}-L2A_data.png",
-                      np.full((3, 16, 16), 51 * revisit, dtype=np.uint8))
+            write_tif(folder / f"{aoi}-{revisit}-L2A_data.tiff", lr, from_origin(500000, 4000000, 10, 10))
+            write_tif(folder / f"{aoi}-{revisit}-CLM.tiff", clm, from_origin(500000, 4000000, 10, 10))
     with (root / "metadata.csv").open("w") as f:
-        f.write("tile,lat,lon,highres_date,lowres_date\n")
+        f.write(",n,lon,lat,lowres_date,highres_date,cloud_cover\n")
         for aoi in hr_size:
-            f.write(f"{aoi},45.5,7.25,2019-06-10,\"['2019-06-01', '2019-06-20']\"\n")
+            for n, date, cloud in ((1, "2019-06-01", 0.4), (2, "2019-06-20", 12.0), (3, "2019-07-02", 0.0)):
+                f.write(f"{aoi},{n},7.25,45.5,{date},2019-06-10,{cloud}\n")
     with (root / "stratified_train_val_test_split.csv").open("w") as f:
-        f.write("tile,split\n" + "".join(f"{aoi},{split}\n" for aoi, split in splits.items()))
+        f.write(",tile,IPCC Class,SMOD,source,joint_class,split\n")
+        for index, (aoi, split) in enumerate(WORLDSTRAT_AOIS.items()):
+            f.write(f"{1000 + index},{aoi},Settlement,23,{aoi.split('-')[0]},x/Settlement/23,{split}\n")
     return root
 
 

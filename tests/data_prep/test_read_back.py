@@ -23,7 +23,9 @@ def test_worldstrat_batches(worldstrat_root, tmp_path):
     run_prepare("worldstrat", "--root", worldstrat_root, "--out", out, "--lr-chip", 8)
     (batch,) = _batches(out, "train", hr_size=32, scale=4, channels=3)
     assert batch["hr"].shape == (4, 3, 32, 32) and batch["lr"].shape == (4, 4, 3, 8, 8)
-    assert torch.allclose(batch["hr"][0, :, 0, 0], torch.tensor([1000, 2000, 3000]) / 4095 * 2 - 1)
+    # the release's _ps.tiff DN / 10000 and float reflectance, both in [-1, 1] as x · 2 − 1
+    assert torch.allclose(batch["hr"][1, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]) * 2 - 1)
+    assert torch.allclose(batch["lr"][0, 0, :, 7, 7], torch.tensor([0.05, 0.06, 0.5]) * 2 - 1, atol=1e-4)
     assert batch["dt"][0, :2].tolist() == [-9.0, 10.0] and batch["lr_valid"][0].tolist() == [True, True, False, False]
     assert batch["gsd"][0] == 2.5
 

@@ -6,6 +6,12 @@ class, so all of them produce the same record, the same file names and the same 
     with ShardSetWriter(out_dir, source="synthetic", config={...}) as writer:
         writer.write(scene, split="train")
         writer.skip("imgset0042", "LR/HR scale mismatch")   # counted, reported in the manifest
+
+Every record is decoded again right after encoding and compared with what was handed in (a record
+that would not read back as written is refused), and the manifest's `radiometry` section describes
+what was written: per band min/max, the fraction of zero pixels and of pixels at value_max (saturated)
+for HR and LR, plus the converters' own account of the source (NaN count, clipped and zeroed
+fractions, source ranges; see data_prep/radiometry.py).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 import webdataset as wds
 
 from ..errors import UserError
-from .record import RECORD_VERSION, Scene, encode_scene
+from .record import RECORD_VERSION, Scene, decode_scene, encode_scene
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -46,6 +52,8 @@ class ShardSetWriter:
         # running per-band sums over HR pixels in [0, 1] for the manifest's normalisation stats
         self._sum = self._sumsq = None
         self._npix = 0
+        self._record_stats = {"hr": _BandStats(), "lr": _BandStats()}
+        self._source = {"hr": [], "lr": []}
         self._started = time.time()
 
     def _writer(self, split: str) -> wds.ShardWriter:
@@ -59,8 +67,15 @@ class ShardSetWriter:
     def write(self, scene: Scene, split: str) -> None:
         scene.meta.setdefault("source", self.source)
         scene.meta["split"] = split
-        self._writer(split).write(encode_scene(scene))
+        sample = encode_scene(scene)
+        _check_read_back(scene, sample)
+        self._writer(split).write(sample)
         self.counts[split] += 1
+        self._record_stats["hr"].add(scene.hr, float(scene.meta["value_max"]))
+        self._record_stats["lr"].add(scene.lr.swapaxes(0, 1), float(scene.meta["value_max"]))
+        for role, entry in (scene.meta.get("radiometry") or {}).items():
+            if role in self._source and entry:
+                self._source[role].append(entry)
         self.lr_counts[split].append(scene.num_lr)
         hr = scene.hr.astype(np.float64) / float(scene.meta["value_max"])
         flat = hr.reshape(hr.shape[0], -1)
@@ -96,6 +111,10 @@ class ShardSetWriter:
                              for s, v in self.lr_counts.items()},
             "stats": {"hr_mean": mean, "hr_std": std, "space": "[0,1] after division by value_max"},
             "skipped": {"count": len(self.skipped), "by_reason": dict(reasons), "items": self.skipped[:1000]},
+            "radiometry": {
+                "record": {role: stats.summary() for role, stats in self._record_stats.items()},
+                "source": {role: _source_summary(entries) for role, entries in self._source.items() if entries},
+            },
         }
         manifest.update(extra or {})
         tmp = self.out / "manifest.json.tmp"
@@ -112,6 +131,57 @@ class ShardSetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:  # keep what was written readable; no manifest means "incomplete"
-            for writer in self._writers.values():
-                writer.close()
+        else:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Close the shards written so far without a manifest (no manifest means "incomplete")."""
+        for writer in self._writers.values():
+            writer.close()
+
+
+class _BandStats:
+    """Running per-band min/max and zero / saturated pixel counts of written records."""
+
+    def __init__(self) -> None:
+        self.min = self.max = None
+        self.zero = self.saturated = self.pixels = 0
+
+    def add(self, array: np.ndarray, value_max: float) -> None:
+        flat = array.reshape(array.shape[0], -1)  # bands first
+        low, high = flat.min(1).astype(float), flat.max(1).astype(float)
+        self.min = low if self.min is None else np.minimum(self.min, low)
+        self.max = high if self.max is None else np.maximum(self.max, high)
+        self.zero += int((flat == 0).sum())
+        self.saturated += int((flat >= value_max).sum())
+        self.pixels += int(flat.size)
+
+    def summary(self) -> dict[str, Any]:
+        if self.min is None:
+            return {}
+        return {"min": self.min.tolist(), "max": self.max.tolist(),
+                "zero_fraction": round(self.zero / self.pixels, 6),
+                "saturated_fraction": round(self.saturated / self.pixels, 6)}
+
+
+def _source_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-record source accounts (data_prep/radiometry.py) -> the manifest's totals and extremes."""
+    def band_extreme(key: str, reduce) -> list[float | None]:
+        columns = zip(*[e[key] for e in entries if e.get(key)])
+        return [reduce([v for v in column if v is not None], default=None) for column in columns]
+    return {"nan_count": int(sum(e.get("nan", 0) for e in entries)),
+            "clipped_fraction_max": max(e.get("clipped", 0.0) for e in entries),
+            "clipped_fraction_mean": round(float(np.mean([e.get("clipped", 0.0) for e in entries])), 6),
+            "zeroed_fraction_max": max(e.get("zeroed", 0.0) for e in entries),
+            "source_min": band_extreme("source_min", min), "source_max": band_extreme("source_max", max)}
+
+
+def _check_read_back(scene: Scene, sample: dict[str, Any]) -> None:
+    """Decode what is about to be written and compare it with the scene (write-vs-read check)."""
+    back = decode_scene(sample)
+    for name in ("hr", "lr", "lr_mask", "hr_mask"):
+        wrote, read = getattr(scene, name), getattr(back, name)
+        if wrote is None and read is None:
+            continue
+        if wrote is None or read is None or wrote.shape != read.shape or not np.array_equal(wrote, read):
+            raise UserError(f"write check failed: record {scene.key} does not read back its {name} as written")
