@@ -8,18 +8,31 @@ Expected raw layout (the fMoW-RGB and fMoW-Sentinel releases side by side under 
     RAW/fmow-rgb/<split>/<category>/<category>_<loc>/<category>_<loc>_<k>_rgb.json
         fMoW metadata: "timestamp" (ISO), "gsd" (m/px), "raw_location" (WKT polygon, lon lat), "cloud_cover"
     RAW/fmow-sentinel/<split>/<category>/<category>_<loc>/<category>_<loc>_<k>.tif
-        Sentinel-2, 13 bands B1..B12 with B8A, uint16 reflectance × 10000
+        Sentinel-2, 13 bands B1..B12 with B8A, uint16 DN (reflectance × 10000); float GeoTIFFs are read too
     RAW/fmow-sentinel/<split>.csv
-        one row per Sentinel image: category, location_id, image_id, timestamp
+        one row per Sentinel image: category, location_id, image_id, timestamp, polygon and, in the
+        release, image_path (SatMAE util/datasets.py SentinelIndividualImageDataset reads
+        `selection['image_path']`; DiffusionSat diffusionsat/data_util.py ~300 fmow_numerical_metadata
+        looks up category/location_id/image_id/polygon). image_path is used when present (relative to
+        --root or to the Sentinel folder's parent), else the path above.
 
 <split> is a folder name from --splits (train, val, test_gt by default; test_gt is written as test).
+That the release names its held-out folder and CSV `test_gt` is an assumption not checked against
+the release itself.
 
 One record per fMoW-RGB image: the HR is that image (centre square, resized to --hr-size); the LRs
 are the Sentinel-2 images of the same category/location in the same split, B4, B3, B2 as RGB, centre
 square resized to hr_size / scale, at most --max-lr of them (the nearest in time, kept in date order).
-Δt = t_Sentinel − t_RGB in days. Radiometry: the HR JPEG is uint8 (value_max 255); Sentinel
-reflectance DN is clipped to --s2-max (3000 = reflectance 0.3, the usual true-colour stretch) and
-mapped onto 0..255, so HR and LR share one value range. An LR pixel that is 0 in every band is nodata.
+Δt = t_Sentinel − t_RGB in days.
+
+Radiometry. The HR JPEG is uint8 (value_max 255). Sentinel DN is stretched per band the way
+DiffusionSat and SatMAE do (SentinelNormalize, diffusionsat/data_util.py ~561): [mean − kσ, mean + kσ]
+of the fMoW-Sentinel training set onto 0..255, k = --s2-sigmas (2), so HR and LR share one value
+range; the stretch is recorded in manifest.json (`normalisation`), and a value outside it clips and is
+counted. With k = 2 a Gaussian band clips about 2.3 % above mean + 2σ by construction, so this
+converter's --max-clipped default is 0.05. `--s2-max D` instead maps DN 0..D linearly (the old fixed
+stretch). An LR pixel that is 0 (or NaN) in every band is nodata. `hr_cloud_cover` is the RGB JSON's
+percent / 100, as DiffusionSat reads it (data_util.py fmow_numerical_metadata: `cloud_cover / 100.`).
 fMoW-RGB JPEGs carry no georeference, so records have lon/lat (centre of raw_location) but no crs.
 """
 
@@ -41,11 +54,18 @@ from satdiffmoe.errors import UserError
 
 from .conversion import finish, open_writer, write_units
 from .dates import delta_days, iso, parse_date
-from .raster_io import center_square, nonzero_mask, read_raster, rescale, resize, resize_mask
+from .radiometry import finite_pixels, quantise, summarise
+from .raster_io import center_square, nonzero_mask, read_raster, resize, resize_mask
 from .splits import normalise_split
 
-VERSION = "1"
+VERSION = "2"
 S2_RGB_BANDS = [4, 3, 2]  # B4, B3, B2 in the 13-band order
+# per-band mean / std of fMoW-Sentinel DN, all 13 bands (SatMAE SentinelIndividualImageDataset and
+# DiffusionSat data_util.py SentinelNormalize carry the same numbers)
+S2_MEAN = [1370.19151926, 1184.3824625, 1120.77120066, 1136.26026392, 1263.73947144, 1645.40315151,
+           1846.87040806, 1762.59530783, 1972.62420416, 582.72633433, 14.77112979, 1732.16362238, 1247.91870117]
+S2_STD = [633.15169573, 650.2842772, 712.12507725, 965.23119807, 948.9819932, 1108.06650639,
+          1258.36394548, 1233.1492281, 1364.38688993, 472.37967789, 14.3114637, 1310.36996126, 1087.6020813]
 Location = tuple[str, str, str]  # (split folder, category, location id)
 
 
@@ -57,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hr-size", type=int, default=256, help="HR side in pixels after resizing")
     parser.add_argument("--scale", type=int, default=4, help="HR size / LR size")
     parser.add_argument("--max-lr", type=int, default=8, help="most LR images per record, nearest in time (0 = all)")
-    parser.add_argument("--s2-max", type=float, default=3000.0, help="Sentinel DN mapped to 255 (brighter clips)")
+    parser.add_argument("--s2-sigmas", type=float, default=2.0,
+                        help="per-band stretch [mean − kσ, mean + kσ] -> 0..255 (DiffusionSat's SentinelNormalize, k=2)")
+    parser.add_argument("--s2-max", type=float, default=None,
+                        help="instead of the stretch: Sentinel DN mapped linearly to 255 (brighter clips)")
+    # the 2σ stretch clips ~2.3 % of a Gaussian band by construction (see the module docstring)
+    parser.set_defaults(max_clipped=0.05)
 
 
 def convert(args: argparse.Namespace) -> dict:
@@ -81,7 +106,27 @@ def convert(args: argparse.Namespace) -> dict:
     write_units(writer, images, lambda item: item[1].name[: -len("_rgb.json")],
                 lambda item: _image_scene(item[0], item[1], sentinel.get(item[0], []), args),
                 args.skip_bad, desc="fmow")
-    return finish(writer, {"value_max": 255, "scale": args.scale, "bands": ["R", "G", "B"], "hr_size": args.hr_size})
+    return finish(writer, {"value_max": 255, "scale": args.scale, "bands": ["R", "G", "B"], "hr_size": args.hr_size,
+                           "normalisation": _normalisation(args)})
+
+
+def _stretch(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """(scale, offset) per LR band: record = (DN − offset) · scale."""
+    if args.s2_max:
+        return [255.0 / args.s2_max] * 3, [0.0] * 3
+    low = [S2_MEAN[b - 1] - args.s2_sigmas * S2_STD[b - 1] for b in S2_RGB_BANDS]
+    high = [S2_MEAN[b - 1] + args.s2_sigmas * S2_STD[b - 1] for b in S2_RGB_BANDS]
+    return [255.0 / (h - lo) for lo, h in zip(low, high)], low
+
+
+def _normalisation(args: argparse.Namespace) -> dict:
+    scale, offset = _stretch(args)
+    return {"value_max": 255, "hr": "fMoW-RGB JPEG values",
+            "lr": "linear DN 0..s2_max -> 0..255" if args.s2_max else
+            f"per band [mean − {args.s2_sigmas:g}σ, mean + {args.s2_sigmas:g}σ] of fMoW-Sentinel DN -> 0..255 "
+            "(DiffusionSat SentinelNormalize)",
+            "lr_bands": ["B4", "B3", "B2"], "lr_offset_dn": [round(v, 4) for v in offset],
+            "lr_dn_per_value": [round(1 / v, 6) for v in scale], "to_dn": "value · lr_dn_per_value + lr_offset_dn"}
 
 
 def _location_id(folder_name: str) -> str:
@@ -101,6 +146,9 @@ def _sentinel_index(s2_root: Path, split_dir: str) -> dict[Location, list[tuple[
         for row in csv.DictReader(handle):
             category, loc, image = row["category"], str(row["location_id"]), str(row["image_id"])
             path = folder / category / f"{category}_{loc}" / f"{category}_{loc}_{image}.tif"
+            if row.get("image_path"):  # the release's own path column, relative to the data root
+                listed = [s2_root.parent / row["image_path"], s2_root / row["image_path"]]
+                path = next((p for p in listed if p.is_file()), path)
             index[(split_dir, category, loc)].append((parse_date(row["timestamp"], f"{table} ({path.name})"), path))
     return index
 
@@ -122,15 +170,22 @@ def _image_scene(location: Location, meta_path: Path, sentinel: list[tuple[datet
     chosen = sorted(sentinel, key=lambda item: abs((item[0] - hr_time).total_seconds()))
     chosen = sorted(chosen[: args.max_lr] if args.max_lr > 0 else chosen)
     lr_size = args.hr_size // args.scale
-    lrs, masks = [], []
+    lrs, masks, lr_stats = [], [], []
+    scale, offset = _stretch(args)
     for _, path in chosen:
         raw, _, _ = center_square(read_raster(path, S2_RGB_BANDS).array)
-        masks.append(resize_mask(nonzero_mask(raw), (lr_size, lr_size)))
-        lrs.append(rescale(resize(raw, (lr_size, lr_size)), args.s2_max, 255, np.uint8))
+        valid = finite_pixels(raw) & nonzero_mask(np.nan_to_num(raw)).astype(bool)
+        masks.append(resize_mask(valid.astype(np.uint8), (lr_size, lr_size)))
+        # resize in float (an integer resize would round and clamp before the stretch), then quantise
+        small = resize(np.nan_to_num(raw).astype(np.float32), (lr_size, lr_size))
+        lr, stats = quantise(small, scale, 255, np.uint8, f"LR {path}", args.max_clipped, offset=offset)
+        lrs.append(lr)
+        lr_stats.append(stats)
 
     hr, _, _ = center_square(read_raster(jpg).array)
     native_side = hr.shape[-1]
-    hr = resize(hr, (args.hr_size, args.hr_size))
+    hr, hr_stats = quantise(resize(hr.astype(np.float32), (args.hr_size, args.hr_size)), 1.0, 255, np.uint8,
+                            f"HR {jpg}", args.max_clipped)
     gsd = info.get("gsd")
     lr_mask = np.stack(masks)
     meta = {
@@ -138,7 +193,8 @@ def _image_scene(location: Location, meta_path: Path, sentinel: list[tuple[datet
         "value_max": 255, "lr_dt": [delta_days(t, hr_time) for t, _ in chosen],
         "hr_time": iso(hr_time), "lr_times": [iso(t) for t, _ in chosen],
         "gsd": float(gsd) * native_side / args.hr_size if gsd else None,
-        "hr_cloud_cover": info.get("cloud_cover"),
+        "hr_cloud_cover": None if info.get("cloud_cover") is None else float(info["cloud_cover"]) / 100.0,
+        "radiometry": {"hr": summarise([hr_stats]), "lr": summarise(lr_stats)},
         "cloud_cover": [round(1.0 - float(m.mean()), 4) for m in lr_mask],
         **_lon_lat(info.get("raw_location")),
     }

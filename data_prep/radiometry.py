@@ -33,19 +33,23 @@ def finite_pixels(values: np.ndarray) -> np.ndarray:
     return np.isfinite(values).all(axis=0)
 
 
-def quantise(values: np.ndarray, scale: float, value_max: int, dtype: type, what: str,
-             max_clipped: float = DEFAULT_MAX_CLIPPED) -> tuple[np.ndarray, dict[str, Any]]:
-    """C×H×W source values -> round(values · scale) clipped to [0, value_max], as `dtype`; and its stats.
+def quantise(values: np.ndarray, scale: float | list[float], value_max: int, dtype: type, what: str,
+             max_clipped: float = DEFAULT_MAX_CLIPPED,
+             offset: float | list[float] = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
+    """C×H×W source values -> round((values − offset) · scale) clipped to [0, value_max], as `dtype`.
 
-    Non-finite values become 0 (callers mask them with `finite_pixels`) and are counted, never clipped.
+    `scale` and `offset` are one number or one per band (a per-band stretch). Non-finite values become
+    0 (callers mask them with `finite_pixels`) and are counted, never clipped. Returns (record, stats).
     """
     source = values.astype(np.float64)
+    band_scale = np.asarray(scale, dtype=np.float64).reshape(-1, 1, 1)
+    band_offset = np.asarray(offset, dtype=np.float64).reshape(-1, 1, 1)
     finite = np.isfinite(source)
     n_finite = int(finite.sum())
     nan_count = int(source.size - n_finite)
     if n_finite == 0:
         raise UserError(f"empty: {what} has no finite value ({nan_count} NaN/inf)")
-    scaled = np.where(finite, source * scale, 0.0)
+    scaled = np.where(finite, (source - band_offset) * band_scale, 0.0)
     rounded = np.round(scaled)
     below, above = int((finite & (rounded < 0)).sum()), int((finite & (rounded > value_max)).sum())
     record = np.clip(rounded, 0, value_max).astype(dtype)
@@ -63,21 +67,32 @@ def quantise(values: np.ndarray, scale: float, value_max: int, dtype: type, what
     if not nonzero_source.any():
         raise UserError(f"empty: {what} is 0 everywhere (a fill-only raster)")
     if stats["clipped"] > max_clipped:
-        limit = value_max / scale
-        raise UserError(f"over-clipped: {what} has {stats['clipped']:.1%} of its values outside [0, {limit:g}] "
+        low, high = _source_range(value_max, band_scale, band_offset)
+        raise UserError(f"over-clipped: {what} has {stats['clipped']:.1%} of its values outside [{low}, {high}] "
                         f"(source range {min(v for v in band_min if v is not None):g}.."
                         f"{max(v for v in band_max if v is not None):g}; limit --max-clipped {max_clipped})")
     if stats["zeroed"] > max_clipped:
-        raise UserError(f"zeroed: {what}: {stats['zeroed']:.1%} of its nonzero values became 0 at scale {scale:g} "
+        raise UserError(f"zeroed: {what}: {stats['zeroed']:.1%} of its nonzero values became 0 at scale {_fmt(band_scale)} "
                         f"(source range {min(v for v in band_min if v is not None):g}.."
                         f"{max(v for v in band_max if v is not None):g}); is it float reflectance read as DN?")
     kept = record[:, finite.all(axis=0)] if record.ndim == 3 else record[finite]
     source_kept = source[:, finite.all(axis=0)] if source.ndim == 3 else source[finite]
     # "not constant" = spanning at least one record step (float resampling jitters a constant image)
-    if kept.size and kept.min() == kept.max() and (source_kept.max() - source_kept.min()) * scale >= 1:
+    if kept.size and kept.min() == kept.max() and (source_kept.max() - source_kept.min()) * band_scale.min() >= 1:
         raise UserError(f"constant: {what} became the constant {int(kept.min())} in the record although the "
-                        f"source ranges {source_kept.min():g}..{source_kept.max():g} (scale {scale:g})")
+                        f"source ranges {source_kept.min():g}..{source_kept.max():g} (scale {_fmt(band_scale)})")
     return record, stats
+
+
+def _fmt(values: np.ndarray) -> str:
+    flat = sorted({float(f"{v:.6g}") for v in values.ravel()})
+    return f"{flat[0]:g}" if len(flat) == 1 else "/".join(f"{v:g}" for v in flat)
+
+
+def _source_range(value_max: int, scale: np.ndarray, offset: np.ndarray) -> tuple[str, str]:
+    """The source interval that maps onto [0, value_max] (per band when the stretch is per band)."""
+    low, high = offset.ravel() + 0 * scale.ravel(), offset.ravel() + value_max / scale.ravel()
+    return _fmt(low), _fmt(high)
 
 
 def summarise(stats: list[dict[str, Any]]) -> dict[str, Any]:

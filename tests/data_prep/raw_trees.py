@@ -142,9 +142,10 @@ def make_worldstrat_tree(tmp_path: Path) -> Path:
 
 
 def make_fmow_tree(tmp_path: Path) -> Path:
-    """Two locations (train, val); 2 RGB images each (40×48 JPEG) and 3 Sentinel images (13 bands, 12×12)."""
+    """Two locations (train, val); 2 RGB images each (40×48 JPEG) and 3 Sentinel images (13 bands uint16 DN,
+    12×12; B4, B3, B2 = 1500, 1200, 1000); the Sentinel CSVs carry the release's image_path column."""
     root = tmp_path / "fmow"
-    s2_rows = ["category,location_id,image_id,timestamp,polygon"]
+    s2_rows = ["category,location_id,image_id,timestamp,polygon,image_path"]
     for split, loc in (("train", "0"), ("val", "7")):
         place = f"airport_{loc}"
         for k, stamp in ((0, "2017-03-10T10:00:00Z"), (1, "2018-01-01T12:00:00Z")):
@@ -152,12 +153,12 @@ def make_fmow_tree(tmp_path: Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((40, 48, 3), 128, dtype=np.uint8)).save(folder / f"{place}_{k}_rgb.jpg", quality=100)
             (folder / f"{place}_{k}_rgb.json").write_text(json.dumps({
-                "timestamp": stamp, "gsd": 0.5, "cloud_cover": 0,
+                "timestamp": stamp, "gsd": 0.5, "cloud_cover": 12,  # percent
                 "raw_location": "POLYGON ((10.0 50.0, 10.2 50.0, 10.2 50.2, 10.0 50.2, 10.0 50.0))"}))
         for k, stamp in ((0, "2017-03-01T10:00:00Z"), (1, "2017-03-20T10:00:00Z"), (2, "2017-12-25T12:00:00Z")):
-            write_tif(root / "fmow-sentinel" / split / "airport" / place / f"{place}_{k}.tif",
-                      s2_stack((1500, 3000, 6000), size=12, bands=13), from_origin(0, 0, 10, 10))
-            s2_rows.append(f"airport,{loc},{k},{stamp},POLYGON EMPTY")
+            relative = f"fmow-sentinel/{split}/airport/{place}/{place}_{k}.tif"
+            write_tif(root / relative, s2_stack((1500, 1200, 1000), size=12, bands=13), from_origin(0, 0, 10, 10))
+            s2_rows.append(f"airport,{loc},{k},{stamp},POLYGON EMPTY,{relative}")
     for split in ("train", "val"):
         (root / "fmow-sentinel" / f"{split}.csv").write_text("\n".join(
             r for r in s2_rows if r.startswith("category") or r.split(",")[1] == ("0" if split == "train" else "7")) + "\n")

@@ -1,7 +1,7 @@
 """fMoW converter: RGB HR paired with same-location Sentinel LRs, Δt from both timestamps, resizing."""
 
 import numpy as np
-from raw_trees import manifest, read_split, run_prepare
+from raw_trees import manifest, read_split, run_prepare, s2_stack, write_tif
 
 
 def _convert(root, out, *extra):
@@ -20,8 +20,8 @@ def test_resized_to_hr_size_and_scale_with_rgb_bands(fmow_root, tmp_path):
     scene = _convert(fmow_root, tmp_path / "out")["airport_0_0"]
     assert scene.hr.shape == (3, 32, 32) and scene.lr.shape == (3, 3, 8, 8)
     assert scene.hr.dtype == np.uint8 and abs(int(scene.hr[0, 16, 16]) - 128) <= 1  # JPEG rounding
-    # B4=1500, B3=3000, B2=6000 with --s2-max 3000 -> 128, 255, 255 (B2 clipped)
-    assert scene.lr[0, :, 4, 4].tolist() == [128, 255, 255]
+    # B4, B3, B2 = 1500, 1200, 1000 DN, stretched per band over [mean − 2σ, mean + 2σ] (DiffusionSat)
+    assert scene.lr[0, :, 4, 4].tolist() == [152, 135, 109]
     # 48×40 JPEG at 0.5 m -> centre 40×40 square -> 32 px: 0.625 m
     assert scene.meta["gsd"] == 0.625
     assert (scene.meta["lon"], scene.meta["lat"]) == (10.1, 50.1)
@@ -50,3 +50,29 @@ def test_missing_hr_names_the_file_or_is_skipped(fmow_root, tmp_path, capsys):
     assert run_prepare("fmow", "--root", fmow_root, "--out", out, "--hr-size", 32, "--skip-bad") == 0
     assert manifest(out)["skipped"]["by_reason"] == {"missing HR": 1}
     assert manifest(out)["counts"]["val"] == 1
+
+
+def test_fixed_dn_stretch_and_the_manifest_normalisation(fmow_root, tmp_path):
+    out = tmp_path / "out"
+    scene = _convert(fmow_root, out, "--s2-max", 3000)["airport_0_0"]
+    assert scene.lr[0, :, 4, 4].tolist() == [128, 102, 85]  # DN · 255 / 3000
+    _convert(fmow_root, tmp_path / "k2")
+    norm = manifest(tmp_path / "k2")["normalisation"]
+    assert norm["lr_bands"] == ["B4", "B3", "B2"] and norm["lr_offset_dn"][0] == round(1136.26026392 - 2 * 965.23119807, 4)
+
+
+def test_float_geotiff_lr_is_read(fmow_root, tmp_path):
+    path = fmow_root / "fmow-sentinel" / "train" / "airport" / "airport_0" / "airport_0_0.tif"
+    write_tif(path, s2_stack((1500, 1200, 1000), size=12, bands=13).astype(np.float32))
+    assert _convert(fmow_root, tmp_path / "out")["airport_0_0"].lr[0, :, 4, 4].tolist() == [152, 135, 109]
+
+
+def test_hr_cloud_cover_is_a_fraction(fmow_root, tmp_path):
+    assert _convert(fmow_root, tmp_path / "out")["airport_0_0"].meta["hr_cloud_cover"] == 0.12  # JSON says 12 %
+
+
+def test_saturated_lr_is_refused(fmow_root, tmp_path, capsys):
+    path = fmow_root / "fmow-sentinel" / "val" / "airport" / "airport_7" / "airport_7_1.tif"
+    write_tif(path, s2_stack((9000, 9000, 9000), size=12, bands=13))  # far above mean + 2σ in every band
+    assert run_prepare("fmow", "--root", fmow_root, "--out", tmp_path / "out", "--hr-size", 32) == 2
+    assert f"over-clipped: LR {path} has 100.0% of its values outside" in capsys.readouterr().err

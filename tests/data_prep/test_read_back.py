@@ -36,7 +36,7 @@ def test_fmow_batches(fmow_root, tmp_path):
     (batch,) = _batches(out, "val", hr_size=32, scale=4, channels=3)
     assert batch["key"] == ["airport_7_0", "airport_7_1"]
     assert (batch["dt"][0, :3] < 0).tolist() == [True, False, False]  # one LR before the HR, two after
-    assert abs(batch["lr"][0, 0, 0, 4, 4].item() - (128 / 255 * 2 - 1)) < 1e-6
+    assert abs(batch["lr"][0, 0, 0, 4, 4].item() - (152 / 255 * 2 - 1)) < 1e-6  # B4 1500 DN, 2σ stretch
 
 
 def test_probav_batches_have_unknown_dt_and_hr_mask(probav_root, tmp_path):
