@@ -109,3 +109,28 @@ def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_pat
     folder = ckpt.parent.parent / "eval"
     assert json.loads((folder / "mine.json").read_text())["method"] != "mean_bicubic"
     assert json.loads((folder / "mean_bicubic_n2.json").read_text())["method"] == "mean_bicubic"
+
+
+def test_evaluate_writes_under_an_explicit_run_root_and_records_the_dataset(shards, tmp_path, tiny_ckpt):
+    ckpt, _ = tiny_ckpt
+    config = tmp_path / "exp.yaml"
+    config.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY_MODEL[:4])))
+    elsewhere = tmp_path / "elsewhere"
+    code = main(["evaluate", str(config), f"ckpt={ckpt}", f"data.root={shards}", "data.num_lr=2", "sampler.nfe=2",
+                 f"run_root={elsewhere}", "eval.metrics=[psnr]", "eval.references=false",
+                 *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
+    assert code == 0
+    (path,) = elsewhere.glob("*/*/eval/nfe2_fuse1_mean_n2.json")  # <run_root>/<name>/<id>/eval/
+    summary = json.loads(path.read_text())
+    dataset = summary["dataset"]
+    assert dataset["root"] == str(shards.resolve()) and dataset["split"] == "test"
+    assert dataset["num_scenes"] == SCENES and dataset["source"] == "test" and len(dataset["manifest_id"]) == 12
+    assert summary["nfe"] == 2 and summary["steps"] == 2  # no guidance: one network call per step
+
+
+def test_run_name_counts_the_real_nfe():
+    from satdiffmoe.evaluation.evaluator import default_name
+
+    cfg = load_config(None, ["sampler.nfe=20", "sampler.fusion_every=5", "data.num_lr=3"])
+    assert default_name("model", cfg) == "nfe20_fuse5_mean_n3"
+    assert default_name("model", cfg, nfe=40) == "nfe40_fuse5_mean_n3"  # guidance: two calls per step

@@ -1,7 +1,9 @@
 """`satdiffmoe evaluate CONFIG ckpt=... [sampler.* data.num_lr=K eval.seeds=[0,1]]`.
 
-Writes into the checkpoint's run folder (runs/x/y/checkpoints/best.ckpt -> runs/x/y/eval/), or into
-a new run folder when the checkpoint does not sit in one:
+Writes into the checkpoint's run folder (runs/x/y/checkpoints/best.ckpt -> runs/x/y/eval/), into a
+new run folder under run_root when `run_root=DIR` is given (DIR/<name>/<id>/eval/), or into a new run
+folder when the checkpoint does not sit in one. Every JSON records the dataset it scored (`dataset`:
+manifest id, root, split, number of scenes) and the real NFE (`nfe`; `steps` is the sampler's):
 
     eval/<name>.json     summary: metrics (mean, std, ci95, n), resolved sampler, wall time, NFE
     eval/<name>.jsonl    one row per scene and seed
@@ -29,10 +31,12 @@ from .references import REFERENCES
 log = logging.getLogger(__name__)
 
 
-def eval_folder(cfg: DictConfig, ckpt: Path) -> Path:
-    """The checkpoint's run folder's eval/ when it has one, else a new run folder's."""
+def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path:
+    """Where results go: a new run folder under run_root when `run_root=` was given on the command
+    line (`<run_root>/<name>/<id>/eval/`), else the checkpoint's run folder's eval/ when it has one,
+    else a new run folder's."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-    if (run / "config.yaml").is_file():
+    if not explicit_root and (run / "config.yaml").is_file():
         folder = run / "eval"
         folder.mkdir(exist_ok=True)
         return folder
@@ -78,7 +82,8 @@ def evaluate_command(args) -> int:
         raise UserError(f"{ckpt} is a '{task.stage}' checkpoint; evaluate needs a diffusion stage "
                         "(prior, satdiffmoe, controlnet or diffusionsat)")
     task.eval()
-    folder = eval_folder(cfg, Path(ckpt))
+    explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
+    folder = eval_folder(cfg, Path(ckpt), explicit_root)
     evaluator = Evaluator(cfg)
     result = evaluator.evaluate(task, cfg)
     path = write_result(folder, result)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import as_plain
 from ..errors import UserError
 from . import calibration
+from .dataset import dataset_identity
 from .references import REFERENCES, bicubic_nearest
 from .suite import MetricSuite, absolute_error, finite_or_none
 
@@ -58,7 +59,8 @@ def aggregate(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": ci95, "n": n}
 
 
-def default_name(method: str, cfg: DictConfig) -> str:
+def default_name(method: str, cfg: DictConfig, nfe: int | None = None) -> str:
+    """`nfe` is the number of network evaluations actually made (guidance doubles the steps)."""
     num_lr = "all" if cfg.data.num_lr == -1 else cfg.data.num_lr
     # references always carry their own name: eval.name names the model's result, and reusing it
     # would overwrite that result's JSON with a reference's
@@ -68,7 +70,7 @@ def default_name(method: str, cfg: DictConfig) -> str:
         return str(cfg.eval.name)
     s = cfg.sampler
     fusion = s.fusion_every if s.fusion_every else "off"
-    return f"nfe{s.nfe}_fuse{fusion}_{s.consensus}_n{num_lr}" + ("_dpm" if s.scheduler == "dpm" else "")
+    return f"nfe{nfe or s.nfe}_fuse{fusion}_{s.consensus}_n{num_lr}" + ("_dpm" if s.scheduler == "dpm" else "")
 
 
 class Evaluator:
@@ -189,12 +191,14 @@ class Evaluator:
             params = {"trainable": sum(p.numel() for p in method.parameters() if p.requires_grad),
                       "total": sum(p.numel() for p in method.parameters())}
         return {
-            "name": default_name(method if is_reference else "model", cfg),
+            "name": default_name(method if is_reference else "model", cfg, nfe=None if is_reference else int(nfe)),
             "method": method if is_reference else str(getattr(method, "stage", cfg.stage)),
             "stage": None if is_reference else str(getattr(method, "stage", cfg.stage)),
             "ckpt": None if is_reference else cfg.ckpt,
             "num_scenes": num_scenes, "seeds": [int(s) for s in cfg.eval.seeds],
             "num_lr": int(cfg.data.num_lr), "nfe": int(nfe),
+            "steps": None if is_reference else int(cfg.sampler.nfe),
+            "dataset": dataset_identity(cfg, num_scenes),
             "sampler": None if is_reference else as_plain(cfg.sampler),
             "wall_time_s": wall, "seconds_per_image": wall / max(1, len(rows)),
             "params": params, "metrics": results,

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from ..errors import UserError
 from ..evaluation.catalog import METRICS
+from ..evaluation.dataset import dataset_label, same_dataset
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,26 @@ def read_eval_summaries(paths: Sequence[str]) -> list[EvalSummary]:
             if summary.path.resolve() not in seen:
                 seen.add(summary.path.resolve())
                 found.append(summary)
+    refuse_mixed_datasets(found)
     return found
+
+
+def refuse_mixed_datasets(summaries: Sequence[EvalSummary]) -> None:
+    """One table = one dataset: results that scored different data (their `dataset` differs) are refused."""
+    groups: list[tuple[dict[str, Any] | None, list[EvalSummary]]] = []
+    for summary in summaries:
+        identity = summary.data.get("dataset")
+        for known, members in groups:
+            if same_dataset(known, identity):
+                members.append(summary)
+                break
+        else:
+            groups.append((identity, [summary]))
+    if len(groups) > 1:
+        shown = "; ".join(f"{dataset_label(identity)}: {len(members)} file(s), e.g. {members[0].path}"
+                          for identity, members in groups)
+        raise UserError(f"these evaluations scored {len(groups)} different datasets ({shown}); "
+                        "report one dataset at a time (pass only its eval folders or JSON files)")
 
 
 # ---------------------------------------------------------------------------- method and metric names
