@@ -14,8 +14,10 @@ import argparse
 import importlib
 import json
 import logging
+from pathlib import Path
 from types import ModuleType
 
+from satdiffmoe.data.shard_writer import SPLITS
 from satdiffmoe.errors import UserError
 
 from .radiometry import DEFAULT_MAX_CLIPPED
@@ -43,6 +45,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip unreadable or inconsistent inputs (counted in the manifest) instead of stopping",
     )
     parser.add_argument("--shard-size", type=int, default=128, help="scenes per .tar shard")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out, then delete the shards the new manifest does not list")
     parser.add_argument(
         "--max-clipped",
         type=float,
@@ -82,7 +86,16 @@ def main(args: argparse.Namespace) -> int:
     options = build_parser(args.source, module).parse_args(list(args.args or []))
     if options.shard_size < 1:
         raise UserError(f"--shard-size must be >= 1, got {options.shard_size}")
+    out = Path(options.out)
+    if out.is_dir() and any(out.iterdir()) and not options.overwrite:
+        # new shards beside old ones: the reader's glob would mix both sets into one split
+        raise UserError(f"--out {out} is not empty; choose an empty folder, or add --overwrite to replace "
+                        "its shards (files the new manifest does not list are deleted)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose a folder name")
     manifest = module.convert(options)
+    if options.overwrite:
+        remove_stale_shards(out, manifest)
     counts = manifest.get("counts", {})
     skipped = manifest.get("skipped", {}).get("count", 0)
     print(
@@ -90,6 +103,16 @@ def main(args: argparse.Namespace) -> int:
         f"see {options.out}/manifest.json"
     )
     return 0
+
+
+def remove_stale_shards(out: Path, manifest: dict) -> None:
+    """Delete `<split>-*.tar` files in `out` that the manifest just written does not list."""
+    listed = {name for names in manifest.get("shards", {}).values() for name in names}
+    stale = [p for split in SPLITS for p in sorted(out.glob(f"{split}-*.tar")) if p.name not in listed]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.warning("--overwrite: deleted %d stale shard(s) from %s", len(stale), out)
 
 
 def run(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from satdiffmoe.data.png import read_png
 from satdiffmoe.errors import UserError
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -88,6 +89,11 @@ def _read_geotiff(path: Path, bands: Sequence[int] | None) -> Raster:
 
 
 def _read_pil(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".png":  # PIL reads 16-bit RGB PNGs as 8-bit (40000 -> 156)
+        try:
+            return read_png(path)
+        except OSError as exc:
+            raise UserError(f"unreadable file: {path} ({exc})") from None
     try:
         with Image.open(path) as image:
             array = np.asarray(image)

@@ -52,11 +52,12 @@ class SynthSatParams:
     seed: int = 0
 
     def check(self) -> None:
-        if self.hr_size < 8 or self.scale < 1 or self.hr_size % self.scale:
-            raise UserError(
-                f"--scale {self.scale} must divide --hr-size {self.hr_size} (>= 8); "
-                "e.g. --hr-size 64 --scale 4"
-            )
+        if self.hr_size < 8:
+            raise UserError(f"--hr-size {self.hr_size} is too small: SynthSat scenes need at least 8 px; "
+                            "e.g. --hr-size 64 --scale 4")
+        if self.scale < 1 or self.hr_size % self.scale or self.hr_size // self.scale < 2:
+            raise UserError(f"--scale {self.scale} must divide --hr-size {self.hr_size} and leave LR images of at "
+                            "least 2 px; e.g. --hr-size 64 --scale 4")
         if not 1 <= self.min_lr <= self.max_lr:
             raise UserError(f"need 1 <= --min-lr ({self.min_lr}) <= --max-lr ({self.max_lr})")
         if self.dt_range_days <= 0:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 TINY_EXPERIMENT = Path(__file__).with_name("tiny.yaml")
 REPO = Path(__file__).resolve().parents[2]
+# Timeouts in these tests are hang guards, never performance checks: a loaded machine (4x, or a
+# second `make test` beside this one) must still pass. Only a process stuck for this long fails.
+HANG_GUARD_S = 20 * 60
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -26,7 +29,7 @@ def start_cli(args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True)
 
 
-def run_cli(args: list[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], timeout: float = HANG_GUARD_S, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "satdiffmoe.cli", *args], capture_output=True, text=True,
                           env=cli_env(**env), cwd=REPO, timeout=timeout, check=False)
 

@@ -3,13 +3,15 @@
 Every case goes through the real CLI entry point (`satdiffmoe.cli.main`, in process) against real
 shards and real checkpoints. `{data}`, `{ae}`, `{sdm}`, `{tmp}`, `{file}` and `{tiny}` in a case are
 replaced by the tiny shard folder, the autoencoder and SatDiffMoE run folders, a fresh folder, a
-plain text file and the tiny experiment file.
+plain text file and the tiny experiment file; `{root}` is the run root holding `ae` and `sdm`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
+import torch
 from PIL import Image
 from reliability_helpers import TINY_EXPERIMENT, run_cli
 
@@ -91,7 +93,48 @@ CASES = [
     ("report-run-folder-missing", ["report", "--runs", "{tmp}/norun", "--out", "{tmp}/rep"], "norun"),
     ("prepare-unknown-source", ["prepare", "landsat9", "--out", "{tmp}/d"], "known sources"),
     ("prepare-shard-size-zero", ["prepare", "synthetic", "--out", "{tmp}/d", "--shard-size", "0"], "--shard-size"),
+    # round two (issue 15): values that used to give wrong results silently, before any compute
+    ("sample-value-max-inf", SAMPLE + ["--value-max", "inf"], "--value-max must be positive and finite"),
+    ("sample-guidance-scale-nan", SAMPLE + ["sampler.guidance_scale=nan"], "sampler.guidance_scale=nan is not a finite"),
+    ("train-lr-inf", TRAIN + ["train.lr=inf"], "train.lr=inf is not a finite number"),
+    ("log-every-zero", TRAIN + ["train.log_every=0"], "train.log_every must be >= 1"),
+    ("val-nfe-above-train-steps", TRAIN + ["train.val_nfe=5000"], "train.val_nfe=5000 must be between 1 and"),
+    ("num-workers-absurd", TRAIN + ["data.num_workers=1000"], "data.num_workers=1000 is more than 4x"),
+    ("beta-schedule-unknown", TRAIN + ["diffusion.beta_schedule=bogus"], "diffusion.beta_schedule 'bogus'"),
+    ("lr-scenes-of-one-pixel", TRAIN + ["data.hr_size=4"], "gives 1 px LR images"),
+    ("eval-name-of-a-reference", EVAL + ["ckpt={sdm}", "eval.name=mean_bicubic_n2", "eval.references=true"],
+     "is the name of the mean_bicubic reference's result"),
+    ("eval-name-with-a-slash", EVAL + ["ckpt={sdm}", "eval.name=a/b"], "must be a plain file name"),
+    ("evaluate-model-override-ignored", EVAL + ["ckpt={sdm}", "model.unet.dropout=0.5"],
+     "override model.unet.dropout cannot apply"),
+    ("evaluate-hr-size-of-another-model", EVAL + ["ckpt={sdm}", "data.hr_size=32"],
+     "was trained with data.hr_size=16 but this evaluation has data.hr_size=32"),
+    ("sample-out-is-an-input", SAMPLE[:10] + ["{tmp}/b.png"], "is also an input (--lr {tmp}/b.png)"),
+    ("sample-uncertainty-is-out", SAMPLE + ["--uncertainty", "{tmp}/sr.png"], "are the same file"),
+    ("sample-out-is-a-folder", SAMPLE[:10] + ["{tmp}"], "is a folder"),
+    ("sample-lr-crs-differ", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/wgs84.tif"] + SAMPLE[6:], "in CRS EPSG:4326"),
+    ("train-run-id-reused-without-resume", TRAIN + ["run_root={root}", "run_id=sdm"], "already holds a run"),
+    ("prepare-into-non-empty-folder", ["prepare", "synthetic", "--out", "{tmp}/full"], "is not empty"),
+    ("prepare-out-is-a-file", ["prepare", "synthetic", "--out", "{file}"], "is a file, not a folder"),
+    ("prepare-scale-leaves-one-pixel", ["prepare", "synthetic", "--out", "{tmp}/d", "--hr-size", "8", "--scale", "8"],
+     "leave LR images of at least 2 px"),
+    ("prepare-hr-size-below-8", ["prepare", "synthetic", "--out", "{tmp}/d", "--hr-size", "4", "--scale", "4"],
+     "--hr-size 4 is too small"),
+    # round two: library errors that used to surface as tracebacks
+    ("config-extends-not-a-file-name", ["train", "{tmp}/extends5.yaml"], "extends: in"),
+    ("config-interpolation-to-missing-key", TRAIN + ["train.lr=${{nonexistent.key}}"], "does not resolve"),
+    ("config-empty", ["train", "{tmp}/empty.yaml"], "is empty"),
+    ("train-devices-zero", TRAIN + ["stage=autoencoder", "train.devices=0"], "invalid train.accelerator/devices/precision"),
+    ("train-precision-unknown", TRAIN + ["stage=autoencoder", "train.precision=17"], "invalid train.accelerator/devices/precision"),
+    ("data-root-is-a-file", TRAIN + ["stage=autoencoder", "data.root={tmp}/a.png"], "is a file, not a folder of shards"),
+    ("sweep-objective-not-computed", ["sweep", "{tmp}/badobjective.yaml", "--out", "{tmp}/sw"],
+     "objective metric 'sharpness'"),
+    ("sweep-out-is-a-file", ["sweep", "{tmp}/sweep.yaml", "--out", "{file}"], "cannot create sweep folder"),
+    ("report-out-is-a-file", ["report", "--evals", "{tmp}", "--out", "{file}"], "is a file"),
 ]
+if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
+    CASES.append(("train-accelerator-gpu-without-one", TRAIN + ["stage=autoencoder", "train.accelerator=gpu"],
+                  "invalid train.accelerator/devices/precision"))
 
 
 def _write_inputs(tmp, tiny_runs):
@@ -102,11 +145,21 @@ def _write_inputs(tmp, tiny_runs):
     (tmp / "cycle.yaml").write_text("extends: cycle.yaml\n")
     for name, size in (("a.png", 4), ("b.png", 4), ("big.png", 8)):
         Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(tmp / name)
+    for name, crs in (("utm.tif", "EPSG:32633"), ("wgs84.tif", "EPSG:4326")):
+        with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype="uint8", crs=crs,
+                           transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
+            image.write(np.full((3, 4, 4), 120, np.uint8))
+    (tmp / "extends5.yaml").write_text("extends: 5\n")
+    (tmp / "empty.yaml").write_text("# nothing but a comment\n")
+    (tmp / "full").mkdir()
+    (tmp / "full" / "train-000000.tar").write_bytes(b"old shard")
     sweep = (f"study: bad\nconfig: {TINY_EXPERIMENT}\nckpt: {tiny_runs['sdm']}\n"
              f"base_overrides: ['data.root={tiny_runs['data']}']\nobjectives: [{{metric: psnr, direction: maximize}}]\n"
              "sampler: {name: grid}\n")
     (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
     (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
+    (tmp / "badobjective.yaml").write_text(sweep.replace("metric: psnr", "metric: sharpness")
+                                           + "params: {sampler.nfe: {choices: [1, 2]}}\n")
     ddp = (f"study: ddp\nkind: train\nconfig: {TINY_EXPERIMENT}\nparams: {{train.lr: {{choices: [0.001]}}}}\n"
            "objectives: [{metric: psnr, direction: maximize}]\nsampler: {name: grid}\n")
     (tmp / "ddp.yaml").write_text(ddp + "base_overrides: [train.devices=2, train.strategy=ddp]\n")
@@ -115,7 +168,7 @@ def _write_inputs(tmp, tiny_runs):
 
 def _fill(arg: str, tmp, tiny_runs) -> str:
     return arg.format(tiny=TINY_EXPERIMENT, tmp=tmp, data=tiny_runs["data"], ae=tiny_runs["ae"],
-                      sdm=tiny_runs["sdm"], file=tmp / "plain.txt")
+                      sdm=tiny_runs["sdm"], file=tmp / "plain.txt", root=tiny_runs["root"])
 
 
 def test_the_table_has_at_least_30_distinct_cases():

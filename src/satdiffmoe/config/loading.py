@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,7 +23,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..errors import UserError
-from .schema import CONSENSUS_RULES, LR_POLICIES, STAGES, ExperimentConfig
+from .schema import (
+    BETA_SCHEDULES,
+    CONSENSUS_RULES,
+    LR_POLICIES,
+    LR_SCHEDULES,
+    REFERENCE_NAMES,
+    STAGES,
+    ExperimentConfig,
+)
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -32,6 +43,9 @@ def _read_yaml(path: Path) -> DictConfig:
         raise UserError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(cfg, DictConfig):
         raise UserError(f"config {path} must be a YAML mapping at the top level")
+    if not cfg:  # an empty (or comment-only) file would silently mean "every default"
+        raise UserError(f"config {path} is empty; give at least `extends: <base>.yaml` or the keys that differ "
+                        "from the defaults (see experiments/quickstart.yaml)")
     return cfg
 
 
@@ -47,6 +61,8 @@ def _compose(path: Path, seen: list[Path] | None = None) -> DictConfig:
         return cfg
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, ListConfig) and not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"extends: in {path} must be a file name or a list of file names, got {bases!r}")
     merged = OmegaConf.create()
     for base in bases:
         merged = OmegaConf.merge(merged, _compose(path.parent / str(base), seen + [path]))
@@ -111,10 +127,20 @@ def load_config(
         cfg = _merge_checked(cfg, _compose(Path(path)), schema, str(path))
     if overrides:
         cfg = _merge_checked(cfg, parse_overrides(overrides), schema, "command-line overrides")
+    _check_resolves(cfg, str(path or "command-line overrides"))
     if check:
         check_values(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _check_resolves(cfg: DictConfig, where: str) -> None:
+    """Every `${...}` interpolation resolves now, not as a traceback when a stage first reads it."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise UserError(f"config key '{key}' in {where} does not resolve: {str(exc).splitlines()[0]}") from None
 
 
 def config_from_dict(data: dict, check: bool = True) -> DictConfig:
@@ -149,10 +175,67 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _float_leaves(node, prefix: str = ""):
+    """(dotted key, value) of every float in the config (lists included)."""
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node) if isinstance(node, ListConfig) else ()
+    for key, value in items:
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, (DictConfig, ListConfig)):
+            yield from _float_leaves(value, full)
+        elif isinstance(value, float):
+            yield full, value
+
+
 def check_values(cfg: DictConfig) -> None:
     """Reject values that type-check but cannot work, with the fix in the message."""
+    # NaN and inf pass every `>=` test below as False/True by accident (nan >= 0 is False, inf > 0 is
+    # True): `guidance_scale=nan` gave black images, so every float knob must be finite first.
+    for key, value in _float_leaves(cfg):
+        _require(math.isfinite(value), f"{key}={value} is not a finite number; give a finite value")
     _require(cfg.stage in STAGES, f"stage '{cfg.stage}' is not one of {', '.join(STAGES)}")
     d, s, t = cfg.data, cfg.sampler, cfg.train
+    lr_side = d.hr_size // d.scale if d.scale >= 1 else 0
+    _require(d.scale < 1 or d.hr_size % d.scale or lr_side >= 2,
+             f"data.hr_size={d.hr_size} / data.scale={d.scale} gives {lr_side} px LR images; "
+             "the LR side must be at least 2 px (raise data.hr_size or lower data.scale)")
+    cpus = os.cpu_count() or 1
+    _require(d.num_workers <= 4 * cpus,
+             f"data.num_workers={d.num_workers} is more than 4x this machine's {cpus} CPUs; "
+             f"use at most {4 * cpus} (0-{cpus} is usual)")
+    _require(d.epoch_length >= 1, f"data.epoch_length must be >= 1, got {d.epoch_length}")
+    _require(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
+    _require(d.max_lr >= 1, f"data.max_lr must be >= 1, got {d.max_lr}")
+    _require(d.val_subset >= 1, f"data.val_subset must be >= 1, got {d.val_subset}")
+    _require(d.test_subset == -1 or d.test_subset >= 1,
+             f"data.test_subset must be >= 1 (or -1 for the whole split), got {d.test_subset}")
+    _require(d.max_consecutive_skips >= 0, f"data.max_consecutive_skips must be >= 0 (0 = never stop), "
+                                           f"got {d.max_consecutive_skips}")
+    _require(t.log_every >= 1, f"train.log_every must be >= 1 (steps between loss logs), got {t.log_every}")
+    _require(1 <= t.val_nfe <= cfg.diffusion.num_train_timesteps,
+             f"train.val_nfe={t.val_nfe} must be between 1 and diffusion.num_train_timesteps="
+             f"{cfg.diffusion.num_train_timesteps}")
+    _require(t.accumulate >= 1, f"train.accumulate must be >= 1, got {t.accumulate}")
+    _require(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+    _require(t.kl_weight >= 0, f"train.kl_weight must be >= 0, got {t.kl_weight}")
+    _require(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                                            f"got {t.lr_schedule}")
+    _require(cfg.diffusion.num_train_timesteps >= 1, "diffusion.num_train_timesteps must be >= 1")
+    _require(cfg.diffusion.beta_schedule in BETA_SCHEDULES,
+             f"diffusion.beta_schedule '{cfg.diffusion.beta_schedule}' is not one of {', '.join(BETA_SCHEDULES)}")
+    _require(0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
+             f"diffusion.beta_start={cfg.diffusion.beta_start} and beta_end={cfg.diffusion.beta_end} must satisfy "
+             "0 < beta_start < beta_end < 1")
+    _require(s.guidance_scale >= 0, f"sampler.guidance_scale must be >= 0 (1 = off), got {s.guidance_scale}")
+    _require(s.renoise >= 0, f"sampler.renoise must be >= 0 (0 = off), got {s.renoise}")
+    _require(0 <= s.fusion_drop < 1, f"sampler.fusion_drop must be in [0, 1), got {s.fusion_drop}")
+    _require(s.eps_after_fusion in ("rederive", "keep"),
+             f"sampler.eps_after_fusion must be rederive or keep, got {s.eps_after_fusion}")
+    _require(s.optimize_steps >= 0, f"sampler.optimize_steps must be >= 0, got {s.optimize_steps}")
+    _require(s.optimize_lr > 0, f"sampler.optimize_lr must be > 0, got {s.optimize_lr}")
+    _require(s.dc_weight >= 0, f"sampler.dc_weight must be >= 0, got {s.dc_weight}")
+    _check_eval_name(cfg.eval.name)
     _require(d.scale >= 1, f"data.scale must be >= 1, got {d.scale}")
     _require(d.hr_size > 0 and d.hr_size % d.scale == 0,
              f"data.scale={d.scale} does not divide data.hr_size={d.hr_size}; pick a scale that divides it")
@@ -185,6 +268,19 @@ def check_values(cfg: DictConfig) -> None:
              "diffusion.prediction_type must be epsilon or v_prediction")
     _require(cfg.logging.wandb.mode in ("offline", "online", "disabled"),
              "logging.wandb.mode must be offline, online or disabled")
+
+
+def _check_eval_name(name: str | None) -> None:
+    """eval.name becomes eval/<name>.json: a plain file name, and never one a reference writes."""
+    if name is None:
+        return
+    name = str(name)
+    _require(bool(name) and name not in (".", "..") and not set(name) & set("/\\\0"),
+             f"eval.name={name!r} must be a plain file name (no '/', '\\' or empty); it becomes eval/<name>.json")
+    reference = re.fullmatch(rf"({'|'.join(REFERENCE_NAMES)})_n(\d+|all)", name)
+    _require(reference is None,
+             f"eval.name={name!r} is the name of the {reference and reference.group(1)} reference's result "
+             "(eval.references writes it beside the model's); choose another eval.name")
 
 
 def to_yaml(cfg: DictConfig) -> str:

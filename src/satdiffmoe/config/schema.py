@@ -15,6 +15,9 @@ from ..evaluation.catalog import DEFAULT_METRICS
 STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
 CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
+LR_SCHEDULES = ("constant", "cosine")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPM, DDIM and DPM-Solver all accept
+REFERENCE_NAMES = ("bicubic_nearest", "mean_bicubic")  # evaluation/references.py; they write <name>_n<K>.json
 
 
 @dataclass

@@ -50,6 +50,9 @@ def resolve_shards(spec: str | None, root: str, split: str) -> list[str]:
         if not urls:
             raise UserError(f"no {split} shards ({split}-*.tar) in folder {spec}; {how_to_fix}")
         return urls
+    if spec == str(root) and os.path.isfile(spec):  # data.root is a folder, never a file
+        raise UserError(f"data.root={root} is a file, not a folder of shards; point data.root at the folder "
+                        f"`satdiffmoe prepare` wrote (with manifest.json and {split}-*.tar)")
     urls = []
     for piece in expand_urls(spec):
         if glob.has_magic(piece):

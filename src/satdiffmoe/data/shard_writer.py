@@ -46,6 +46,7 @@ class ShardSetWriter:
             raise UserError(f"output folder {self.out} is not writable; choose another --out")
         self.source, self.config, self.max_count, self.version = source, dict(config or {}), max_count, version
         self._writers: dict[str, wds.ShardWriter] = {}
+        self.written: dict[str, list[str]] = defaultdict(list)  # split -> shard file names, as closed
         self.counts: Counter = Counter()
         self.lr_counts: dict[str, list] = defaultdict(list)
         self.skipped: list = []
@@ -61,7 +62,8 @@ class ShardSetWriter:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._writers:
             pattern = str(self.out / f"{split}-%06d.tar")
-            self._writers[split] = wds.ShardWriter(pattern, maxcount=self.max_count, verbose=0)
+            self._writers[split] = wds.ShardWriter(pattern, maxcount=self.max_count, verbose=0,
+                                                   post=lambda name: self.written[split].append(Path(name).name))
         return self._writers[split]
 
     def write(self, scene: Scene, split: str) -> None:
@@ -103,10 +105,9 @@ class ShardSetWriter:
             "seconds": round(time.time() - self._started, 2),
             "config": self.config,
             "counts": {s: self.counts.get(s, 0) for s in SPLITS},
-            # only the splits this writer wrote: shards of another writer in the same folder are not
-            # described by these counts
-            "shards": {s: sorted(p.name for p in self.out.glob(f"{s}-*.tar")) if s in self._writers else []
-                       for s in SPLITS},
+            # exactly the files this writer wrote: stale shards of an earlier run in the same folder
+            # are not described by these counts (and `prepare --overwrite` removes them)
+            "shards": {s: sorted(self.written.get(s, [])) for s in SPLITS},
             "lr_per_scene": {s: {"min": int(min(v)), "max": int(max(v)), "mean": float(np.mean(v))}
                              for s, v in self.lr_counts.items()},
             "stats": {"hr_mean": mean, "hr_std": std, "space": "[0,1] after division by value_max"},

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,34 @@ from .references import REFERENCES
 log = logging.getLogger(__name__)
 
 
+# What the checkpoint fixes: its networks and noise schedule are rebuilt from its own config, and the
+# records it can take have its sizes. An override of these would be silently ignored (or fail after sampling).
+FIXED_BY_CHECKPOINT = ("stage", "model.", "diffusion.")
+DATA_FIXED_BY_CHECKPOINT = ("hr_size", "scale", "channels")
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    return node
+
+
+def check_against_checkpoint(cfg: DictConfig, overrides, task, ckpt) -> None:
+    """Refuse overrides the checkpoint's own config overrules, and data sizes it was not trained on."""
+    stored = task.cfg
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.startswith(FIXED_BY_CHECKPOINT) and _get(cfg, key) != _get(stored, key):
+            raise UserError(f"override {key} cannot apply: evaluate uses the network and schedule stored in {ckpt} "
+                            f"({key}={_get(stored, key)}); drop it, or train a model with it")
+    for key in DATA_FIXED_BY_CHECKPOINT:
+        ours, theirs = cfg.data[key], stored.data[key]
+        if ours != theirs:
+            raise UserError(f"{ckpt} was trained with data.{key}={theirs} but this evaluation has data.{key}={ours}; "
+                            f"use the config the checkpoint was trained with (or data.{key}={theirs})")
+
+
 def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path:
     """Where results go: a new run folder under run_root when `run_root=` was given on the command
     line (`<run_root>/<name>/<id>/eval/`), else the checkpoint's run folder's eval/ when it has one,
@@ -38,24 +67,44 @@ def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Pat
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     if not explicit_root and (run / "config.yaml").is_file():
         folder = run / "eval"
-        folder.mkdir(exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"{folder} is not writable; copy the run folder somewhere writable and evaluate there")
         return folder
     return RunDir.create(cfg).eval_dir
 
 
 def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
-    """eval/<name>.json (+ .jsonl rows, + .png grid); returns the JSON path."""
+    """eval/<name>.json (+ .jsonl rows, + .png grid); returns the JSON path.
+
+    Rows and grid first, the JSON last, each through a temp file and a rename: a JSON on disk always
+    comes with its own rows, and readers (reports, sweeps) never see half a file.
+    """
     name = result.summary["name"]
     target = folder / f"{name}.json"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.summary, indent=2, allow_nan=False))
-    os.replace(tmp, target)  # readers (reports, sweeps) never see half a file
-    with open(folder / f"{name}.jsonl", "w") as rows:
-        for row in result.rows:
-            rows.write(json.dumps(row, allow_nan=False) + "\n")
-    if grid and result.grid:
-        save_grid(folder / f"{name}.png", **result.grid)
+    try:
+        _replace_text(folder / f"{name}.jsonl", "".join(json.dumps(row, allow_nan=False) + "\n" for row in result.rows))
+        if grid and result.grid:
+            partial = folder / f".{name}.partial.png"
+            save_grid(partial, **result.grid)
+            os.replace(partial, folder / f"{name}.png")
+        _replace_text(target, json.dumps(result.summary, indent=2, allow_nan=False))
+    except OSError as exc:
+        raise UserError(f"cannot write the evaluation {name} into {folder}: {exc.strerror or exc}; "
+                        "free some space and evaluate again") from None
     return target
+
+
+def _replace_text(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def format_metrics(summary: dict[str, Any]) -> str:
@@ -83,16 +132,23 @@ def evaluate_command(args) -> int:
                         "(prior, satdiffmoe, controlnet or diffusionsat)")
     task.eval()
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
+    check_against_checkpoint(cfg, args.overrides, task, ckpt)
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
     evaluator = Evaluator(cfg)
     result = evaluator.evaluate(task, cfg)
-    path = write_result(folder, result)
-    log.info("%s: %s (%.2f s/image, NFE %d) -> %s", result.summary["name"], format_metrics(result.summary),
-             result.summary["seconds_per_image"], result.summary["nfe"], path)
+    log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
+             result.summary["seconds_per_image"], result.summary["nfe"])
+    references = []
     if cfg.eval.references:
         for reference in REFERENCES:
-            ref = evaluator.evaluate(reference, cfg)
-            write_result(folder, ref, grid=False)
-            log.info("%s: %s", ref.summary["name"], format_metrics(ref.summary))
+            references.append(evaluator.evaluate(reference, cfg))
+            log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
+    # One evaluation = the model's result and its references, written only once all are computed (a
+    # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks.
+    stamp = {"id": uuid.uuid4().hex, "files": [r.summary["name"] for r in [result, *references]]}
+    for part in [*references, result]:  # the model's JSON last: it is what marks the set complete
+        part.summary["evaluation"] = stamp
+        path = write_result(folder, part, grid=part is result)
+    log.info("wrote %s", ", ".join(f"{name}.json" for name in stamp["files"]))
     print(path)
     return 0

@@ -10,7 +10,9 @@ Everything in --out is regenerated from the input files by re-running the comman
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,17 +119,53 @@ def _command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts + ["--out", str(args.out)])
 
 
+def check_report_folder(out: Path) -> None:
+    """`out` is, or can become, a writable folder (nothing is created yet)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the report")
+    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot create report folder {out}: {existing} is not a writable folder; choose another --out")
+
+
+def warn_mixed_evaluations(evals) -> list[str]:
+    """`evaluate` stamps a model's JSON and its references' with one evaluation id; a sibling file of the
+    set with another id comes from another (possibly interrupted) evaluation. Returns the warnings."""
+    warnings = []
+    for summary in evals:
+        stamp = summary.data.get("evaluation") or {}
+        for name in stamp.get("files", []):
+            sibling = summary.path.with_name(f"{name}.json")
+            if name == summary.name or not sibling.is_file():
+                continue
+            try:
+                other = json.loads(sibling.read_text()).get("evaluation") or {}
+            except (OSError, ValueError):
+                other = {}
+            if other.get("id") != stamp.get("id"):
+                warnings.append(f"{sibling} is not from the same evaluation as {summary.path} (it was written by "
+                                "another or an interrupted `satdiffmoe evaluate`); re-run that evaluation to "
+                                "compare them on equal terms")
+    for line in dict.fromkeys(warnings):
+        log.warning("%s", line)
+    return warnings
+
+
 def report_command(args: argparse.Namespace) -> int:
     if not (args.runs or args.study or args.evals):
         raise UserError("nothing to report: pass --runs (training runs), --study (sweeps) and/or --evals (eval JSONs)")
     if args.thresholds and not args.runs:
         raise UserError("--thresholds applies to convergence curves; pass the training runs with --runs")
+    out = Path(args.out)
+    check_report_folder(out)  # before reading: a wrong --out is known at once
     runs = read_training_runs(args.runs)
     studies = [source for spec in args.study for source in read_ablation_sources(spec)]
     evals = read_eval_summaries(args.evals)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    warn_mixed_evaluations(evals)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create report folder {out}: {exc.strerror}; choose another --out") from None
     used: set = set()
     sections = []
     if runs:

@@ -45,11 +45,32 @@ def _check_writable(path: str | None, flag: str) -> None:
     if path is None:
         return
     target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name inside it, e.g. {target / 'sr.tif'}")
     if target.suffix.lower() not in GEOTIFF + PNG:
         raise UserError(f"{flag} {path}: use a .tif (keeps the georeference) or .png file name")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} does not exist or is not writable")
+
+
+def check_distinct_outputs(args) -> None:
+    """Outputs must not resolve to an input or to each other: `--out a.png` with `--lr a.png ...`
+    overwrote the user's input with the result, and `--uncertainty` = `--out` lost the SR image."""
+    outputs = {"--out": args.out, "--uncertainty": args.uncertainty}
+    inputs = [("--lr", p) for p in args.lr] + [("--mask", p) for p in args.mask or []] + [("--ckpt", args.ckpt)]
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        for in_flag, in_path in inputs:
+            if Path(in_path).resolve() == resolved:
+                raise UserError(f"{flag} {path} is also an input ({in_flag} {in_path}); writing it would destroy "
+                                "that input, so choose another output file name")
+        if resolved in seen:
+            raise UserError(f"{flag} and {seen[resolved]} are the same file {path}; give each output its own name")
+        seen[resolved] = flag
 
 
 def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequence[float],
@@ -59,8 +80,8 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     `value_max` is the pixel value meaning full scale (the training records' `value_max`); brighter
     pixels are clipped, as `satdiffmoe prepare` clips them.
     """
-    if value_max is not None and value_max <= 0:
-        raise UserError(f"--value-max must be positive, got {value_max:g}")
+    if value_max is not None and not (math.isfinite(value_max) and value_max > 0):
+        raise UserError(f"--value-max must be positive and finite, got {value_max:g}")
     if len(dts) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(dts)} --dt values; give one Δt per image")
     if mask_paths and len(mask_paths) != len(paths):
@@ -73,6 +94,9 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             np.clip(raster.pixels, -1, 1, out=raster.pixels)
     first = rasters[0].pixels.shape
     for path, raster in zip(paths, rasters):
+        if raster.crs != rasters[0].crs:  # fusing them would mix places; the output took the first's grid
+            raise UserError(f"{path} is in CRS {raster.crs or 'none'} but {paths[0]} is in {rasters[0].crs or 'none'}; "
+                            "reproject every LR image to one CRS and grid first (e.g. gdalwarp -t_srs)")
         if raster.pixels.shape != first:
             raise UserError(f"{path} is {raster.pixels.shape[0]} bands × {raster.pixels.shape[1]}×"
                             f"{raster.pixels.shape[2]} px but {paths[0]} is {first[0]} × {first[1]}×{first[2]};"
@@ -112,6 +136,7 @@ def sample_command(args) -> int:
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
+    check_distinct_outputs(args)
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max)
 
     from ..training.checkpoints import load_task

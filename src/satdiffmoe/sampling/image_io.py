@@ -8,6 +8,7 @@ travel with the image; the output transform is the input one with pixels `scale`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import rasterio
 from PIL import Image
 from rasterio.transform import Affine
 
+from ..data.png import read_png
 from ..errors import UserError
 
 GEOTIFF = (".tif", ".tiff")
@@ -49,9 +51,7 @@ def read_raster(path: str | Path, value_max: float | None = None) -> Raster:
             with rasterio.open(path) as source:
                 data, crs, transform = source.read(), source.crs, source.transform
         elif suffix in PNG:
-            data = np.asarray(Image.open(path))
-            data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
-            crs = transform = None
+            data, crs, transform = read_png(path), None, None  # not PIL: it reads 16-bit RGB as 8-bit
         else:
             raise UserError(f"{path}: unsupported format {suffix!r}; use GeoTIFF (.tif) or PNG (.png)")
     except (rasterio.errors.RasterioIOError, OSError) as exc:
@@ -71,8 +71,25 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 def write_raster(path: str | Path, pixels: np.ndarray, like: Raster | None = None, scale: int = 1,
                  value_max: float = 255.0, as_float: bool = False) -> Path:
-    """Write C×H×W pixels: [-1, 1] images as integers in `value_max` units, or raw float32 maps."""
+    """Write C×H×W pixels: [-1, 1] images as integers in `value_max` units, or raw float32 maps.
+
+    The file appears complete or not at all: it is written beside its target and renamed, so a full
+    disk or a kill leaves the previous file (or none), never a 0-byte or truncated image.
+    """
     path = Path(path)
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")  # same suffix: the format follows it
+    try:
+        _write_raster(partial, pixels, like, scale, value_max, as_float)
+        os.replace(partial, path)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                        "free some space or choose another output folder") from None
+    return path
+
+
+def _write_raster(path: Path, pixels: np.ndarray, like: Raster | None, scale: int, value_max: float,
+                  as_float: bool) -> None:
     if as_float:
         data = pixels.astype(np.float32)
     else:
@@ -96,4 +113,3 @@ def write_raster(path: str | Path, pixels: np.ndarray, like: Raster | None = Non
         Image.fromarray(np.ascontiguousarray(image)).save(path)
     else:
         raise UserError(f"{path}: unsupported output format; use .tif (keeps the georeference) or .png")
-    return path

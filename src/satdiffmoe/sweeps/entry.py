@@ -30,6 +30,8 @@ from .study import open_study, requeue_failed, run_worker, split_budget, worker_
 from .wandb_tracking import TrialRunLogger
 
 log = logging.getLogger(__name__)
+# numbers of an evaluation summary (evaluation/evaluator.py) that an objective may name besides metrics
+SUMMARY_NUMBERS = ("seconds_per_image", "wall_time_s", "nfe", "num_scenes", "params.trainable", "params.total")
 
 
 def sweep_command(args) -> int:
@@ -55,11 +57,14 @@ def sweep_command(args) -> int:
             channel = TrialChannel(cfg.train.accelerator)
             if rank != 0:
                 return follow_trials(spec, sweep_dir, storage_url, channel)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.yaml").write_text(OmegaConf.to_yaml(spec))  # what this invocation ran
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create sweep folder {sweep_dir}: {exc.strerror}; choose another --out") from None
 
     # Created here, before any worker starts, so workers only ever load it.
     study = open_study(spec, sweep_dir, storage_url)
+    _write_text(sweep_dir / "sweep.yaml", OmegaConf.to_yaml(spec))  # what this invocation ran (once accepted)
     requeue_failed(study, spec.heartbeat.max_retry)
     log.info("study '%s' in %s: %d trial(s) so far; %d worker(s)", spec.study, sweep_dir,
              len(study.get_trials(deepcopy=False)), args.workers)
@@ -76,10 +81,23 @@ def sweep_command(args) -> int:
     return _summarise(study, sweep_dir)
 
 
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}; choose a writable --out") from None
+
+
 def _check_inputs(spec) -> DictConfig:
     """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists.
     Returns the base config."""
     cfg = base_config(spec)
+    known = [*cfg.eval.metrics, *SUMMARY_NUMBERS]
+    for objective in spec.objectives:  # otherwise every trial computes, then fails on reading it
+        if objective.metric not in known:
+            raise UserError(f"objective metric '{objective.metric}' of sweep '{spec.study}' is not computed: "
+                            f"choose one of eval.metrics ({', '.join(cfg.eval.metrics)}) or "
+                            f"{', '.join(SUMMARY_NUMBERS)}")
     if spec.kind == "evaluate":
         if not cfg.ckpt:
             raise UserError(f"sweep '{spec.study}' evaluates a checkpoint but none is given; "

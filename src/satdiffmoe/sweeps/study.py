@@ -13,12 +13,13 @@ takes over a dead worker's trial instead of leaving it behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -62,10 +63,30 @@ def open_study(spec: DictConfig, sweep_dir: Path, storage_url: str | None) -> op
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(f"study '{spec.study}' already exists with directions "
                         f"{[d.name.lower() for d in study.directions]}, not {directions}; use another study name")
+    _check_search_space(study, spec, storage_url or str(sweep_dir))
     metric_names = [o.metric for o in spec.objectives]
     if study.metric_names != metric_names:
         study.set_metric_names(metric_names)
     return study
+
+
+def _check_search_space(study: optuna.Study, spec: DictConfig, where: str) -> None:
+    """A study keeps the search space it was created with. A grid study resumed with an edited grid
+    reported its old trials as the whole study and never ran the new points, so refuse instead."""
+    space = json.dumps({"sampler": spec.sampler.name, "params": OmegaConf.to_container(spec.params, resolve=True)},
+                       sort_keys=True, default=str)
+    stored = study.user_attrs.get("search_space")
+    if stored is None:
+        study.set_user_attr("search_space", space)
+    elif stored != space:
+        raise UserError(f"study '{spec.study}' in {where} was created with another search space "
+                        f"({_describe(stored)}), not this one ({_describe(space)}); give the edited sweep a new "
+                        "study name (study=<new name>) or a new --out / --storage")
+
+
+def _describe(space: str) -> str:
+    params = json.loads(space)["params"]
+    return "; ".join(f"{k}: {v.get('choices') or [v.get('low'), v.get('high')]}" for k, v in params.items())
 
 
 def requeue_failed(study: optuna.Study, max_retry: int) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ..errors import UserError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` with write-beside-then-rename saves for local paths (remote URLs unchanged)."""
@@ -30,8 +32,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target.parent.mkdir(parents=True, exist_ok=True)
         # One fixed temp name per target: a leftover from a killed save is overwritten by the next one.
         partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # the rename must never become visible before the data
-        os.replace(partial, target)
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())  # the rename must never become visible before the data
+            os.replace(partial, target)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
+            partial.unlink(missing_ok=True)
+            kept = f"the previous {target.name} is kept" if target.is_file() else f"no {target.name} was written"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"cannot write checkpoint {target} ({reason}); {kept}. Free some disk space, then "
+                            "continue with run_id=<this run> resume=true") from None

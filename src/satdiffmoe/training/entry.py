@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from ..config import load_config
 from ..errors import UserError
-from ..runs import RunDir, seed_everything
+from ..runs import RUN_ID_ENV, RunDir, is_launched_rank, seed_everything
 from . import task_class
 from .atomic_checkpoint_io import AtomicCheckpointIO
 from .callbacks import TrainingClock, build_callbacks
@@ -50,7 +53,7 @@ def resume_checkpoint(cfg: DictConfig, run: RunDir) -> str | None:
 
 
 def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str) -> pl.Trainer:
-    t, d = cfg.train, cfg.data
+    t = cfg.train
     clock = TrainingClock(window=t.log_every)
     torch.set_float32_matmul_precision(t.matmul_precision)
     callbacks = build_callbacks(cfg, run, monitor, monitor_mode, clock)
@@ -58,6 +61,16 @@ def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str)
         # The bar reads its metrics (the loss) with .item(): at the default refresh_rate=1 that is one
         # host-device sync per step, which stalls the GPU queue; refresh as often as we log instead.
         callbacks.append(TQDMProgressBar(refresh_rate=t.log_every))
+    try:
+        return _trainer(cfg, run, callbacks, clock)
+    except (MisconfigurationException, ValueError, TypeError) as exc:
+        # accelerator=gpu on a CPU machine, devices=0, precision=17, ...: Lightning's own checks
+        raise UserError(f"invalid train.accelerator/devices/precision/strategy ({t.accelerator}, {t.devices}, "
+                        f"{t.precision}, {t.strategy}): {str(exc).splitlines()[0]}") from None
+
+
+def _trainer(cfg: DictConfig, run: RunDir, callbacks: list, clock: TrainingClock) -> pl.Trainer:
+    t, d = cfg.train, cfg.data
     return pl.Trainer(
         default_root_dir=str(run.path),
         max_steps=t.max_steps,
@@ -88,6 +101,15 @@ def train_command(args) -> int:
         raise UserError("resume=true needs the run_id of the run to continue (run_id=...)")
     from ..data.datamodule import SatDataModule
 
+    if cfg.run_id and not cfg.resume and not is_launched_rank():
+        existing = RunDir(Path(cfg.run_root) / cfg.name / str(cfg.run_id))
+        if existing.holds_a_run():  # training again would mix two runs' metrics and checkpoints
+            raise UserError(f"run folder {existing.path} already holds a run; add resume=true to continue it, "
+                            "or choose a new run_id (or none, for a fresh timestamped folder)")
+        if existing.metrics_log.is_file():  # a run stopped before its first checkpoint: keep its lines apart
+            aside = existing.metrics_log.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+            os.replace(existing.metrics_log, aside)
+            log.warning("%s had no checkpoint; its metric log was moved to %s", existing.path, aside.name)
     run = RunDir.create(cfg)
     ckpt_path = resume_checkpoint(cfg, run)
     seed_everything(cfg.seed)
@@ -97,9 +119,11 @@ def train_command(args) -> int:
         check_fits(ckpt_path, task)
     trainer = build_trainer(cfg, run, *task.monitor())
     log.info("training stage %s in %s", cfg.stage, run.path)
+    os.environ[RUN_ID_ENV] = run.path.name  # DDP children re-run this command: same folder (runs.py)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
+        os.environ.pop(RUN_ID_ENV, None)
         finish_wandb(trainer.loggers)
     if trainer.is_global_zero:
         print(run.path)

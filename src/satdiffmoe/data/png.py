@@ -1,0 +1,23 @@
+"""PNG pixels at their real bit depth, as C×H×W arrays.
+
+PIL has no 16-bit RGB mode: it opens a 16-bit RGB(A) PNG as 8-bit RGB, keeping the high byte
+(40000 -> 156) without a word. GDAL's PNG driver (inside rasterio) keeps every depth, so PNGs are
+read through rasterio, which the GeoTIFF path needs anyway.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """C×H×W array in the file's own dtype (uint8 or uint16). Raises rasterio's errors for bad files."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG has no georeference
+        with rasterio.open(path, driver="PNG") as source:
+            return source.read()

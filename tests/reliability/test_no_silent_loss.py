@@ -1,0 +1,185 @@
+"""No silent data loss: outputs never replace inputs or each other, a full disk is one line and keeps
+the previous file, runs and data folders are never mixed, a changed sweep is not taken for the old one.
+
+The single-line refusals are rows of the bad-input table (test_bad_input.py); here are the cases that
+need a sequence of real commands. A full disk is a real write failure: the child process runs under
+RLIMIT_FSIZE, so any write past the limit fails with EFBIG, as writes on a full disk fail with ENOSPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from reliability_helpers import HANG_GUARD_S, REPO, TINY_EXPERIMENT, cli_env, tiny_args
+
+from satdiffmoe.cli import main
+from satdiffmoe.config import load_config
+from satdiffmoe.runs import RunDir
+
+
+def run_on_a_full_disk(args: list[str], max_file_bytes: int) -> subprocess.CompletedProcess:
+    """`satdiffmoe ARGS` in a child that cannot write any file beyond `max_file_bytes`."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run([sys.executable, "-m", "satdiffmoe.cli", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), cwd=REPO, timeout=HANG_GUARD_S, check=False, preexec_fn=limit)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1, result.stderr[-3000:]
+    return errors[0]
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_lr_pngs(folder, count: int = 2) -> list[str]:
+    paths = []
+    for i in range(count):
+        path = folder / f"lr{i}.png"
+        Image.fromarray(np.full((4, 4, 3), 100 + 20 * i, np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+# ------------------------------------------------------------------------------------ full disk
+def test_sample_on_a_full_disk_keeps_the_previous_output_and_leaves_no_partial_file(tiny_runs, tmp_path):
+    lrs = write_lr_pngs(tmp_path)
+    out = tmp_path / "sr.png"
+    out.write_bytes(b"the previous result")
+    result = run_on_a_full_disk(["sample", "--ckpt", tiny_runs["sdm"], "--lr", *lrs, "--dt", "-10", "5",
+                                 "--out", out], max_file_bytes=40)
+    assert f"cannot write {out}" in one_error_line(result)
+    assert out.read_bytes() == b"the previous result"  # not a 0-byte sr.png
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr0.png", "lr1.png", "sr.png"]
+
+
+def test_train_on_a_full_disk_stops_with_one_line_and_keeps_last_ckpt(tiny_runs, tmp_path):
+    args = tiny_args(tmp_path, tiny_runs["data"], "stage=autoencoder", run_id="full")
+    assert main(["train", *args]) == 0
+    last = tmp_path / "tiny" / "full" / "checkpoints" / "last.ckpt"
+    before = digest(last)
+    result = run_on_a_full_disk(["train", *args, "resume=true", "train.max_steps=4"],
+                                max_file_bytes=last.stat().st_size // 2)
+    line = one_error_line(result)
+    assert "cannot write checkpoint" in line and "resume=true" in line
+    assert digest(last) == before  # the previous last.ckpt, whole
+    assert not list(last.parent.glob("*.partial"))
+
+
+def test_evaluate_on_a_full_disk_is_one_line(tiny_runs, tmp_path):
+    ckpt = tmp_path / "model.ckpt"  # outside a run folder: evaluate makes one, starting with config.yaml
+    shutil.copy(tiny_runs["sdm"] / "checkpoints" / "last.ckpt", ckpt)
+    result = run_on_a_full_disk(["evaluate", *tiny_args(tmp_path / "runs", tiny_runs["data"], f"ckpt={ckpt}")],
+                                max_file_bytes=100)
+    assert "config.yaml" in one_error_line(result)
+
+
+# ------------------------------------------------------------------------------ inputs and runs
+def test_16_bit_rgb_png_is_read_at_its_real_depth(tmp_path):
+    from data_prep.raster_io import read_raster as read_for_prepare
+    from satdiffmoe.sampling.image_io import read_raster as read_for_sample
+
+    path = tmp_path / "rgb16.png"
+    pixels = np.stack([np.full((4, 4), v, np.uint16) for v in (40000, 1000, 65535)])
+    with rasterio.open(path, "w", driver="PNG", width=4, height=4, count=3, dtype="uint16") as image:
+        image.write(pixels)
+    assert read_for_prepare(path).array.dtype == np.uint16
+    assert read_for_prepare(path).array[:, 0, 0].tolist() == [40000, 1000, 65535]  # PIL gave 156, 3, 255
+    raster = read_for_sample(path)
+    assert raster.value_max == 65535
+    assert np.allclose(raster.pixels[:, 0, 0], np.array([40000, 1000, 65535]) / 65535 * 2 - 1)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    cfg = load_config(TINY_EXPERIMENT, [f"run_root={tmp_path}"])
+    runs = [RunDir.create(cfg) for _ in range(3)]
+    assert len({run.path for run in runs}) == 3
+    assert all((run.path / "config.yaml").is_file() for run in runs)
+
+
+def test_a_rerun_without_checkpoints_moves_the_old_metric_log_aside(tiny_runs, tmp_path):
+    run = tmp_path / "tiny" / "again"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "wall_time": 0, "train/loss": 9}\n')
+    assert main(["train", *tiny_args(tmp_path, tiny_runs["data"], "stage=autoencoder", run_id="again")]) == 0
+    assert all(json.loads(line)["train/loss"] != 9 for line in (run / "metrics.jsonl").read_text().splitlines()
+               if "train/loss" in line)
+    assert [p.read_text() for p in run.glob("metrics.*-*.jsonl")] == ['{"step": 1, "wall_time": 0, "train/loss": 9}\n']
+
+
+def test_prepare_overwrite_leaves_exactly_the_shards_its_manifest_lists(tmp_path):
+    out = tmp_path / "data"
+    common = ["prepare", "synthetic", "--out", str(out), "--hr-size", "16", "--scale", "4", "--max-lr", "2"]
+    assert main([*common, "--num-scenes", "24", "--shard-size", "2"]) == 0
+    assert len(list(out.glob("train-*.tar"))) > 2
+    assert main([*common, "--num-scenes", "8", "--shard-size", "8", "--overwrite"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = sorted(name for names in manifest["shards"].values() for name in names)
+    assert sorted(p.name for p in out.glob("*.tar")) == listed
+    assert sum(manifest["counts"].values()) == 8
+
+
+# ---------------------------------------------------------------------------- sweeps, evaluations
+def test_a_grid_edited_on_an_existing_study_is_refused_and_sweep_yaml_kept(tiny_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    head = (f"study: edited\nconfig: {TINY_EXPERIMENT}\nckpt: {tiny_runs['sdm']}\n"
+            f"base_overrides: ['data.root={tiny_runs['data']}']\nobjectives: [{{metric: psnr, direction: maximize}}]\n"
+            "sampler: {name: grid}\n")
+    sweep, out = tmp_path / "sweep.yaml", tmp_path / "sw"
+    sweep.write_text(head + "params: {sampler.nfe: {choices: [1, 2]}}\n")
+    assert main(["sweep", str(sweep), "--out", str(out), "--n-trials", "1"]) == 0
+    ran = (out / "sweep.yaml").read_text()
+    sweep.write_text(head + "params: {sampler.nfe: {choices: [1, 2, 3]}}\n")
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: study 'edited'")
+    assert "another search space" in err and "study=<new name>" in err
+    assert (out / "sweep.yaml").read_text() == ran
+
+
+def test_evaluate_stamps_the_model_and_its_references_and_report_flags_a_mixed_set(tiny_runs, tmp_path, caplog):
+    run = tmp_path / "sdm"
+    shutil.copytree(tiny_runs["sdm"], run)
+    # no run_root=: the results go into the checkpoint's own run folder
+    assert main(["evaluate", str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={run}",
+                 "eval.name=stamped", "eval.references=true"]) == 0
+    eval_dir = run / "eval"
+    parts = {name: json.loads((eval_dir / f"{name}.json").read_text())
+             for name in ("stamped", "bicubic_nearest_n2", "mean_bicubic_n2")}
+    assert len({part["evaluation"]["id"] for part in parts.values()}) == 1
+    assert parts["stamped"]["evaluation"]["files"] == list(parts)
+
+    stale = dict(parts["mean_bicubic_n2"], evaluation={"id": "an-older-evaluation", "files": ["mean_bicubic_n2"]})
+    (eval_dir / "mean_bicubic_n2.json").write_text(json.dumps(stale))
+    caplog.clear()
+    assert main(["report", "--evals", str(eval_dir), "--out", str(tmp_path / "report")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("mean_bicubic_n2.json is not from the same evaluation" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("flag", ["--out", "--uncertainty"])
+def test_sample_leaves_its_input_untouched_when_an_output_names_it(tiny_runs, tmp_path, flag, capsys):
+    lrs = write_lr_pngs(tmp_path)
+    before = digest(tmp_path / "lr0.png")
+    argv = ["sample", "--ckpt", str(tiny_runs["sdm"]), "--lr", *lrs, "--dt", "-10", "5", "--out"]
+    argv += [lrs[0]] if flag == "--out" else [str(tmp_path / "sr.png"), "--uncertainty", lrs[0]]
+    assert main(argv) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert digest(tmp_path / "lr0.png") == before
