@@ -27,11 +27,15 @@ def save_grid(path: str | Path, lr: torch.Tensor, lr_valid: torch.Tensor, bicubi
               output: torch.Tensor, hr: torch.Tensor, uncertainty: torch.Tensor | None = None,
               max_lr: int = 4) -> Path:
     """Write the grid for B scenes (lr B×N×C×h×w; images B×C×H×W; uncertainty B×1×H×W)."""
-    scenes, columns_lr = output.shape[0], min(max_lr, lr.shape[1])
+    # as many LR columns as the fullest scene has valid LRs: the batch pads N to its longest scene
+    # (or to data.max_lr), and padded slots would be empty columns
+    scenes = output.shape[0]
+    columns_lr = max(1, min(max_lr, int(lr_valid[:scenes].sum(1).max())))
     columns = columns_lr + 3 + (uncertainty is not None)
     figure, axes = plt.subplots(scenes, columns, figsize=(1.6 * columns, 1.7 * scenes), squeeze=False)
     for row in range(scenes):
-        panels = [(lr[row, i], f"LR {i + 1}") if lr_valid[row, i] else None for i in range(columns_lr)]
+        valid = [i for i in range(lr.shape[1]) if lr_valid[row, i]][:columns_lr]
+        panels = [(lr[row, i], f"LR {i + 1}") for i in valid] + [None] * (columns_lr - len(valid))
         panels += [(bicubic[row], "bicubic"), (output[row], "output")]
         for axis, panel in zip(axes[row], panels):
             if panel is None:
