@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 
+from reliability_helpers import HANG_GUARD_S
+
 
 class Unavailable(Exception):
     """No PostgreSQL server binary or driver on this machine (the reason is the message)."""
@@ -44,7 +46,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
     data = os.path.join(root, "data")
 
     def run(*args: str) -> None:
-        result = subprocess.run(as_user + list(args), capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(as_user + list(args), capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
         if result.returncode != 0:
             raise Unavailable(f"{os.path.basename(args[0])} failed: {(result.stderr or result.stdout).strip()[-300:]}")
 
@@ -54,7 +56,7 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
 
     def stop() -> None:
         subprocess.run(as_user + [os.path.join(folder_bin, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60, check=False)
+                       capture_output=True, timeout=HANG_GUARD_S, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
     return f"postgresql+psycopg2://postgres@/postgres?host={root}", stop

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability_helpers import REPO, TINY_EXPERIMENT, cli_env
+from reliability_helpers import HANG_GUARD_S, REPO, TINY_EXPERIMENT, cli_env
 
 from satdiffmoe.cli import main
 
@@ -34,13 +34,12 @@ def foreign_tmpdir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.timeout(180)
 def test_sigkill_during_checkpoint_saves_never_corrupts_last_ckpt(tmp_path):
     tmpdir = foreign_tmpdir(tmp_path)
     try:
         result = subprocess.run([sys.executable, str(Path(__file__).with_name("save_until_killed.py")),
                                  str(tmp_path / "runs"), str(KILLS)], capture_output=True, text=True, cwd=REPO,
-                                env=cli_env(TMPDIR=str(tmpdir)), timeout=170, check=False)
+                                env=cli_env(TMPDIR=str(tmpdir)), timeout=HANG_GUARD_S, check=False)
         assert result.returncode == 0, result.stderr[-2000:]
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["kills"] == KILLS
@@ -51,7 +50,6 @@ def test_sigkill_during_checkpoint_saves_never_corrupts_last_ckpt(tmp_path):
         shutil.rmtree(tmpdir)
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize("damage", ["truncated", "empty", "zeros"])
 def test_resume_from_a_damaged_last_ckpt_is_one_clear_line(damage, tmp_path, tiny_runs, capsys):
     run = tmp_path / "runs" / "tiny" / "ae"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import start_cli, tiny_args
+from reliability_helpers import HANG_GUARD_S, start_cli, tiny_args
 
 from satdiffmoe.cli import main
 from satdiffmoe.reports.sources import read_training_run
@@ -24,7 +24,7 @@ VAL_EVERY = 3  # checkpoints (last.ckpt + top-k) are written at every validation
 EXTRA_STEPS = 3
 
 
-def wait_for(condition, process, log: Path, timeout: float = 150.0) -> None:
+def wait_for(condition, process, log: Path, timeout: float = HANG_GUARD_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
@@ -77,14 +77,12 @@ def resumed_run(killed_run, tiny_runs):
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True), records[before:], target
 
 
-@pytest.mark.timeout(240)
 def test_the_kill_left_a_complete_checkpoint_mid_epoch(killed_run):
     _, at_kill, _ = killed_run
     assert at_kill["global_step"] >= 2 * VAL_EVERY and at_kill["global_step"] % VAL_EVERY == 0
     assert at_kill["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] > 0  # mid-epoch
 
 
-@pytest.mark.timeout(240)
 def test_resume_continues_the_step_count(resumed_run, killed_run):
     final, new_records, target = resumed_run
     assert final["global_step"] == target
@@ -93,7 +91,6 @@ def test_resume_continues_the_step_count(resumed_run, killed_run):
     assert len(resumed_steps) == EXTRA_STEPS
 
 
-@pytest.mark.timeout(240)
 def test_resume_restores_the_optimizer_state(resumed_run, killed_run):
     final, _, _ = resumed_run
     # Adam counts its own steps: restored moments continue the count, fresh ones would restart at 1
@@ -101,7 +98,6 @@ def test_resume_restores_the_optimizer_state(resumed_run, killed_run):
     assert optimizer_steps(final) == {final["global_step"]}
 
 
-@pytest.mark.timeout(240)
 def test_resume_restores_the_ema(resumed_run, killed_run):
     final, _, _ = resumed_run
     at_kill = killed_run[1]
@@ -112,14 +108,12 @@ def test_resume_restores_the_ema(resumed_run, killed_run):
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)
 
 
-@pytest.mark.timeout(240)
 def test_wall_clock_continues_across_the_kill(resumed_run, killed_run):
     _, new_records, _ = resumed_run
     elapsed_at_kill = next(v["elapsed"] for k, v in killed_run[1]["callbacks"].items() if k.startswith("TrainingClock"))
     assert min(r["wall_time"] for r in new_records) >= elapsed_at_kill
 
 
-@pytest.mark.timeout(240)
 def test_reports_see_each_step_once_after_a_resume(resumed_run, killed_run):
     """Steps between the last checkpoint and the kill were trained twice; the curve keeps the resumed ones."""
     run = killed_run[0]
