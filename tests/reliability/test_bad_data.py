@@ -93,12 +93,15 @@ def test_training_on_damaged_shards_finishes_and_counts_the_skips(damaged, tiny_
     assert "skipped" in reasons and "wrong-lr-shape-val" in reasons and "nan-pixels-val" in reasons
 
 
-def test_evaluation_skips_bad_test_records_and_scores_the_rest(damaged, tiny_runs, tmp_path, caplog):
+def test_evaluation_skips_bad_test_records_and_scores_the_rest(damaged, tiny_runs, tmp_path, caplog, capsys):
     data, injected = damaged
     caplog.set_level(logging.WARNING)
+    capsys.readouterr()
     assert main(["evaluate", *tiny_args(tmp_path, data, f"ckpt={tiny_runs['sdm']}", "data.test_subset=-1",
                                         "eval.name=damaged")]) == 0
-    summary = json.loads((tiny_runs["sdm"] / "eval" / "damaged.json").read_text())
+    written = Path(capsys.readouterr().out.strip().splitlines()[-1])  # run_root= puts it under tmp_path
+    assert written.name == "damaged.json"
+    summary = json.loads(written.read_text())
     good_test_scenes = json.loads((data / "manifest.json").read_text())["counts"]["test"]
     assert summary["num_scenes"] == good_test_scenes  # nothing silently dropped, nothing bad scored
     messages = " ".join(r.getMessage() for r in caplog.records)
