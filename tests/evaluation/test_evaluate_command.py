@@ -96,6 +96,10 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     assert len(rows) == 2 * SCENES and json.loads(rows[0])["num_lr"] == 2
     assert (folder / "nfe2_fuse1_mean_n2.png").stat().st_size > 1000
     assert (folder / "bicubic_nearest_n2.json").is_file() and (folder / "mean_bicubic_n2.json").is_file()
+    # the autoencoder's own reconstruction of the HR: the cap of every latent method, scored the same way
+    reconstruction = json.loads((folder / "autoencoder_reconstruction.json").read_text())
+    assert reconstruction["method"] == "autoencoder" and reconstruction["params"]["trainable"] == 0
+    assert "unavailable" in reconstruction["metrics"]["ause"]
 
 
 def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_path, tiny_ckpt):

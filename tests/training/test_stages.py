@@ -104,3 +104,26 @@ def test_prior_starts_from_local_pretrained_diffusers_folders(tmp_path):
 def test_missing_init_is_a_user_error_that_names_the_keys(tmp_path):
     with pytest.raises(UserError, match="init.vae_ckpt"):
         build_task(tiny_config(tmp_path, "stage=prior"))
+
+
+def test_autoencoder_perceptual_term_adds_lpips_to_the_l1_loss(tmp_path):
+    from satdiffmoe.evaluation.metrics import load_lpips
+    from satdiffmoe.training.autoencoder import AutoencoderTask
+
+    cfg = tiny_config(tmp_path, "stage=autoencoder", "data.hr_size=32", "train.perceptual_weight=0.5",
+                      "train.autoencoder_lr_images=false")
+    task = AutoencoderTask(cfg)
+    hr = torch.nn.functional.interpolate(tiny_batch()["hr"], size=(32, 32), mode="bilinear")
+    torch.manual_seed(0)
+    loss, rec, kl, reconstruction, _ = task.reconstruction_loss(hr, sample=False)
+    expected = rec + cfg.train.kl_weight * kl + 0.5 * load_lpips(None)(reconstruction, hr).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5) and float(loss - rec) > 0.01
+    assert task.training_images({"hr": hr, "lr": None}) is hr  # HR only: no upsampled LRs
+    assert not any("lpips" in key for key in task.state_dict())  # the metric network is not saved
+
+
+def test_autoencoder_perceptual_term_on_images_too_small_for_alexnet_is_a_user_error(tmp_path):
+    from satdiffmoe.training.autoencoder import AutoencoderTask
+
+    with pytest.raises(UserError, match="train.perceptual_weight=0.5 needs LPIPS: LPIPS \\(AlexNet\\) needs images"):
+        AutoencoderTask(tiny_config(tmp_path, "stage=autoencoder", "train.perceptual_weight=0.5"))

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..runs import RunDir, seed_everything
 from .evaluator import EvalResult, Evaluator
 from .grids import save_grid
-from .references import REFERENCES
+from .references import REFERENCES, AutoencoderReconstruction
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def evaluate_command(args) -> int:
              result.summary["seconds_per_image"], result.summary["nfe"])
     references = []
     if cfg.eval.references:
-        for reference in REFERENCES:
+        methods = list(REFERENCES) + ([AutoencoderReconstruction(task)] if getattr(task, "vae", None) else [])
+        for reference in methods:
             references.append(evaluator.evaluate(reference, cfg))
             log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
     # One evaluation = the model's result and its references, written only once all are computed (a

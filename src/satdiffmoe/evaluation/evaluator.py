@@ -191,7 +191,8 @@ class Evaluator:
             params = {"trainable": sum(p.numel() for p in method.parameters() if p.requires_grad),
                       "total": sum(p.numel() for p in method.parameters())}
         return {
-            "name": default_name(method if is_reference else "model", cfg, nfe=None if is_reference else int(nfe)),
+            "name": getattr(method, "eval_name", None)
+            or default_name(method if is_reference else "model", cfg, nfe=None if is_reference else int(nfe)),
             "method": method if is_reference else str(getattr(method, "stage", cfg.stage)),
             "stage": None if is_reference else str(getattr(method, "stage", cfg.stage)),
             "ckpt": None if is_reference else cfg.ckpt,

@@ -4,11 +4,14 @@
   every Δt is unknown).
 * `mean_bicubic`: per-pixel mean of the bicubic-upsampled LRs, weighted by their cloud masks (equal
   weights where every LR is masked).
+* `AutoencoderReconstruction`: a latent model's VAE applied to the HR itself (evaluated beside the
+  model by `evaluate` with `eval.references`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,3 +54,31 @@ REFERENCES: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
     "bicubic_nearest": bicubic_nearest,
     "mean_bicubic": mean_bicubic,
 }
+
+
+@dataclass
+class ReferenceOutput:
+    image: torch.Tensor
+    uncertainty: None = None
+    nfe: int = 0
+
+
+class AutoencoderReconstruction(torch.nn.Module):
+    """D(E(HR)) with a latent model's own VAE: the cap every latent method works under.
+
+    It sees the HR, so it is not a super-resolution method; the method table shows it as the
+    reference that tells how much of a latent method's error the autoencoder already makes.
+    """
+
+    stage = "autoencoder"
+    eval_name = "autoencoder_reconstruction"
+    produces_uncertainty = False
+
+    def __init__(self, task: torch.nn.Module):
+        super().__init__()
+        self.vae = task.vae  # only the VAE: the table's parameter count is the autoencoder's
+
+    @torch.no_grad()
+    def sample(self, batch: dict[str, Any], sampler_cfg: Any = None, generator: Any = None) -> ReferenceOutput:
+        latent = self.vae.encode(batch["hr"].to(self.vae.dtype)).latent_dist.mode()  # the latent scale cancels
+        return ReferenceOutput(self.vae.decode(latent).sample.clamp(-1, 1))

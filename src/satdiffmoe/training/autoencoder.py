@@ -1,6 +1,7 @@
 """`stage: autoencoder` — an AutoencoderKL trained on HR images and bicubic-upsampled LR images.
 
-Loss = L1 reconstruction + `train.kl_weight`·KL. Every validation also measures the latent scale
+Loss = L1 reconstruction + `train.perceptual_weight`·LPIPS + `train.kl_weight`·KL (the Stable
+Diffusion VAE recipe without its GAN term: the LPIPS term keeps textures that L1 alone blurs away). Every validation also measures the latent scale
 (1/std of the latents of the validation scenes, as Stable Diffusion's 0.18215 was measured), writes
 it into the VAE config and the checkpoint, so the diffusion stages get unit-variance latents.
 With `model.vae.pretrained` there is nothing to train: later stages load that folder directly.
@@ -16,6 +17,7 @@ from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from ..evaluation.metrics import lpips_unavailable
 from ..models.autoencoder import build_vae
 from .base import SatTask, plain_config, upsample_lr
 
@@ -36,13 +38,21 @@ class AutoencoderTask(SatTask):
             self.vae = build_vae(self.cfg.model.vae, self.cfg.data.channels)
         self.set_latent_scale(self.cfg.model.vae.scaling_factor or self.vae.config.scaling_factor)
         self._latent_moments = []
+        if self.cfg.train.perceptual_weight > 0:
+            reason = lpips_unavailable(self.cfg.eval.lpips_weights, self.cfg.data.channels, self.cfg.data.hr_size)
+            if reason:
+                raise UserError(f"train.perceptual_weight={self.cfg.train.perceptual_weight} needs LPIPS: {reason}; "
+                                "or set train.perceptual_weight=0")
         self.finish_init()
 
     def network_configs(self) -> dict:
         return {"vae": plain_config(self.vae.config)}
 
     def training_images(self, batch: dict[str, Any]) -> torch.Tensor:
-        """HR images plus one upsampled LR per scene: the latent condition encodes upsampled LRs too."""
+        """HR images plus (`train.autoencoder_lr_images`) one upsampled LR per scene: the latent
+        condition encodes upsampled LRs too."""
+        if not self.cfg.train.autoencoder_lr_images:
+            return batch["hr"]
         lr = upsample_lr(batch["lr"][:, 0], batch["hr"].shape[-1])
         return torch.cat([batch["hr"], lr])
 
@@ -52,7 +62,11 @@ class AutoencoderTask(SatTask):
         reconstruction = self.vae.decode(latents).sample
         rec = F.l1_loss(reconstruction.float(), images.float())
         kl = posterior.kl().mean() / images[0].numel()  # per pixel, like the L1 term
-        return rec + self.cfg.train.kl_weight * kl, rec, kl, reconstruction, latents
+        loss = rec + self.cfg.train.kl_weight * kl
+        weight = self.cfg.train.perceptual_weight
+        if weight > 0:
+            loss = loss + weight * self.load_lpips_network()(reconstruction.float(), images.float()).mean()
+        return loss, rec, kl, reconstruction, latents
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images = self.training_images(batch)

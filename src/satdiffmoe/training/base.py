@@ -153,8 +153,14 @@ class SatTask(pl.LightningModule):
                 log.warning("val/lpips is not logged: %s", reason)
                 self._lpips_off = True
                 return None
+            self.load_lpips_network()
+        return self._lpips_net.to(self.device)
+
+    def load_lpips_network(self) -> torch.nn.Module:
+        if self._lpips_net is None:
+            net = load_lpips(self.cfg.eval.lpips_weights).requires_grad_(False)
             # a plain attribute, not a submodule: the frozen metric network stays out of state_dict
-            self.__dict__["_lpips_net"] = load_lpips(self.cfg.eval.lpips_weights)
+            self.__dict__["_lpips_net"] = net
         return self._lpips_net.to(self.device)
 
     def log_grid(self, key: str, columns, caption: str) -> None:
