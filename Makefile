@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test quickstart bench lint clean docs
+.PHONY: install test quickstart baselines bench lint clean docs
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -29,6 +29,20 @@ test: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/satdiffmoe quickstart
+
+# The regression baselines (SRCNN, HighRes-net, RAMS) on the quickstart's data: 400 steps each, then
+# `evaluate` with all 8 LRs. Measured time in the README (Training, "Regression baselines").
+BASELINES_OUT ?= runs/baselines
+baselines: $(STAMP)
+	test -f $(BASELINES_OUT)/data/manifest.json || $(BIN)/satdiffmoe prepare synthetic --out $(BASELINES_OUT)/data \
+	  --num-scenes 640 --hr-size 64 --scale 4 --max-lr 8 --seed 0
+	for stage in srcnn highresnet rams; do \
+	  config=experiments/baselines/$${stage}_quickstart.yaml; \
+	  common="data.root=$(BASELINES_OUT)/data run_root=$(BASELINES_OUT)/runs"; \
+	  $(BIN)/satdiffmoe train $$config $$common run_id=$$stage && \
+	  $(BIN)/satdiffmoe evaluate $$config $$common ckpt=$(BASELINES_OUT)/runs/$${stage}_quickstart/$$stage \
+	    data.num_lr=8 eval.name=$${stage}_n8 || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/results

@@ -27,7 +27,7 @@ from .errors import UserError
 # sub-command -> (module, function, one-line help). Each function takes the parsed argparse Namespace.
 COMMANDS = {
     "prepare": ("data_prep.cli", "main", "convert a data source (synthetic, worldstrat, fmow, probav, stack) to shards"),
-    "train": ("satdiffmoe.training.entry", "train_command", "train the stage named in the config (autoencoder, prior, satdiffmoe, controlnet, diffusionsat)"),
+    "train": ("satdiffmoe.training.entry", "train_command", "train the stage named in the config (autoencoder, prior, satdiffmoe, controlnet, diffusionsat, highresnet, rams, srcnn)"),
     "evaluate": ("satdiffmoe.evaluation.entry", "evaluate_command", "sample the test split with a checkpoint and write metrics, JSON and grids"),
     "sample": ("satdiffmoe.sampling.entry", "sample_command", "super-resolve your own LR stack (PNG/GeoTIFF)"),
     "score": ("satdiffmoe.evaluation.score", "score_command", "score any SR images against their HR (and LRs) with the framework's metrics"),

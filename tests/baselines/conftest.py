@@ -25,3 +25,14 @@ def pretrained_dirs(tmp_path_factory):
     tiny_prior_unet().save_pretrained(root / "unet")
     return root
 
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory):
+    """30 synthetic scenes (16 px HR, ×4, 2-4 LRs) in shards of 8: 5 val scenes (uneven over 2 ranks), 3 test."""
+    from satdiffmoe.cli import main
+
+    data = tmp_path_factory.mktemp("regression_data") / "synth"
+    assert main(["prepare", "synthetic", "--out", str(data), "--num-scenes", "30", "--hr-size", "16", "--scale", "4",
+                 "--max-lr", "4", "--shard-size", "8", "--val-frac", "0.17", "--test-frac", "0.1"]) == 0
+    return data

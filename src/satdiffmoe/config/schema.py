@@ -12,7 +12,7 @@ from typing import Any
 
 from ..evaluation.catalog import DEFAULT_METRICS
 
-STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat")
+STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat", "highresnet", "rams", "srcnn")
 CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
 LR_SCHEDULES = ("constant", "cosine")
@@ -81,10 +81,21 @@ class ControlNetConfig:
 
 
 @dataclass
+class RegressionConfig:
+    """The regression baselines (stages highresnet, rams, srcnn): no VAE, no diffusion."""
+    features: int = 64  # HighRes-net hidden channels, RAMS filters, SRCNN first-layer filters
+    blocks: int = 2  # residual blocks: HighRes-net encoder, RAMS main branch (the paper: 12)
+    frames: int = 9  # RAMS: T, fixed (fewer LRs are padded by repeating the valid ones)
+    attention_reduction: int = 8  # RAMS: channel reduction of the attention gates
+    max_shift: int = 3  # registration-tolerant loss: best over shifts of up to this many HR px (as cPSNR)
+
+
+@dataclass
 class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     controlnet: ControlNetConfig = field(default_factory=ControlNetConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     conditioning: str = "latent"  # latent = E(upsample(LR)); pixel = LR resized to the latent size
     dt_embedding: bool = True  # Δt through sinusoid(sign·log1p|Δt|) + MLP, added to the time embedding
     metadata_embedding: bool = False  # prior: numeric metadata embedding (DiffusionSat-style)

@@ -129,7 +129,8 @@ def evaluate_command(args) -> int:
     task = load_task(ckpt)
     if not hasattr(task, "sample"):  # only diffusion stages sample; an autoencoder would fail mid-run
         raise UserError(f"{ckpt} is a '{task.stage}' checkpoint; evaluate needs a diffusion stage "
-                        "(prior, satdiffmoe, controlnet or diffusionsat)")
+                        "(prior, satdiffmoe, controlnet, diffusionsat) or a "
+                        "regression baseline (highresnet, rams, srcnn)")
     task.eval()
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     check_against_checkpoint(cfg, args.overrides, task, ckpt)

@@ -130,7 +130,10 @@ class Evaluator:
         device = torch.device("cpu") if is_reference else next(method.parameters()).device
         scenes = self.scenes(cfg)
         hr = scenes[0]["hr"]
-        unavailable = suite.unavailable(int(hr.shape[1]), min(hr.shape[-2:]), has_uncertainty=not is_reference)
+        # a model without an uncertainty map (the regression baselines) gets the calibration metrics
+        # reported as unavailable, not as "undefined on every scene"
+        has_uncertainty = not is_reference and getattr(method, "produces_uncertainty", True)
+        unavailable = suite.unavailable(int(hr.shape[1]), min(hr.shape[-2:]), has_uncertainty=has_uncertainty)
 
         rows, outputs, targets, grid, nfe = [], [], [], {}, 0
         curves: list[calibration.Sparsification] = []

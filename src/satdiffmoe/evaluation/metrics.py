@@ -71,10 +71,11 @@ def _bias_corrected(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     return pred + bias
 
 
-def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,
-          max_shift: int = 3) -> torch.Tensor:
-    """Clear-pixel PSNR corrected for brightness bias, best over shifts (PROBA-V cPSNR)."""
-    pred, target = to_unit(pred), to_unit(target)
+def registered_mse(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,
+                   max_shift: int = 3) -> torch.Tensor:
+    """Per image: the smallest clear-pixel MSE of the brightness-corrected prediction over shifts of up
+    to `max_shift` px. Inputs are in whatever units the caller wants (cPSNR passes [0, 1] images);
+    nothing is clamped, so the regression baselines train on it as their registration-tolerant loss."""
     mask = torch.ones_like(target[:, :1]) if hr_mask is None else hr_mask.float().view(target.shape[0], 1,
                                                                                        *target.shape[-2:])
     best = None
@@ -82,9 +83,15 @@ def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None
         corrected = _bias_corrected(p, t, m)
         count = (m.sum((1, 2, 3)) * t.shape[1]).clamp_min(1)
         mse = (((corrected - t) * m) ** 2).sum((1, 2, 3)) / count
-        score = -10 * torch.log10(mse.clamp_min(MIN_MSE))
-        best = score if best is None else torch.maximum(best, score)
+        best = mse if best is None else torch.minimum(best, mse)
     return best
+
+
+def cpsnr(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,
+          max_shift: int = 3) -> torch.Tensor:
+    """Clear-pixel PSNR corrected for brightness bias, best over shifts (PROBA-V cPSNR)."""
+    mse = registered_mse(to_unit(pred), to_unit(target), hr_mask, max_shift)
+    return -10 * torch.log10(mse.clamp_min(MIN_MSE))
 
 
 def cssim(pred: torch.Tensor, target: torch.Tensor, hr_mask: torch.Tensor | None = None,

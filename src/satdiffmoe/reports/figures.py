@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 
 STYLE = {"font.family": "DejaVu Sans", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 120}
 # One colour per method, stable across every figure of a report.
-METHOD_COLOURS = {"satdiffmoe": "tab:red", "controlnet": "tab:blue", "diffusionsat": "tab:green"}
+METHOD_COLOURS = {"satdiffmoe": "tab:red", "controlnet": "tab:blue", "diffusionsat": "tab:green",
+                  "highresnet": "tab:purple", "rams": "tab:brown", "srcnn": "tab:olive"}
 
 
 @dataclass

@@ -18,7 +18,8 @@ from .tables import Cell, Row, Table, mark_best
 log = logging.getLogger(__name__)
 
 REFERENCES = ("bicubic_nearest", "mean_bicubic")
-METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "controlnet", "diffusionsat", "satdiffmoe")
+METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "srcnn", "highresnet", "rams", "controlnet", "diffusionsat",
+                "satdiffmoe")
 
 
 def row_label(summary: EvalSummary) -> str:

@@ -211,6 +211,7 @@ METRIC_ORDER = tuple(METRICS)
 
 
 METHOD_NAMES = {"satdiffmoe": "SatDiffMoE", "controlnet": "ControlNet", "diffusionsat": "DiffusionSat",
+                "highresnet": "HighRes-net", "rams": "RAMS", "srcnn": "SRCNN",
                 "bicubic_nearest": "Bicubic (nearest LR)", "mean_bicubic": "Mean of bicubic LRs"}
 
 

@@ -14,6 +14,9 @@ TASKS = {
     "satdiffmoe": "satdiffmoe.training.satdiffmoe:SatDiffMoETask",
     "controlnet": "satdiffmoe.training.controlnet:ControlNetTask",
     "diffusionsat": "satdiffmoe.training.diffusionsat:DiffusionSatTask",
+    "highresnet": "satdiffmoe.training.highresnet:HighResNetTask",
+    "rams": "satdiffmoe.training.rams:RAMSTask",
+    "srcnn": "satdiffmoe.training.srcnn:SRCNNTask",
 }
 
 
