@@ -28,7 +28,6 @@ from .schema import (
     CONSENSUS_RULES,
     LR_POLICIES,
     LR_SCHEDULES,
-    REFERENCE_NAMES,
     STAGES,
     ExperimentConfig,
 )
@@ -277,9 +276,12 @@ def _check_eval_name(name: str | None) -> None:
     name = str(name)
     _require(bool(name) and name not in (".", "..") and not set(name) & set("/\\\0"),
              f"eval.name={name!r} must be a plain file name (no '/', '\\' or empty); it becomes eval/<name>.json")
-    reference = re.fullmatch(rf"({'|'.join(REFERENCE_NAMES)})_n(\d+|all)", name)
+    from ..evaluation.references import REFERENCES, AutoencoderReconstruction
+
+    reference = re.fullmatch(rf"({'|'.join(REFERENCES)})_n(\d+|all)", name)
+    reference = reference.group(1) if reference else name if name == AutoencoderReconstruction.eval_name else None
     _require(reference is None,
-             f"eval.name={name!r} is the name of the {reference and reference.group(1)} reference's result "
+             f"eval.name={name!r} is the name of the {reference} reference's result "
              "(eval.references writes it beside the model's); choose another eval.name")
 
 

@@ -17,7 +17,6 @@ CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
 LR_SCHEDULES = ("constant", "cosine")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPM, DDIM and DPM-Solver all accept
-REFERENCE_NAMES = ("bicubic_nearest", "mean_bicubic")  # evaluation/references.py; they write <name>_n<K>.json
 
 
 @dataclass

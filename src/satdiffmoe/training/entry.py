@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -122,6 +123,13 @@ def train_command(args) -> int:
     os.environ[RUN_ID_ENV] = run.path.name  # DDP children re-run this command: same folder (runs.py)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown; say what to do, exit 130
+        print(f"interrupted at step {trainer.global_step}; continue with run_id={run.path.name} resume=true "
+              f"(from the last checkpoint in {run.checkpoints})", file=sys.stderr)
+        return 130
     finally:
         os.environ.pop(RUN_ID_ENV, None)
         finish_wandb(trainer.loggers)
