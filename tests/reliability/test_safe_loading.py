@@ -99,8 +99,9 @@ def test_a_pretrained_folder_with_a_pickled_payload_is_refused(tmp_path, tiny_ru
 def test_config_values_that_look_like_code_stay_strings(tmp_path):
     marker = tmp_path / "marker"
     code = f"__import__('pathlib').Path('{marker}').write_text('pwned')"
-    cfg = load_config(TINY_EXPERIMENT, [f"name={code}", f"eval.name={code}"])
-    assert cfg.name == code and cfg.eval.name == code
+    plain = "__import__('os').getcwd()"  # eval.name must be a plain file name (no '/'), so no path in it
+    cfg = load_config(TINY_EXPERIMENT, [f"name={code}", f"eval.name={plain}"])
+    assert cfg.name == code and cfg.eval.name == plain
     with pytest.raises(UserError, match="train.lr"):
         load_config(TINY_EXPERIMENT, [f"train.lr={code}"])
     assert not marker.exists()
