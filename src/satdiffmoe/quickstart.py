@@ -35,7 +35,7 @@ SCENES = 640
 # Optimizer steps per stage: the three conditional methods get the same budget so their convergence
 # curves compare step for step; sized so the whole quickstart fits 15 minutes on 2 CPU cores.
 STEPS = {"autoencoder": 400, "prior": 400, "satdiffmoe": 400, "controlnet": 400, "diffusionsat": 400}
-SWEEP_SCENES = 32  # test scenes per sweep trial: six trials must fit the CPU budget
+SWEEP_SCENES = 16  # test scenes per sweep trial: six trials with the data-consistency sampler must fit the budget
 
 
 class Quickstart:
