@@ -31,7 +31,8 @@ quickstart: $(STAMP)
 	$(BIN)/satdiffmoe quickstart
 
 # The regression baselines (SRCNN, HighRes-net, RAMS) on the quickstart's data: 400 steps each, then
-# `evaluate` with all 8 LRs. Measured time in the README (Training, "Regression baselines").
+# `evaluate` with all 8 LRs, then their convergence curves and method tables in $(BASELINES_OUT)/report.
+# Measured time in the README (Training, "Regression baselines").
 BASELINES_OUT ?= runs/baselines
 baselines: $(STAMP)
 	test -f $(BASELINES_OUT)/data/manifest.json || $(BIN)/satdiffmoe prepare synthetic --out $(BASELINES_OUT)/data \
@@ -43,6 +44,8 @@ baselines: $(STAMP)
 	  $(BIN)/satdiffmoe evaluate $$config $$common ckpt=$(BASELINES_OUT)/runs/$${stage}_quickstart/$$stage \
 	    data.num_lr=8 eval.name=$${stage}_n8 || exit 1; \
 	done
+	$(BIN)/satdiffmoe report --runs $(foreach s,srcnn highresnet rams,$(BASELINES_OUT)/runs/$(s)_quickstart/$(s)) \
+	  --evals $(BASELINES_OUT)/runs --out $(BASELINES_OUT)/report
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/results

@@ -204,7 +204,8 @@ def check_values(cfg: DictConfig) -> None:
     _require(d.epoch_length >= 1, f"data.epoch_length must be >= 1, got {d.epoch_length}")
     _require(d.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
     _require(d.max_lr >= 1, f"data.max_lr must be >= 1, got {d.max_lr}")
-    _require(d.val_subset >= 1, f"data.val_subset must be >= 1, got {d.val_subset}")
+    _require(d.val_subset == -1 or d.val_subset >= 1,
+             f"data.val_subset must be >= 1 (or -1 for the whole split), got {d.val_subset}")
     _require(d.test_subset == -1 or d.test_subset >= 1,
              f"data.test_subset must be >= 1 (or -1 for the whole split), got {d.test_subset}")
     _require(d.max_consecutive_skips >= 0, f"data.max_consecutive_skips must be >= 0 (0 = never stop), "

@@ -43,7 +43,7 @@ class DataConfig:
     num_lr: int = 4  # LR images per scene at evaluation (-1 = all available)
     eval_lr_policy: str = "first_k"  # first_k | random_k | nearest_k | all
     max_lr: int = 8  # T: frames stacked for DiffusionSat; also the padding length of eval batches
-    val_subset: int = 32  # scenes in the fast validation during training
+    val_subset: int = 32  # scenes in the fast validation during training (-1 = the whole split)
     test_subset: int = -1  # scenes used by `evaluate` (-1 = whole test split)
     # Bad records and shards are skipped and counted; this many in a row (per reader) stops the run
     # with an error instead of resampling broken shards for ever. 0 = never stop.
