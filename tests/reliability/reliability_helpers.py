@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a non-interactive shell inherits SIGINT as ignored,
+    # and Python keeps an ignored SIGINT ignored: the child would never see the tests' Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
     """`satdiffmoe ARGS` in a child process whose stdout+stderr go to `log_path`."""
     with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([sys.executable, "-m", "satdiffmoe.cli", *args], stdout=handle,
-                                stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True,
+                                preexec_fn=_default_sigint)
 
 
 def run_cli(args: list[str], timeout: float = HANG_GUARD_S, **env: str) -> subprocess.CompletedProcess:
