@@ -71,3 +71,15 @@ def test_eval_named_twice_counts_once_and_broken_neighbours_are_skipped(write_ev
         summaries = read_eval_summaries([str(path), str(tmp_path / "evals")])
     assert [s.name for s in summaries] == ["cn"]
     assert "skipping" in caplog.text and "half_written.json" in caplog.text
+
+
+def test_the_autoencoder_reconstruction_is_shown_but_never_marked_best(write_eval, tmp_path):
+    _write_all(write_eval)
+    write_eval("evals", "autoencoder_reconstruction", "autoencoder", 40.0, num_lr=8, trainable=0)
+    table = methods_table(read_eval_summaries([str(tmp_path / "evals")]))
+    labels = [r.label for r in table.rows]
+    assert labels[1] == "Autoencoder reconstruction of the HR"  # after the references, without "(N = ...)"
+    psnr = table.columns.index("PSNR (dB)")
+    assert table.cell(1, psnr).value == 40.0 and not table.cell(1, psnr).best
+    assert table.cell(labels.index("SatDiffMoE (N = all)"), psnr).best
+    assert any("never marked best" in note for note in table.notes)

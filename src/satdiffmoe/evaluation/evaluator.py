@@ -186,8 +186,8 @@ class Evaluator:
             elif name in set_level:
                 results[name] = set_level[name]
             else:
-                results[name] = {"unavailable": "undefined on every scene (e.g. the rank correlation of a "
-                                                "constant uncertainty map)"}
+                results[name] = {"unavailable": "undefined on every scene (e.g. a constant uncertainty map: "
+                                                "one branch has no spread, so it ranks nothing)"}
         num_scenes = len({row["key"] for row in rows})
         params = {"trainable": 0, "total": 0}
         if not is_reference:

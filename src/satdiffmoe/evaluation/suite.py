@@ -114,7 +114,11 @@ class MetricSuite:
             if "unc_spearman" in wanted:
                 values["unc_spearman"] = calibration.spearman(uncertainty, error)
             if "ause" in wanted:
-                values["ause"] = calibration.ause(uncertainty, error)
+                # a constant map (a single branch has no spread) ranks nothing: no AUSE, not the area
+                # of an arbitrary pixel order
+                ranks_something = uncertainty.flatten(1).std(1) > 0
+                values["ause"] = torch.where(ranks_something, calibration.ause(uncertainty, error),
+                                             torch.full_like(ranks_something, float("nan"), dtype=torch.float))
         return values
 
     # --------------------------------------------------------------------------------------- set level

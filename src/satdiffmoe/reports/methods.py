@@ -17,8 +17,10 @@ from .tables import Cell, Row, Table, mark_best
 
 log = logging.getLogger(__name__)
 
-REFERENCES = ("bicubic_nearest", "mean_bicubic")
-METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "srcnn", "highresnet", "rams", "controlnet", "diffusionsat",
+REFERENCES = ("bicubic_nearest", "mean_bicubic", "autoencoder")
+# sees the HR (D(E(HR))): the cap of every latent method, shown for scale and never marked best
+ORACLES = ("autoencoder",)
+METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "autoencoder", "srcnn", "highresnet", "rams", "controlnet", "diffusionsat",
                 "satdiffmoe")
 
 
@@ -95,8 +97,13 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> 
                       Cell(value=float(seconds)) if isinstance(seconds, (int, float))
                       else Cell(unavailable="no timing recorded")]
         table.rows.append(Row(row_label(s), cells))
+    contenders = [i for i, s in enumerate(summaries) if s.method not in ORACLES]
     for j, metric in enumerate(metrics, start=len(leading)):
-        mark_best(table.column_cells(j), higher_is_better(metric))
+        cells = table.column_cells(j)
+        mark_best([cells[i] for i in contenders], higher_is_better(metric))
+    if len(contenders) < len(summaries):
+        table.notes.append("the autoencoder row reconstructs the HR itself (the cap of every latent method); "
+                           "it is never marked best")
     warning = scene_count_warning(summaries)
     if warning:
         log.warning(warning)

@@ -212,7 +212,8 @@ METRIC_ORDER = tuple(METRICS)
 
 METHOD_NAMES = {"satdiffmoe": "SatDiffMoE", "controlnet": "ControlNet", "diffusionsat": "DiffusionSat",
                 "highresnet": "HighRes-net", "rams": "RAMS", "srcnn": "SRCNN",
-                "bicubic_nearest": "Bicubic (nearest LR)", "mean_bicubic": "Mean of bicubic LRs"}
+                "bicubic_nearest": "Bicubic (nearest LR)", "mean_bicubic": "Mean of bicubic LRs",
+                "autoencoder": "Autoencoder reconstruction of the HR"}
 
 
 def method_name(method: str) -> str:
