@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from ..config.schema import EvalConfig
 from ..errors import UserError
 from ..sampling.image_io import GEOTIFF, PNG, read_raster
+from .catalog import METRICS
 from .evaluator import aggregate
 from .suite import MetricSuite, finite_or_none
 
@@ -100,8 +101,8 @@ def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = 
     suite = MetricSuite(eval_cfg)
     first = load_item(items[0], value_max)
     channels = int(first["pred"].shape[1])
-    unavailable = suite.unavailable(channels, min(first["pred"].shape[-2:]), has_hr="hr" in first["batch"], has_lr="lr" in first["batch"],
-                                    has_uncertainty=False)
+    unavailable = suite.unavailable(channels, min(first["pred"].shape[-2:]), has_hr="hr" in first["batch"],
+                                    has_lr="lr" in first["batch"], has_uncertainty=False)
     rows, outputs, targets = [], [], []
     for item in items:
         loaded = first if item is items[0] else load_item(item, value_max)
@@ -124,14 +125,14 @@ def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = 
             metrics[name] = set_level[name]
         elif any(name in row for row in rows):
             metrics[name] = aggregate([row.get(name) for row in rows])
-        elif not same_size:
+        elif not same_size and not METRICS[name].per_image:
             metrics[name] = {"unavailable": "a set-level score needs images of one size"}
+        else:
+            metrics[name] = {"unavailable": "undefined on every image"}
     return {"num_images": len(items), "metrics": metrics, "rows": rows}
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    from .catalog import METRICS
-
     lines = [f"{summary['num_images']} image(s)", f"{'metric':<22} {'value':>24}"]
     for name, entry in summary["metrics"].items():
         label = METRICS[name].label
