@@ -1,15 +1,16 @@
-"""Plain GeoTIFF stacks -> shards: the documented way to bring any other sensor pair.
+"""Plain GeoTIFF or PNG stacks -> shards: the documented way to bring any other sensor pair.
 
     satdiffmoe prepare stack --root RAW --out DIR [--bands 1,2,3] [--value-max 4095] [--lr-chip 32]
 
-Expected raw layout, one folder per scene (the folder name is the scene id):
+Expected raw layout, one folder per scene (the folder name is the scene id). Every image may be a
+GeoTIFF (.tif/.tiff) or a PNG (.png, 8- or 16-bit; no georeference), as `satdiffmoe sample` accepts:
 
-    RAW/<scene>/hr.tif               HR, C bands, uint8 or uint16, ideally georeferenced
+    RAW/<scene>/hr.tif               HR, C bands, uint8 or uint16, ideally georeferenced (or hr.png)
     RAW/<scene>/lr_<anything>.tif    one file per LR acquisition, same bands and dtype, H = scale × h
     RAW/<scene>/lr_<anything>_mask.tif   optional validity/cloud mask of that LR (nonzero = clear)
-    RAW/<scene>/dates.csv            columns `file,date` (ISO), one row for hr.tif and one per LR;
+    RAW/<scene>/dates.csv            columns `file,date` (ISO), one row for the HR and one per LR file;
                                      optional column `cloud_cover` (0..1)
-        or  RAW/<scene>/dates.yaml   a mapping file -> date, e.g. {hr.tif: 2020-06-01, lr_a.tif: 2020-05-20}
+        or  RAW/<scene>/dates.yaml   a mapping file -> date, e.g. {hr.tif: 2020-06-01, lr_a.png: 2020-05-20}
     RAW/splits.csv                   optional, columns `scene,split` (train/val/test)
 
 The scale is the HR/LR size ratio and must be the same integer for every LR and both axes (or equal
@@ -39,19 +40,29 @@ from .raster_io import nonzero_mask, read_raster, rescale
 from .splits import hash_split, normalise_split
 
 VERSION = "1"
+SUFFIXES = (".tif", ".tiff", ".png")  # what satdiffmoe sample reads (sampling/image_io.py)
+
+
+def _says_default(text: str) -> str:
+    """Help that explains its own default: `prepare` uses ArgumentDefaultsHelpFormatter, which would
+    append "(default: None)" unless the text mentions %(default); ".0s" formats it as nothing."""
+    return text + "%(default).0s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, required=True, help="folder with one sub-folder per scene")
-    parser.add_argument("--bands", default=None, help="1-based bands to keep, e.g. 1,2,3 (default: all)")
-    parser.add_argument("--band-names", default=None, help="names stored in the record, e.g. R,G,B")
-    parser.add_argument("--value-max", type=int, default=None, help="value that means 1.0 (default: dtype maximum)")
-    parser.add_argument("--scale", type=int, default=None, help="expected HR/LR size ratio (default: inferred)")
+    parser.add_argument("--root", type=Path, required=True, help=_says_default("folder with one sub-folder per scene"))
+    parser.add_argument("--bands", default=None, help=_says_default("1-based bands to keep, e.g. 1,2,3 (default: all)"))
+    parser.add_argument("--band-names", default=None,
+                        help=_says_default("names stored in the record, e.g. R,G,B (default: b1, b2, ...)"))
+    parser.add_argument("--value-max", type=int, default=None,
+                        help=_says_default("value that means 1.0 (default: the dtype's maximum, 255 / 65535)"))
+    parser.add_argument("--scale", type=int, default=None, help=_says_default("expected HR/LR size ratio (default: inferred)"))
     parser.add_argument("--lr-chip", type=int, default=0, help="LR chip side (HR chip = scale × it); 0 = whole scene")
-    parser.add_argument("--gsd", type=float, default=None, help="HR ground sampling distance in m (default: from the HR affine)")
+    parser.add_argument("--gsd", type=float, default=None,
+                        help=_says_default("HR ground sampling distance in m (default: from the HR affine)"))
     parser.add_argument("--split-file", default="splits.csv", help="scene,split CSV relative to --root (optional)")
-    parser.add_argument("--val-frac", type=float, default=0.1)
-    parser.add_argument("--test-frac", type=float, default=0.1)
+    parser.add_argument("--val-frac", type=float, default=0.1, help="share of unlisted scenes hashed to val")
+    parser.add_argument("--test-frac", type=float, default=0.1, help="share of unlisted scenes hashed to test")
 
 
 def convert(args: argparse.Namespace) -> dict:
@@ -60,7 +71,7 @@ def convert(args: argparse.Namespace) -> dict:
         raise UserError(f"stack root {root} is not a folder; pass --root <folder with one folder per scene>")
     scenes = sorted(p for p in root.iterdir() if p.is_dir())
     if not scenes:
-        raise UserError(f"no scenes: {root} has no scene folders (each with hr.tif, lr_*.tif, dates.csv)")
+        raise UserError(f"no scenes: {root} has no scene folders (each with hr.tif|png, lr_*.tif|png, dates.csv)")
     splits = _read_splits(root / args.split_file)
     hash_split("check", args.val_frac, args.test_frac)  # reject bad fractions before any work
     writer = open_writer(args, "stack", VERSION)
@@ -100,12 +111,15 @@ def _read_dates(folder: Path) -> tuple[dict[str, datetime], dict[str, float]]:
 
 
 def _folder_scenes(folder: Path, splits: dict[str, str], args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:
-    hr_path = folder / "hr.tif"
-    if not hr_path.is_file():
-        raise UserError(f"missing HR: {hr_path} does not exist")
-    lr_paths = sorted(p for p in folder.glob("lr_*.tif") if not p.stem.endswith("_mask"))
+    hr_paths = [folder / f"hr{suffix}" for suffix in SUFFIXES if (folder / f"hr{suffix}").is_file()]
+    if len(hr_paths) != 1:
+        found = ", ".join(p.name for p in hr_paths)
+        raise UserError(f"missing HR: {folder / 'hr.tif'} does not exist (nor hr.png)" if not hr_paths
+                        else f"ambiguous HR: {folder} has {found}; keep one")
+    hr_path = hr_paths[0]
+    lr_paths = sorted(p for p in folder.glob("lr_*") if p.suffix.lower() in SUFFIXES and not p.stem.endswith("_mask"))
     if not lr_paths:
-        raise UserError(f"missing LR: {folder} has no lr_*.tif files")
+        raise UserError(f"missing LR: {folder} has no lr_*.tif or lr_*.png files")
     dates, clouds = _read_dates(folder)
     bands = [int(b) for b in args.bands.split(",")] if args.bands else None
     hr = read_raster(hr_path, bands)
@@ -155,8 +169,9 @@ def _scale(hr_path: Path, hr_hw: tuple[int, int], lr_path: Path, lr_hw: tuple[in
 
 
 def _lr_mask(path: Path, lr: np.ndarray) -> np.ndarray:
-    mask_path = path.with_name(f"{path.stem}_mask.tif")
-    if not mask_path.is_file():
+    candidates = [path.with_name(f"{path.stem}_mask{suffix}") for suffix in SUFFIXES]
+    mask_path = next((p for p in candidates if p.is_file()), None)
+    if mask_path is None:
         return nonzero_mask(lr)
     mask = read_raster(mask_path, [1]).array[0]
     if mask.shape != lr.shape[1:]:

@@ -65,10 +65,16 @@ def _sample_args(p):
     p.add_argument("--dt", nargs="+", required=True, help="Δt in days per LR (t_LR - t_HR); 'nan' = unknown")
     p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
     p.add_argument("--out", required=True, help="output HR image (.tif keeps the georeference, or .png)")
-    p.add_argument("--uncertainty", default=None, help="optional per-pixel uncertainty map output")
+    p.add_argument("--uncertainty", default=None,
+                   help="optional per-pixel uncertainty map (the branches' spread, in units of the [0, 1] output); "
+                        ".tif = raw float32 values (keeps the georeference), .png = 8-bit grey scaled to the "
+                        "map's own maximum (255 = its largest value, so PNGs of two runs are not comparable)")
     p.add_argument("--value-max", type=float, default=None,
                    help="pixel value meaning full scale, as the training records' value_max (default: the dtype's "
                         "maximum, 255 / 65535; e.g. 4095 for 12-bit data stored as uint16)")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="refuse LR images whose longer side exceeds this many px before loading the model "
+                        "(default 1024; time grows with the tile count, which is printed before sampling)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 

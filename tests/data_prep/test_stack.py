@@ -1,6 +1,7 @@
 """Generic GeoTIFF stack converter: inferred scale, value_max, masks, dates, split column or hash."""
 
 import numpy as np
+import pytest
 from raw_trees import manifest, read_split, run_prepare, write_tif
 
 
@@ -63,3 +64,35 @@ def test_missing_hr_names_the_file_or_is_skipped(stack_root, tmp_path, capsys):
     assert run_prepare("stack", "--root", stack_root, "--out", out, "--skip-bad") == 0
     assert manifest(out)["skipped"]["by_reason"] == {"missing HR": 1}
     assert manifest(out)["counts"] == {"train": 1, "val": 0, "test": 1}
+
+
+def test_png_images_convert_like_geotiffs(tmp_path):
+    """An RGB PNG stack (8-bit HR 16×16, two 4×4 LRs, one PNG mask) converts with the same values."""
+    from PIL import Image
+
+    folder = tmp_path / "raw" / "p"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(folder / "hr.png")
+    Image.fromarray(np.full((4, 4, 3), 50, np.uint8)).save(folder / "lr_a.png")
+    Image.fromarray(np.full((4, 4, 3), 90, np.uint8)).save(folder / "lr_b.png")
+    mask = np.ones((4, 4), np.uint8)
+    mask[0] = 0
+    Image.fromarray(mask).save(folder / "lr_b_mask.png")
+    (folder / "dates.csv").write_text("file,date\nhr.png,2021-07-01\nlr_a.png,2021-06-21\nlr_b.png,2021-07-04\n")
+    out = tmp_path / "out"
+    assert run_prepare("stack", "--root", folder.parent, "--out", out, "--val-frac", 0, "--test-frac", 0) == 0
+    (scene,) = read_split(out, "train")
+    assert scene.meta["scale"] == 4 and scene.meta["value_max"] == 255 and scene.meta["lr_files"] == ["lr_a.png", "lr_b.png"]
+    assert scene.hr.shape == (3, 16, 16) and (scene.hr == 200).all()
+    assert scene.lr[:, :, 0, 0].tolist() == [[50, 50, 50], [90, 90, 90]]
+    assert scene.lr_mask[0].all() and not scene.lr_mask[1, 0].any() and scene.lr_mask[1, 1:].all()
+    assert scene.meta["lr_dt"] == [-10.0, 3.0]
+
+
+def test_help_prints_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        run_prepare("stack", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    options = help_text.split(" --")
+    assert all(option.count("(default:") <= 1 for option in options), [o for o in options if o.count("(default:") > 1]
+    assert "e.g. 1,2,3 (default: all)" in help_text and "(default: inferred)" in help_text

@@ -1,8 +1,12 @@
 """`satdiffmoe sample --ckpt C --lr a.tif b.tif --dt -40 3 --out sr.tif [--uncertainty u.tif] [--value-max V] [sampler.*=...]`.
 
 Super-resolves a user's own LR stack with the fused sampler. Everything is validated before the
-model loads (one UserError line per problem); images larger than the training LR size are tiled
-(sampling/tiling.py); GeoTIFF georeferencing is carried to the outputs with `scale`-times finer pixels.
+model loads (one UserError line per problem), including `--max-side`: cost grows with the number of
+tiles, and three 400×400 LRs ran for over 17 minutes on CPU before anything said so. Images larger
+than the training LR size are tiled (sampling/tiling.py), `chunk_size // N` tiles per batch so one
+batch fills one UNet call; the tile count and UNet-call estimate are printed (stderr) before sampling,
+with a progress bar over tiles. GeoTIFF georeferencing is carried to the outputs with `scale`-times
+finer pixels.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +25,7 @@ from ..config import config_from_dict, with_overrides
 from ..config.loading import as_plain
 from ..errors import UserError
 from .image_io import GEOTIFF, PNG, Raster, read_mask, read_raster, write_raster
-from .tiling import sample_tiled
+from .tiling import sample_tiled, tile_grid
 
 log = logging.getLogger(__name__)
 SAMPLING_STAGES = ("satdiffmoe", "controlnet", "diffusionsat")
@@ -111,6 +116,37 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     return rasters, masks
 
 
+def stored_config(ckpt: str):
+    """The checkpoint's training config without reading its weights (mmap leaves tensors on disk)."""
+    from ..training.checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(ckpt)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint (or unreadable): load_task names the problem
+        return None
+    config = (checkpoint.get("hyper_parameters") or {}).get("config")
+    return config_from_dict(as_plain(config)) if config is not None else None
+
+
+def tile_plan(height: int, width: int, cfg) -> tuple[int, int, int]:
+    """(LR tile side, overlap, number of tiles) for an h×w LR image under the training config."""
+    tile = cfg.data.hr_size // cfg.data.scale
+    overlap = max(1, tile // 4)
+    return tile, overlap, len(tile_grid(height, width, tile, overlap))
+
+
+def check_max_side(height: int, width: int, max_side: int, cfg) -> None:
+    if max(height, width) <= max_side:
+        return
+    tiles = "many tiles"
+    if cfg is not None:
+        tile, _, count = tile_plan(height, width, cfg)
+        tiles = f"{count} tiles of {tile} px"
+    raise UserError(f"the LR images are {height}×{width} px, longer than --max-side {max_side}; they would need "
+                    f"{tiles}; crop them, or pass --max-side {max(height, width)} to run anyway")
+
+
 def tile_sampler(task, cfg, dts: Sequence[float], seed: int):
     """(lr tiles, mask tiles) -> (HR tiles, uncertainty) through `task.sample` with one scene per tile."""
     generator = torch.Generator(device=task.device).manual_seed(seed)
@@ -138,6 +174,9 @@ def sample_command(args) -> int:
     _check_writable(args.uncertainty, "--uncertainty")
     check_distinct_outputs(args)
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max)
+    height, width = rasters[0].pixels.shape[1:]
+    if max(height, width) > args.max_side:
+        check_max_side(height, width, args.max_side, stored_config(args.ckpt))
 
     from ..training.checkpoints import load_task
 
@@ -151,14 +190,19 @@ def sample_command(args) -> int:
     if bands != cfg.data.channels:
         raise UserError(f"the LR images have {bands} bands but the model was trained on {cfg.data.channels}; "
                         "select the training bands first")
-    scale, tile = cfg.data.scale, cfg.data.hr_size // cfg.data.scale
+    scale = cfg.data.scale
+    tile, overlap, tiles = tile_plan(height, width, cfg)
+    branches = len(rasters)
+    per_batch = max(1, cfg.sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
+    nfe = cfg.sampler.nfe * (2 if cfg.sampler.guidance_scale != 1.0 else 1)  # guidance: a second, unconditional call
+    print(f"{branches} LR images of {height}×{width} px -> {scale * height}×{scale * width} px: {tiles} tiles of "
+          f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
+          f"(each over {branches} LR branches)", file=sys.stderr, flush=True)
     lr = torch.from_numpy(np.stack([r.pixels for r in rasters]))
-    log.info("super-resolving %d LR images of %d×%d px (tiles of %d px, NFE %d, fusion every %s)",
-             len(rasters), lr.shape[-2], lr.shape[-1], tile, cfg.sampler.nfe, cfg.sampler.fusion_every)
     with torch.no_grad():
         image, uncertainty = sample_tiled(tile_sampler(task, cfg, dts, args.seed), lr, torch.from_numpy(masks),
-                                          tile=tile, overlap=max(1, tile // 4), scale=scale,
-                                          batch_size=cfg.data.eval_batch_size)
+                                          tile=tile, overlap=overlap, scale=scale, batch_size=per_batch,
+                                          progress=True)
     write_raster(args.out, image.numpy(), like=rasters[0], scale=scale, value_max=rasters[0].value_max)
     if args.uncertainty:
         # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance

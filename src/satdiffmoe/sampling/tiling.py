@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 TileSampler = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (lr tiles T×N×C×t×t, masks T×N×t×t) -> (hr tiles T×C×S×S, uncertainty T×1×S×S), S = scale·t
@@ -26,6 +27,12 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (size - tile) / (count - 1)) for i in range(count)]
 
 
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Top-left (y, x) of every tile over an h×w LR image (padded up to one tile when smaller)."""
+    full_h, full_w = max(height, tile), max(width, tile)
+    return [(y, x) for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
+
+
 def blend_window(size: int, device=None) -> torch.Tensor:
     """size×size raised-cosine weights, never exactly 0 (edge pixels of the image have one tile)."""
     ramp = torch.sin(math.pi * (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size)
@@ -33,8 +40,11 @@ def blend_window(size: int, device=None) -> torch.Tensor:
 
 
 def sample_tiled(sample: TileSampler, lr: torch.Tensor, mask: torch.Tensor, tile: int, overlap: int,
-                 scale: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """lr N×C×h×w (+ mask N×h×w) of any size -> HR C×(scale·h)×(scale·w) and uncertainty 1×H×W."""
+                 scale: int, batch_size: int = 8, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """lr N×C×h×w (+ mask N×h×w) of any size -> HR C×(scale·h)×(scale·w) and uncertainty 1×H×W.
+
+    `batch_size` tiles go to `sample` at once; `progress` shows a bar over tiles.
+    """
     height, width = lr.shape[-2:]
     pad_h, pad_w = max(0, tile - height), max(0, tile - width)
     if pad_h or pad_w:
@@ -42,11 +52,12 @@ def sample_tiled(sample: TileSampler, lr: torch.Tensor, mask: torch.Tensor, tile
         lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
         mask = F.pad(mask[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
     full_h, full_w = lr.shape[-2:]
-    boxes = [(y, x) for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
+    boxes = tile_grid(height, width, tile, overlap)
     out = torch.zeros(lr.shape[1], full_h * scale, full_w * scale, device=lr.device)
     spread = torch.zeros(1, full_h * scale, full_w * scale, device=lr.device)
     weight = torch.zeros(1, full_h * scale, full_w * scale, device=lr.device)
     window = blend_window(tile * scale, lr.device)
+    bar = tqdm(total=len(boxes), desc="tiles", unit="tile", disable=not progress)
     for first in range(0, len(boxes), batch_size):
         group = boxes[first:first + batch_size]
         lr_tiles = torch.stack([lr[..., y:y + tile, x:x + tile] for y, x in group])
@@ -57,5 +68,7 @@ def sample_tiled(sample: TileSampler, lr: torch.Tensor, mask: torch.Tensor, tile
             out[box] += window * image
             spread[box] += window * unc
             weight[box] += window
+        bar.update(len(group))
+    bar.close()
     crop = (slice(None), slice(0, height * scale), slice(0, width * scale))
     return (out / weight)[crop], (spread / weight)[crop]
