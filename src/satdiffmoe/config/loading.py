@@ -219,6 +219,8 @@ def check_values(cfg: DictConfig) -> None:
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
     _require(t.kl_weight >= 0, f"train.kl_weight must be >= 0, got {t.kl_weight}")
+    _require(cfg.logging.wandb.init_timeout_s > 0,
+             f"logging.wandb.init_timeout_s must be > 0 (seconds), got {cfg.logging.wandb.init_timeout_s}")
     _require(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                                             f"got {t.lr_schedule}")
     _require(cfg.diffusion.num_train_timesteps >= 1, "diffusion.num_train_timesteps must be >= 1")

@@ -193,6 +193,9 @@ class WandbConfig:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    # seconds wandb.init may wait for the server before `online` falls back to offline (wandb's own
+    # default is 90); WANDB_INIT_TIMEOUT overrides
+    init_timeout_s: float = 10.0
 
 
 @dataclass

@@ -17,6 +17,11 @@ from optuna.trial import FrozenTrial
 log = logging.getLogger(__name__)
 
 
+def init_timeout_s() -> float:
+    """Seconds wandb.init may wait for the server; `WANDB_INIT_TIMEOUT` overrides."""
+    return float(os.environ.get("WANDB_INIT_TIMEOUT") or 10)
+
+
 def wandb_mode(spec: DictConfig) -> str:
     """`WANDB_MODE` in the environment beats the sweep file (DESIGN.md section 6)."""
     return os.environ.get("WANDB_MODE") or spec.wandb.mode
@@ -48,14 +53,27 @@ class TrialRunLogger:
     def __init__(self, spec: DictConfig, sweep_dir: Path):
         self.spec = spec
         self.sweep_dir = Path(sweep_dir)
+        self.mode: str | None = None  # "offline" once an online init failed
 
     def _init(self, study: optuna.Study, name: str, job_type: str, config: dict):
         import wandb
 
-        return wandb.init(project=self.spec.wandb.project, entity=self.spec.wandb.entity,
-                          group=study.study_name, name=name, job_type=job_type, config=config,
-                          tags=list(self.spec.wandb.tags), dir=str(self.sweep_dir), mode=wandb_mode(self.spec),
-                          reinit="finish_previous")
+        mode = self.mode or wandb_mode(self.spec)
+        kwargs = dict(project=self.spec.wandb.project, entity=self.spec.wandb.entity, group=study.study_name,
+                      name=name, job_type=job_type, config=config, tags=list(self.spec.wandb.tags),
+                      dir=str(self.sweep_dir), reinit="finish_previous")
+        if mode != "online":
+            return wandb.init(mode=mode, **kwargs)
+        # wandb.init waits 90 s by default for an unreachable server, then raises CommError (UsageError
+        # at once when not logged in): wait briefly, then keep this sweep's runs offline
+        try:
+            return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=init_timeout_s()), **kwargs)
+        except wandb.errors.Error as exc:
+            wandb.teardown()
+            log.warning("W&B online failed (%s); logging this sweep offline to %s instead (upload later with "
+                        "`wandb sync`)", str(exc).splitlines()[0], self.sweep_dir / "wandb")
+            self.mode = "offline"
+            return wandb.init(mode="offline", **kwargs)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if wandb_mode(self.spec) == "disabled":
@@ -75,4 +93,4 @@ class TrialRunLogger:
         run.log({"trials": wandb.Table(dataframe=frame.astype(str))})
         run.log({f"plots/{path.stem}": wandb.Image(str(path)) for path in plots})
         run.finish()
-        log.info("W&B runs (mode %s) in %s", wandb_mode(self.spec), self.sweep_dir / "wandb")
+        log.info("W&B runs (mode %s) in %s", self.mode or wandb_mode(self.spec), self.sweep_dir / "wandb")

@@ -70,13 +70,38 @@ def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> l
     loggers: list[Logger] = [JsonlLogger(run.metrics_log, clock)]
     mode = wandb_mode(cfg)
     if mode != "disabled":
-        w = cfg.logging.wandb
-        loggers.append(WandbLogger(
-            project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
-            name=f"{cfg.name}/{run.path.name}", id=f"{cfg.name}-{run.path.name}".replace("/", "-"),
-            save_dir=str(run.path), mode=mode, resume="allow", config=as_plain(cfg),
-        ))
+        loggers.append(wandb_logger(cfg, run, mode))
     return loggers
+
+
+def wandb_init_timeout(cfg: DictConfig) -> float:
+    """`WANDB_INIT_TIMEOUT` in the environment beats `logging.wandb.init_timeout_s`."""
+    return float(os.environ.get("WANDB_INIT_TIMEOUT") or cfg.logging.wandb.init_timeout_s)
+
+
+def wandb_logger(cfg: DictConfig, run: RunDir, mode: str) -> WandbLogger:
+    """A WandbLogger; `online` connects now and falls back to offline with one warning line.
+
+    wandb.init waits 90 s by default for an unreachable server, then raises CommError (UsageError at
+    once when not logged in); lazily, inside fit, either would be a traceback after the first steps.
+    """
+    import wandb
+
+    w = cfg.logging.wandb
+    kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
+                  name=f"{cfg.name}/{run.path.name}", id=f"{cfg.name}-{run.path.name}".replace("/", "-"),
+                  save_dir=str(run.path), resume="allow", config=as_plain(cfg))
+    logger = WandbLogger(mode=mode, settings=wandb.Settings(init_timeout=wandb_init_timeout(cfg)), **kwargs)
+    if mode != "online" or rank_zero_only.rank != 0:
+        return logger  # other ranks never create a W&B run
+    try:
+        _ = logger.experiment  # connect now, not lazily in the first logging call
+    except wandb.errors.Error as exc:
+        wandb.teardown()  # the failed online run still holds its id in wandb's service process
+        log.warning("W&B online failed (%s); logging offline to %s instead (upload later with `wandb sync`)",
+                    str(exc).splitlines()[0], run.path / "wandb")
+        logger = WandbLogger(mode="offline", **kwargs)
+    return logger
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
