@@ -88,10 +88,10 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     assert list(summary["metrics"]) == list(METRICS)
     assert summary["metrics"]["kid"]["std"] >= 0 and summary["metrics"]["sam"]["mean"] >= 0
     assert 0 <= summary["metrics"]["improvement"]["mean"] <= 100
-    # the shards repeat one LR, so every branch agrees: a zero map has no rank correlation
+    # the shards repeat one LR, so every branch agrees: a zero map ranks nothing, so neither its rank
+    # correlation nor its sparsification area is a number
     assert summary["metrics"]["unc_spearman"]["unavailable"].startswith("undefined on every scene")
-    assert summary["metrics"]["ause"]["mean"] >= 0
-    assert len(summary["sparsification"]["curve"]) == len(summary["sparsification"]["fractions"])
+    assert summary["metrics"]["ause"]["unavailable"].startswith("undefined on every scene")
     rows = (folder / "nfe2_fuse1_mean_n2.jsonl").read_text().splitlines()
     assert len(rows) == 2 * SCENES and json.loads(rows[0])["num_lr"] == 2
     assert (folder / "nfe2_fuse1_mean_n2.png").stat().st_size > 1000

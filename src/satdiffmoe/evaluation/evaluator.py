@@ -149,7 +149,10 @@ class Evaluator:
                     image, uncertainty, nfe = out.image, out.uncertainty, out.nfe
                 values = suite.per_image(batch, image, uncertainty, unavailable)
                 if uncertainty is not None and "ause" in values:
-                    curves.append(calibration.sparsification(uncertainty.cpu(), absolute_error(image, batch["hr"]).cpu()))
+                    ranks = uncertainty.flatten(1).std(1) > 0  # a constant map has no curve (suite.py)
+                    if ranks.any():
+                        curves.append(calibration.sparsification(
+                            uncertainty[ranks].cpu(), absolute_error(image[ranks], batch["hr"][ranks]).cpu()))
                 rows.extend(_rows(batch, seed, values))
                 outputs.append(image.float().cpu())
                 targets.append(batch["hr"].float().cpu())
