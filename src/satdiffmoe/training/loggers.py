@@ -100,7 +100,9 @@ def wandb_logger(cfg: DictConfig, run: RunDir, mode: str) -> WandbLogger:
         wandb.teardown()  # the failed online run still holds its id in wandb's service process
         log.warning("W&B online failed (%s); logging offline to %s instead (upload later with `wandb sync`)",
                     str(exc).splitlines()[0], run.path / "wandb")
-        logger = WandbLogger(mode="offline", **kwargs)
+        # a new id: wandb's service can keep the failed online run's id "in use" even after teardown
+        logger = WandbLogger(mode="offline", **{**kwargs, "id": f"{kwargs['id']}-offline"})
+        _ = logger.experiment  # offline needs no server: start it now, so nothing is left to fail later
     return logger
 
 
@@ -139,5 +141,5 @@ def log_image_grid(loggers: Sequence[Logger], run_images: Path, key: str, step: 
 def finish_wandb(loggers: Sequence[Logger]) -> None:
     """Close the W&B run: WandbLogger leaves it open, and the next run in this process would reuse it."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:  # never start a run to end it
             logger.experiment.finish()
