@@ -45,6 +45,11 @@ def spearman(uncertainty: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, rho, torch.full_like(rho, float("nan"))).float()
 
 
+def ranks_anything(uncertainty: torch.Tensor) -> torch.Tensor:
+    """B bools: False where the map is constant (one branch has no spread), which orders no pixel."""
+    return _flat(uncertainty).std(1) > 0
+
+
 class Sparsification(NamedTuple):
     fractions: torch.Tensor  # steps: the removed fraction f = 0, 1/steps, ..., (steps − 1)/steps
     curve: torch.Tensor  # B×steps: mean error of the kept pixels / mean error of all, removing by uncertainty

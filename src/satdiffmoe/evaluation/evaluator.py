@@ -149,7 +149,7 @@ class Evaluator:
                     image, uncertainty, nfe = out.image, out.uncertainty, out.nfe
                 values = suite.per_image(batch, image, uncertainty, unavailable)
                 if uncertainty is not None and "ause" in values:
-                    ranks = uncertainty.flatten(1).std(1) > 0  # a constant map has no curve (suite.py)
+                    ranks = calibration.ranks_anything(uncertainty)  # a constant map has no curve
                     if ranks.any():
                         curves.append(calibration.sparsification(
                             uncertainty[ranks].cpu(), absolute_error(image[ranks], batch["hr"][ranks]).cpu()))

