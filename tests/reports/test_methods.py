@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from satdiffmoe.reports.methods import method_tables, methods_table
@@ -83,3 +84,15 @@ def test_the_autoencoder_reconstruction_is_shown_but_never_marked_best(write_eva
     assert table.cell(1, psnr).value == 40.0 and not table.cell(1, psnr).best
     assert table.cell(labels.index("SatDiffMoE (N = all)"), psnr).best
     assert any("never marked best" in note for note in table.notes)
+
+
+def test_rows_with_no_value_in_a_group_table_are_left_out_and_named(write_eval, tmp_path):
+    _write_all(write_eval)
+    path = write_eval("evals", "zz_ours_all", "satdiffmoe", 27.0, num_lr=-1, trainable=900)
+    summary = json.loads(path.read_text())
+    summary["metrics"]["ause"] = {"mean": 0.3, "std": 0.1, "ci95": 0.05, "n": 8}
+    path.write_text(json.dumps(summary))
+    table = methods_table(read_eval_summaries([str(tmp_path / "evals")]), "calibration")
+    assert [r.label for r in table.rows] == ["SatDiffMoE (N = all)"]
+    assert any(note.startswith("not shown, no value in this table: Bicubic (nearest LR)") for note in table.notes)
+    assert len(methods_table(read_eval_summaries([str(tmp_path / "evals")])).rows) == 5  # fidelity: every row

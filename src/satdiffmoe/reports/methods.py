@@ -82,6 +82,15 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> 
     if not metrics:
         return None
     first = group == "fidelity"
+    left_out: list[str] = []
+    why: list[str] = []
+    if not first:  # a row with no number in this group (e.g. no uncertainty map) says nothing here
+        shown = [s for s in summaries if any(_metric_cell(s.metrics.get(m)).is_number for m in metrics)]
+        left_out = [row_label(s) for s in summaries if s not in shown]
+        why = sorted({_metric_cell(s.metrics.get(m)).unavailable for s in summaries if s not in shown for m in metrics})
+        summaries = shown
+        if not summaries:
+            return None
     leading = ["eval", "scenes", "NFE"] if first else ["eval"]
     trailing = ["trainable params", "total params", "time (s/image)"] if first else []
     title = "Method comparison on the test set" + ("" if first else f": {GROUP_TITLES[group]}")
@@ -104,6 +113,8 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> 
     if len(contenders) < len(summaries):
         table.notes.append("the autoencoder row reconstructs the HR itself (the cap of every latent method); "
                            "it is never marked best")
+    if left_out:
+        table.notes.append(f"not shown, no value in this table: {', '.join(left_out)} ({'; '.join(why)})")
     warning = scene_count_warning(summaries)
     if warning:
         log.warning(warning)
