@@ -28,8 +28,10 @@ square resized to hr_size / scale, at most --max-lr of them (the nearest in time
 Radiometry. The HR JPEG is uint8 (value_max 255). Sentinel DN is stretched per band the way
 DiffusionSat and SatMAE do (SentinelNormalize, diffusionsat/data_util.py ~561): [mean − kσ, mean + kσ]
 of the fMoW-Sentinel training set onto 0..255, k = --s2-sigmas (2), so HR and LR share one value
-range; the stretch is recorded in manifest.json (`normalisation`), and a value outside it clips and is
-counted. With k = 2 a Gaussian band clips about 2.3 % above mean + 2σ by construction, so this
+range. The mean and σ are the dataset's fixed per-band statistics (as in SentinelNormalize), not each
+image's, so one DN means the same in every record. The stretch is recorded in manifest.json
+(`normalisation`; `normalisation.record` is the form data/radiometry.py reads), and a value outside
+it clips and is counted. With k = 2 a Gaussian band clips about 2.3 % above mean + 2σ by construction, so this
 converter's --max-clipped default is 0.05. `--s2-max D` instead maps DN 0..D linearly (the old fixed
 stretch). An LR pixel that is 0 (or NaN) in every band is nodata. `hr_cloud_cover` is the RGB JSON's
 percent / 100, as DiffusionSat reads it (data_util.py fmow_numerical_metadata: `cloud_cover / 100.`).
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from satdiffmoe.data.radiometry import Normalisation, record_normalisation
 from satdiffmoe.data.record import Scene
 from satdiffmoe.errors import UserError
 
@@ -126,7 +129,19 @@ def _normalisation(args: argparse.Namespace) -> dict:
             f"per band [mean − {args.s2_sigmas:g}σ, mean + {args.s2_sigmas:g}σ] of fMoW-Sentinel DN -> 0..255 "
             "(DiffusionSat SentinelNormalize)",
             "lr_bands": ["B4", "B3", "B2"], "lr_offset_dn": [round(v, 4) for v in offset],
-            "lr_dn_per_value": [round(1 / v, 6) for v in scale], "to_dn": "value · lr_dn_per_value + lr_offset_dn"}
+            "lr_dn_per_value": [round(1 / v, 6) for v in scale], "to_dn": "value · lr_dn_per_value + lr_offset_dn",
+            "record": record_normalisation(Normalisation.scale(255, 255.0, "8-bit JPEG", "fMoW-RGB JPEG values"),
+                                           _lr_normalisation(args))}
+
+
+def _lr_normalisation(args: argparse.Namespace) -> Normalisation:
+    """The LR's Normalisation: per dataset (the fMoW-Sentinel training set's fixed per-band mean and σ,
+    as SentinelNormalize uses them), not per image, so one DN means the same in every record."""
+    if args.s2_max:
+        return Normalisation.scale(255, float(args.s2_max), "Sentinel-2 DN", "DN 0..--s2-max -> 0..255")
+    bands = [b - 1 for b in S2_RGB_BANDS]
+    return Normalisation.stretch([S2_MEAN[b] for b in bands], [S2_STD[b] for b in bands], args.s2_sigmas, 255,
+                                 "Sentinel-2 DN", "fMoW-Sentinel B4, B3, B2; DiffusionSat SentinelNormalize")
 
 
 def _location_id(folder_name: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from satdiffmoe.data.radiometry import Normalisation, record_normalisation
 from satdiffmoe.data.record import Scene
 from satdiffmoe.errors import UserError
 
@@ -65,7 +66,9 @@ def convert(args: argparse.Namespace) -> dict:
     todo = [item for item in imgsets if item not in missing_hr]
     write_units(writer, todo, lambda item: f"{item[1]}-{item[2].name}",
                 lambda item: _imgset_scenes(*item, args), args.skip_bad, desc="probav")
-    return finish(writer, {"value_max": VALUE_MAX, "scale": SCALE})
+    normalisation = Normalisation.scale(VALUE_MAX, units="14-bit DN", description="PROBA-V L2 16-bit PNG values")
+    return finish(writer, {"value_max": VALUE_MAX, "scale": SCALE,
+                           "normalisation": {"value_max": VALUE_MAX, "record": record_normalisation(normalisation)}})
 
 
 def _imgset_scenes(split_dir: str, band: str, folder: Path, args: argparse.Namespace) -> Iterator[tuple[Scene, str]]:

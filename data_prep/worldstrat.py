@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from satdiffmoe.data.radiometry import Normalisation, record_normalisation
 from satdiffmoe.data.record import Scene
 from satdiffmoe.errors import UserError
 
@@ -153,6 +154,10 @@ def _normalisation(args: argparse.Namespace, value_max: int) -> dict:
         "lr": f"Sentinel-2 {args.level} reflectance clamped to [0, 1], × {value_max} (integer inputs: DN / "
         f"{args.reflectance_scale:g} first)",
         "to_reflectance": f"value / {value_max}",
+        # both rasters are reflectance 0..1 in the record (data/radiometry.py; the inverse on outputs)
+        "record": record_normalisation(
+            Normalisation.scale(value_max, 1.0, "reflectance", f"SPOT DN / {SPOT_MAX}, clamped to [0, 1]"),
+            Normalisation.scale(value_max, 1.0, "reflectance", f"Sentinel-2 {args.level} reflectance, clamped to [0, 1]")),
     }
 
 

@@ -11,7 +11,10 @@ Every record is decoded again right after encoding and compared with what was ha
 that would not read back as written is refused), and the manifest's `radiometry` section describes
 what was written: per band min/max, the fraction of zero pixels and of pixels at value_max (saturated)
 for HR and LR, plus the converters' own account of the source (NaN count, clipped and zeroed
-fractions, source ranges; see data_prep/radiometry.py).
+fractions, source ranges; see data_prep/radiometry.py). `stats.lr_scenes` holds the spread of the
+train records' LR means that `sample` compares a user's input with, and `normalisation.record` how
+record values relate to source units (data/radiometry.py; value / value_max when a converter names
+none).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import webdataset as wds
 
 from ..errors import UserError
+from .radiometry import Normalisation, band_statistics, record_normalisation, summarise_scenes
 from .record import RECORD_VERSION, Scene, decode_scene, encode_scene
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class ShardSetWriter:
         self._npix = 0
         self._record_stats = {"hr": _BandStats(), "lr": _BandStats()}
         self._source = {"hr": [], "lr": []}
+        self._lr_means: dict[str, list[list[float]]] = defaultdict(list)  # split -> per-record LR band means
+        self.value_maxes: set[float] = set()
         self._started = time.time()
 
     def _writer(self, split: str) -> wds.ShardWriter:
@@ -79,6 +85,10 @@ class ShardSetWriter:
             if role in self._source and entry:
                 self._source[role].append(entry)
         self.lr_counts[split].append(scene.num_lr)
+        self.value_maxes.add(float(scene.meta["value_max"]))
+        if scene.lr_mask.any():
+            lr01 = scene.lr.astype(np.float64) / float(scene.meta["value_max"])
+            self._lr_means[split].append(band_statistics(lr01, scene.lr_mask)[0])
         hr = scene.hr.astype(np.float64) / float(scene.meta["value_max"])
         flat = hr.reshape(hr.shape[0], -1)
         if self._sum is None:
@@ -117,7 +127,15 @@ class ShardSetWriter:
                 "source": {role: _source_summary(entries) for role, entries in self._source.items() if entries},
             },
         }
+        lr_means = self._lr_means.get("train") or [m for split in SPLITS for m in self._lr_means.get(split, [])]
+        if lr_means:
+            manifest["stats"]["lr_scenes"] = {"split": "train" if self._lr_means.get("train") else "all",
+                                              **summarise_scenes(lr_means)}
         manifest.update(extra or {})
+        if "normalisation" not in manifest and len(self.value_maxes) == 1:
+            value_max = next(iter(self.value_maxes))
+            manifest["normalisation"] = {"value_max": value_max, "record": record_normalisation(
+                Normalisation.scale(value_max, description="record values as the source wrote them"))}
         tmp = self.out / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(tmp, self.out / "manifest.json")

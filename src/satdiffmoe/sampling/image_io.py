@@ -92,6 +92,9 @@ def _write_raster(path: Path, pixels: np.ndarray, like: Raster | None, scale: in
                   as_float: bool) -> None:
     if as_float:
         data = pixels.astype(np.float32)
+    elif value_max <= 1.0 and path.suffix.lower() in GEOTIFF:
+        # float inputs (reflectance 0..1) come back as float: integers of value_max 1 would be 0 or 1
+        data = ((np.clip(pixels, -1, 1) + 1) / 2 * value_max).astype(np.float32)
     else:
         dtype = np.uint8 if value_max <= 255 else np.uint16
         data = np.round((np.clip(pixels, -1, 1) + 1) / 2 * value_max).astype(dtype)
