@@ -9,7 +9,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from satdiffmoe.runs import RunDir
-from satdiffmoe.training.entry import build_task, build_trainer
+from satdiffmoe.training.trainer import build_task, build_trainer
 
 TUNED = ["train.channels_last=true", "train.fused_adamw=true", "train.compile=true", "train.matmul_precision=high"]
 
@@ -19,7 +19,7 @@ def repeated(batch: dict, steps: int) -> DataLoader:
 
 
 def fit(cfg, batch: dict) -> pl.Trainer:
-    """The production trainer (entry.build_trainer: callbacks, loggers, clipping) for train.max_steps."""
+    """The production trainer (training.trainer.build_trainer: callbacks, loggers, clipping) for train.max_steps."""
     task = build_task(cfg)
     trainer = build_trainer(cfg, RunDir.create(cfg), *task.monitor())
     trainer.fit(task, train_dataloaders=repeated(batch, cfg.train.max_steps))

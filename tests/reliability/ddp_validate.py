@@ -19,7 +19,7 @@ from satdiffmoe.config import load_config
 from satdiffmoe.data.datamodule import SatDataModule
 from satdiffmoe.runs import RunDir
 from satdiffmoe.training.checkpoints import load_task
-from satdiffmoe.training.entry import build_trainer
+from satdiffmoe.training.trainer import build_trainer
 
 TINY = Path(__file__).with_name("tiny.yaml")
 

@@ -22,7 +22,7 @@ import torch
 
 from satdiffmoe.config import load_config
 from satdiffmoe.runs import RunDir
-from satdiffmoe.training.entry import build_trainer
+from satdiffmoe.training.trainer import build_trainer
 
 TINY = Path(__file__).with_name("tiny.yaml")
 

@@ -147,6 +147,6 @@ def test_no_module_loads_pickles_unsafely_or_evaluates_strings():
 
 def test_lightning_resume_path_is_checked_before_lightning_reads_it():
     """Trainer.fit(ckpt_path) defers to torch's default; `train` reads the file with weights_only=True first."""
-    source = (REPO / "src/satdiffmoe/training/entry.py").read_text()
+    source = (REPO / "src/satdiffmoe/commands/train.py").read_text()
     assert "check_fits(ckpt_path, task)" in source
     assert source.index("check_fits(ckpt_path, task)") < source.index("trainer.fit(")

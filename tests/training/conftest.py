@@ -18,7 +18,7 @@ def batch() -> dict:
 def trained_chain(tmp_path_factory):
     """Autoencoder -> prior checkpoints trained for a few steps on the tiny batch (shared by tests)."""
     from satdiffmoe.runs import RunDir
-    from satdiffmoe.training.entry import build_task, build_trainer
+    from satdiffmoe.training.trainer import build_task, build_trainer
 
     saved_mode = os.environ.pop("WANDB_MODE", None)  # session fixture: no monkeypatch; see no_wandb_unless_asked
     threads = torch.get_num_threads()

@@ -8,7 +8,7 @@ import torch
 from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
-from satdiffmoe.training.entry import build_task, build_trainer
+from satdiffmoe.training.trainer import build_task, build_trainer
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.training.callbacks import TrainableEMA
-from satdiffmoe.training.entry import build_task
+from satdiffmoe.training.trainer import build_task
 
 DECAY = 0.5  # large steps, so every update is visible
 

@@ -6,8 +6,8 @@ import torch
 from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
-from satdiffmoe.training.entry import build_task, build_trainer
 from satdiffmoe.training.loggers import finish_wandb
+from satdiffmoe.training.trainer import build_task, build_trainer
 
 
 def fit(cfg, ckpt_path=None):

@@ -7,7 +7,7 @@ from training_toys import tiny_batch, tiny_config
 
 from satdiffmoe.errors import UserError
 from satdiffmoe.training.checkpoints import load_task
-from satdiffmoe.training.entry import build_task
+from satdiffmoe.training.trainer import build_task
 
 
 def loss_after_steps(task, steps: int) -> tuple:

@@ -1,5 +1,5 @@
 """Evaluation: metrics and their catalog, non-generative references, the cached-scene `Evaluator`,
-grids, `evaluate`.
+grids, scoring of image files (the `evaluate` and `score` commands are in commands/).
 
 `Evaluator` and friends load lazily (PEP 562), so the config schema can import the metric catalog
 without importing the evaluator (which imports the config package).

@@ -1,27 +1,22 @@
-"""`satdiffmoe score --pred P [--ref R] [--lr L1 L2 ...] [--out metrics.json]`: our metrics on anybody's images.
+"""Our metrics on anybody's images (the library part of `satdiffmoe score`, commands/score.py).
 
 No checkpoint: P (an SR output) is scored against R (its HR) and, for the LR-consistency metrics,
 against the LR images it was made from. P and R are two image files or two folders whose files are
 matched by name; each `--lr` is a file (P a file) or a folder with files of the same names (P a
 folder). PNG and GeoTIFF of any bit depth, scaled as `sample` does (`--value-max`).
 
-It prints one line per metric (mean ± 95% CI over images) and writes the JSON summary (plus one row
-per image) when `--out` is given. Bad input is one line and exit 2: a size or band-count mismatch, an
-unreadable file, NaN pixels, folders with no common names.
+`match_inputs` pairs the files, `score` computes the summary. Bad input is a UserError naming it: a
+size or band-count mismatch, an unreadable file, NaN pixels, folders with no common names.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from ..config.schema import EvalConfig
 from ..errors import UserError
 from ..sampling.image_io import GEOTIFF, PNG, read_raster
 from .catalog import METRICS
@@ -130,38 +125,3 @@ def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = 
         else:
             metrics[name] = {"unavailable": "undefined on every image"}
     return {"num_images": len(items), "metrics": metrics, "rows": rows}
-
-
-def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{summary['num_images']} image(s)", f"{'metric':<22} {'value':>24}"]
-    for name, entry in summary["metrics"].items():
-        label = METRICS[name].label
-        if "unavailable" in entry:
-            text = f"unavailable: {entry['unavailable']}"
-        else:
-            spread = entry.get("std") if entry.get("set_level") else entry.get("ci95")
-            text = f"{entry['mean']:.5g}" + (f" ± {spread:.3g}" if spread is not None else "")
-        lines.append(f"{label:<22} {text:>24}")
-    return "\n".join(lines)
-
-
-def score_command(args) -> int:
-    eval_cfg = OmegaConf.structured(EvalConfig)
-    if args.metrics:
-        eval_cfg.metrics = list(args.metrics)
-    eval_cfg.lpips_weights, eval_cfg.inception_weights = args.lpips_weights, args.inception_weights
-    items = match_inputs(Path(args.pred), Path(args.ref) if args.ref else None, [Path(p) for p in args.lr or []])
-    if args.out:
-        inputs = {p.resolve() for item in items for p in [item["pred"], item["ref"], *item["lrs"]] if p}
-        if Path(args.out).resolve() in inputs:
-            raise UserError(f"--out {args.out} is one of the input images; choose another file name")
-    summary = score(items, eval_cfg, args.value_max)
-    print(format_table(summary))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
-        os.replace(tmp, out)
-        print(out)
-    return 0

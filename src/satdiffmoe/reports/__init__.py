@@ -6,5 +6,6 @@
     methods.py      all methods side by side on one test set
     tables.py       one table model rendered as Markdown, LaTeX (booktabs) and CSV
     figures.py      matplotlib PNGs (Agg, bundled fonts)
-    entry.py        the `satdiffmoe report` command and its report.md index
+
+The `satdiffmoe report` command and its report.md index: commands/report.py.
 """

@@ -7,5 +7,6 @@
     study.py           create/resume the study, the worker loop
     results.py         trials.csv, best.json, importance and Pareto plots
     wandb_tracking.py  one W&B run per trial + a summary run
-    entry.py           `satdiffmoe sweep`
+
+The `satdiffmoe sweep` command: commands/sweep.py.
 """

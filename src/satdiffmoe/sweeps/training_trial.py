@@ -1,7 +1,7 @@
 """A training trial: train the trial's config with Lightning pruning, then evaluate its best checkpoint.
 
-The training engineer's `build_trainer` takes no extra callbacks, so the pruning callback is appended
-to the built Trainer's callback list before `fit` (Lightning reads that list at every hook).
+The pruning callback goes to `training.trainer.build_trainer(..., callbacks=[pruning])`, after the
+configured callbacks.
 
 Pruning reports the validation metric through optuna-integration's PyTorchLightningPruningCallback,
 which keys reports by epoch; with streaming data an "epoch" is `data.epoch_length` samples, so keep
@@ -40,17 +40,16 @@ def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedT
 
     from ..data.datamodule import SatDataModule
     from ..runs import RunDir, seed_everything
-    from ..training.entry import build_task, build_trainer
     from ..training.loggers import finish_wandb
+    from ..training.trainer import build_task, build_trainer
 
     # The training run's own W&B run goes to a sibling group, keeping one run per trial in the study group.
     cfg = with_overrides(cfg, {"logging.wandb.group": f"{spec.study}-training"})
     run = RunDir.create(cfg)
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    trainer = build_trainer(cfg, run, *task.monitor())
     pruning = PyTorchLightningPruningCallback(trial, monitor=spec.prune_monitor)
-    trainer.callbacks.append(pruning)
+    trainer = build_trainer(cfg, run, *task.monitor(), callbacks=[pruning])
     log.info("trial %d: training in %s", trial.number, run.path)
     try:
         trainer.fit(task, datamodule=SatDataModule(cfg))

@@ -1,4 +1,5 @@
-"""LightningModules, one per `stage:`, on a shared base; plus callbacks, loggers, checkpoints and `train`.
+"""LightningModules, one per `stage:`, on a shared base; plus callbacks, loggers, checkpoints and the
+Trainer a config asks for (trainer.py; the `satdiffmoe train` command is commands/train.py).
 
 `TASKS` is the one registry from stage name to task class ("module:Class", imported on first use so
 `satdiffmoe --help` stays instant). A new stage adds one line here.

@@ -2,7 +2,7 @@
 
 Creates (or resumes) the study, runs K local workers on it (spawned processes; K = 1 runs in this
 process), then writes trials.csv, best.json and the plots, and logs the W&B summary run. A training
-sweep on several devices runs under torchrun, every rank training rank 0's trials (distributed.py).
+sweep on several devices runs under torchrun, every rank training rank 0's trials (sweeps/distributed.py).
 """
 
 from __future__ import annotations
@@ -10,31 +10,46 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from pathlib import Path
-
-from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .distributed import (
-    TrialChannel,
-    check_distributed_sweep,
-    follow_trials,
-    processes_per_node,
-    relaunch_under_torchrun,
-    torchrun_world,
-)
-from .objective import base_config
-from .results import write_results
-from .spec import load_sweep
-from .study import open_study, requeue_failed, run_worker, split_budget, worker_process
-from .wandb_tracking import TrialRunLogger
+from . import add_command
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 # numbers of an evaluation summary (evaluation/evaluator.py) that an objective may name besides metrics
 SUMMARY_NUMBERS = ("seconds_per_image", "wall_time_s", "nfe", "num_scenes", "params.trainable", "params.total")
+HELP = "run or resume an Optuna study from sweeps/*.yaml"
 
 
-def sweep_command(args) -> int:
+def register(subparsers) -> None:
+    p = add_command(subparsers, "sweep", HELP)
+    p.add_argument("sweep", help="sweep definition (sweeps/*.yaml)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials to run now (default: the sweep's n_trials, or the whole grid)")
+    p.add_argument("--storage", default=None, help="Optuna storage: sqlite:///f.db, postgresql://..., or journal:path.log")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the storage")
+    p.add_argument("--out", default=None, help="sweep folder (default runs/sweeps/<study>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the sweep file, e.g. ckpt=...")
+
+
+def run(args) -> int:
+    from omegaconf import OmegaConf
+
+    from ..sweeps.distributed import (
+        TrialChannel,
+        check_distributed_sweep,
+        follow_trials,
+        processes_per_node,
+        relaunch_under_torchrun,
+        torchrun_world,
+    )
+    from ..sweeps.results import write_results
+    from ..sweeps.spec import load_sweep
+    from ..sweeps.study import open_study, requeue_failed, run_worker, split_budget
+    from ..sweeps.wandb_tracking import TrialRunLogger
+
     spec = load_sweep(args.sweep, args.overrides)
     sweep_dir = Path(args.out or spec.out or Path("runs") / "sweeps" / spec.study)
     storage_url = args.storage or spec.storage
@@ -91,6 +106,8 @@ def _write_text(path: Path, text: str) -> None:
 def _check_inputs(spec) -> DictConfig:
     """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists.
     Returns the base config."""
+    from ..sweeps.objective import base_config
+
     cfg = base_config(spec)
     known = [*cfg.eval.metrics, *SUMMARY_NUMBERS]
     for objective in spec.objectives:  # otherwise every trial computes, then fails on reading it
@@ -109,6 +126,10 @@ def _check_inputs(spec) -> DictConfig:
 
 
 def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:
+    from omegaconf import OmegaConf
+
+    from ..sweeps.study import worker_process
+
     # spawn, not fork: each worker builds its own torch state, storage connections and W&B service.
     context = multiprocessing.get_context("spawn")
     container = OmegaConf.to_container(spec, resolve=True)
@@ -126,6 +147,8 @@ def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -
 
 
 def _summarise(study, sweep_dir: Path) -> int:
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     log.info("study '%s': %s", study.study_name, ", ".join(f"{n} {k}" for k, n in counts.items() if n))

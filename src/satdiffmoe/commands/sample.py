@@ -17,18 +17,40 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from ..config import config_from_dict, with_overrides
-from ..config.loading import as_plain
 from ..errors import UserError
-from .image_io import GEOTIFF, PNG, Raster, read_mask, read_raster, write_raster
-from .tiling import sample_tiled, tile_grid
+from . import add_command
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..sampling.image_io import Raster
 
 log = logging.getLogger(__name__)
 SAMPLING_STAGES = ("satdiffmoe", "controlnet", "diffusionsat")
+HELP = "super-resolve your own LR stack (PNG/GeoTIFF)"
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "sample", HELP)
+    p.add_argument("--ckpt", required=True, help="SatDiffMoE checkpoint (.ckpt) or its run folder")
+    p.add_argument("--lr", nargs="+", required=True, help="LR images (PNG or GeoTIFF), same size and bands")
+    p.add_argument("--dt", nargs="+", required=True, help="Δt in days per LR (t_LR - t_HR); 'nan' = unknown")
+    p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
+    p.add_argument("--out", required=True, help="output HR image (.tif keeps the georeference, or .png)")
+    p.add_argument("--uncertainty", default=None,
+                   help="optional per-pixel uncertainty map (the branches' spread, in units of the [0, 1] output); "
+                        ".tif = raw float32 values (keeps the georeference), .png = 8-bit grey scaled to the "
+                        "map's own maximum (255 = its largest value, so PNGs of two runs are not comparable)")
+    p.add_argument("--value-max", type=float, default=None,
+                   help="pixel value meaning full scale, as the training records' value_max (default: the dtype's "
+                        "maximum, 255 / 65535; e.g. 4095 for 12-bit data stored as uint16)")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="refuse LR images whose longer side exceeds this many px before loading the model "
+                        "(default 1024; time grows with the tile count, which is printed before sampling)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
 
 def parse_dt(values: Sequence[str]) -> list[float]:
@@ -47,6 +69,8 @@ def parse_dt(values: Sequence[str]) -> list[float]:
 
 
 def _check_writable(path: str | None, flag: str) -> None:
+    from ..sampling.image_io import GEOTIFF, PNG
+
     if path is None:
         return
     target = Path(path)
@@ -85,6 +109,10 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     `value_max` is the pixel value meaning full scale (the training records' `value_max`); brighter
     pixels are clipped, as `satdiffmoe prepare` clips them.
     """
+    import numpy as np
+
+    from ..sampling.image_io import read_mask, read_raster
+
     if value_max is not None and not (math.isfinite(value_max) and value_max > 0):
         raise UserError(f"--value-max must be positive and finite, got {value_max:g}")
     if len(dts) != len(paths):
@@ -118,6 +146,10 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
 
 def stored_config(ckpt: str):
     """The checkpoint's training config without reading its weights (mmap leaves tensors on disk)."""
+    import torch
+
+    from ..config import config_from_dict
+    from ..config.loading import as_plain
     from ..training.checkpoints import resolve_checkpoint
 
     path = resolve_checkpoint(ckpt)
@@ -131,6 +163,8 @@ def stored_config(ckpt: str):
 
 def tile_plan(height: int, width: int, cfg) -> tuple[int, int, int]:
     """(LR tile side, overlap, number of tiles) for an h×w LR image under the training config."""
+    from ..sampling.tiling import tile_grid
+
     tile = cfg.data.hr_size // cfg.data.scale
     overlap = max(1, tile // 4)
     return tile, overlap, len(tile_grid(height, width, tile, overlap))
@@ -149,6 +183,8 @@ def check_max_side(height: int, width: int, max_side: int, cfg) -> None:
 
 def tile_sampler(task, cfg, dts: Sequence[float], seed: int):
     """(lr tiles, mask tiles) -> (HR tiles, uncertainty) through `task.sample` with one scene per tile."""
+    import torch
+
     generator = torch.Generator(device=task.device).manual_seed(seed)
     hr_size = cfg.data.hr_size
 
@@ -168,7 +204,7 @@ def tile_sampler(task, cfg, dts: Sequence[float], seed: int):
     return sample
 
 
-def sample_command(args) -> int:
+def run(args) -> int:
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
@@ -178,6 +214,13 @@ def sample_command(args) -> int:
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))
 
+    import numpy as np
+    import torch
+
+    from ..config import config_from_dict, with_overrides
+    from ..config.loading import as_plain
+    from ..sampling.image_io import write_raster
+    from ..sampling.tiling import sample_tiled
     from ..training.checkpoints import load_task
 
     task = load_task(args.ckpt)

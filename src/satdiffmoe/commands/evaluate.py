@@ -18,18 +18,23 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
-
-from ..config import load_config
 from ..errors import UserError
-from ..runs import RunDir, seed_everything
-from .evaluator import EvalResult, Evaluator
-from .grids import save_grid
-from .references import REFERENCES, AutoencoderReconstruction
+from . import add_command, add_config_arguments
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from ..evaluation.evaluator import EvalResult
 
 log = logging.getLogger(__name__)
+
+HELP = "sample the test split with a checkpoint and write metrics, JSON and grids"
+
+
+def register(subparsers) -> None:
+    add_config_arguments(add_command(subparsers, "evaluate", HELP))
 
 
 # What the checkpoint fixes: its networks and noise schedule are rebuilt from its own config, and the
@@ -74,6 +79,8 @@ def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Pat
         if not os.access(folder, os.W_OK):
             raise UserError(f"{folder} is not writable; copy the run folder somewhere writable and evaluate there")
         return folder
+    from ..runs import RunDir
+
     return RunDir.create(cfg).eval_dir
 
 
@@ -83,6 +90,8 @@ def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
     Rows and grid first, the JSON last, each through a temp file and a rename: a JSON on disk always
     comes with its own rows, and readers (reports, sweeps) never see half a file.
     """
+    from ..evaluation.grids import save_grid
+
     name = result.summary["name"]
     target = folder / f"{name}.json"
     try:
@@ -118,10 +127,15 @@ def format_metrics(summary: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def evaluate_command(args) -> int:
+def run(args) -> int:
+    from ..config import load_config
+
     cfg = load_config(args.config, args.overrides)
     if not cfg.ckpt:
         raise UserError("evaluate needs a model: add ckpt=runs/<name>/<run>/checkpoints/last.ckpt (or the run folder)")
+    from ..evaluation.evaluator import Evaluator
+    from ..evaluation.references import REFERENCES, AutoencoderReconstruction
+    from ..runs import seed_everything
     from ..training.checkpoints import load_task, resolve_checkpoint
 
     ckpt = resolve_checkpoint(cfg.ckpt)

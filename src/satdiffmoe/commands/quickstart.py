@@ -15,11 +15,13 @@ import logging
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from . import add_command
 
 log = logging.getLogger(__name__)
+HELP = "synthetic data -> all stages -> sweep -> report, on CPU in minutes"
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXPERIMENTS = ROOT / "experiments"
 SWEEPS = ROOT / "sweeps"
 RUN_ID = "quickstart"
@@ -49,7 +51,7 @@ class Quickstart:
         return self.runs / stage / RUN_ID
 
     def _cli(self, argv: list[str]) -> None:
-        from .cli import main
+        from ..cli import main
 
         code = main([str(a) for a in argv])
         if code:
@@ -123,6 +125,12 @@ class Quickstart:
         return self.report / "report.md"
 
 
-def quickstart_command(args) -> int:
+def register(subparsers) -> None:
+    p = add_command(subparsers, "quickstart", HELP)
+    p.add_argument("--out", default="runs/quickstart", help="where everything goes")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every stage's config")
+
+
+def run(args) -> int:
     Quickstart(Path(args.out), args.overrides)()
     return 0

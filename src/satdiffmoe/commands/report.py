@@ -16,29 +16,27 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from . import figures
-from .ablation import ablation_figures, ablation_tables
-from .convergence import (
-    convergence_figures,
-    convergence_tables,
-    default_thresholds,
-    parse_thresholds,
-    validation_metrics,
-)
-from .methods import method_tables, row_label
-from .sources import (
-    AblationSource,
-    EvalSummary,
-    TrainingRun,
-    read_ablation_sources,
-    read_eval_summaries,
-    read_training_runs,
-)
-from .tables import Table, to_markdown, write_table
+from . import add_command
+
+if TYPE_CHECKING:
+    from ..reports.sources import AblationSource, EvalSummary, TrainingRun
+    from ..reports.tables import Table
 
 log = logging.getLogger(__name__)
+HELP = "convergence plots, ablation and method tables from runs/studies/evals"
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "report", HELP)
+    p.add_argument("--runs", nargs="*", default=[], help="training run folders (convergence curves)")
+    p.add_argument("--study", nargs="*", default=[], help="sweep folders or Optuna storages (ablation tables)")
+    p.add_argument("--evals", nargs="*", default=[], help="eval JSON files or folders (method comparison)")
+    p.add_argument("--thresholds", nargs="*", default=[], metavar="metric=value",
+                   help="convergence thresholds, e.g. val/psnr=20")
+    p.add_argument("--out", required=True, help="output folder for tables (md, tex, csv) and figures (png)")
 
 
 @dataclass
@@ -58,11 +56,21 @@ def _unique(stem: str, used: set) -> str:
 
 
 def _write_tables(section: Section, tables: list[tuple[str, Table]], out: Path, used: set) -> None:
+    from ..reports.tables import write_table
+
     for stem, table in tables:
         section.tables.append((table, write_table(table, out, _unique(stem, used))))
 
 
 def convergence_section(runs: list[TrainingRun], threshold_args: list[str], out: Path, used: set) -> Section:
+    from ..reports.convergence import (
+        convergence_figures,
+        convergence_tables,
+        default_thresholds,
+        parse_thresholds,
+        validation_metrics,
+    )
+
     metrics = validation_metrics(runs)
     if not metrics:
         raise UserError("the training runs log no validation metrics (val/...) yet; convergence needs val/psnr or similar")
@@ -75,6 +83,8 @@ def convergence_section(runs: list[TrainingRun], threshold_args: list[str], out:
 
 
 def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
+    from ..reports.ablation import ablation_figures, ablation_tables
+
     section = Section(f"Ablation: {source.name}",
                       f"{len(source.observations)} evaluated configurations from {source.origin}.")
     tables = ablation_tables(source)
@@ -86,6 +96,9 @@ def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
 
 
 def methods_section(evals: list[EvalSummary], out: Path, used: set) -> Section:
+    from ..reports import figures
+    from ..reports.methods import method_tables, row_label
+
     section = Section("Method comparison", f"{len(evals)} evaluation summaries.")
     _write_tables(section, method_tables(evals), out, used)
     curves = {row_label(s): (c["fractions"], c["curve"], c["oracle"])
@@ -98,6 +111,8 @@ def methods_section(evals: list[EvalSummary], out: Path, used: set) -> Section:
 
 
 def render_index(sections: list[Section], out: Path, command: str) -> str:
+    from ..reports.tables import to_markdown
+
     lines = ["# SatDiffMoE report", "", "Regenerate everything in this folder with:", "",
              f"    {command}", ""]
     for section in sections:
@@ -151,7 +166,9 @@ def warn_mixed_evaluations(evals) -> list[str]:
     return warnings
 
 
-def report_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from ..reports.sources import read_ablation_sources, read_eval_summaries, read_training_runs
+
     if not (args.runs or args.study or args.evals):
         raise UserError("nothing to report: pass --runs (training runs), --study (sweeps) and/or --evals (eval JSONs)")
     if args.thresholds and not args.runs:
