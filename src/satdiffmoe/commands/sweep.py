@@ -2,7 +2,7 @@
 
 Creates (or resumes) the study, runs K local workers on it (spawned processes; K = 1 runs in this
 process), then writes trials.csv, best.json and the plots, and logs the W&B summary run. A training
-sweep on several devices runs under torchrun, every rank training rank 0's trials (sweeps/distributed.py).
+sweep on several devices runs under torchrun, every rank training rank 0's trials (sweeps/ddp_trials.py).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from omegaconf import OmegaConf
 
+    from ..sweeps.ddp_trials import follow_trials
     from ..sweeps.distributed import (
         TrialChannel,
         check_distributed_sweep,
-        follow_trials,
         processes_per_node,
         relaunch_under_torchrun,
         torchrun_world,
@@ -106,7 +106,7 @@ def _write_text(path: Path, text: str) -> None:
 def _check_inputs(spec) -> DictConfig:
     """Fail before the study starts, not once per trial: the base config loads, the checkpoint exists.
     Returns the base config."""
-    from ..sweeps.objective import base_config
+    from ..sweeps.trial_config import base_config
 
     cfg = base_config(spec)
     known = [*cfg.eval.metrics, *SUMMARY_NUMBERS]

@@ -1,23 +1,11 @@
-"""Training sweeps on several devices: every DDP rank trains the trial that rank 0 took from Optuna.
+"""Training sweeps on several devices: launching under torchrun and the ranks' control channel.
 
     satdiffmoe sweep sweeps/train_lr.yaml   # its base config sets train.devices=2 (one node)
 
 A training sweep whose config asks for more than one process on one node relaunches itself under
 `torch.distributed.run` (torchrun), one process per device; on several nodes, start torchrun on
-every node yourself (docs/sweeps.md). Under torchrun:
-
-* rank 0 runs the study exactly as a single-process sweep does (sampler, pruner, heartbeats,
-  retries, evaluation, W&B). Just before it trains a trial it broadcasts the trial's id, number and
-  parameters;
-* every other rank waits for that message, builds the trial's config from those parameters with
-  the same code, and joins the Lightning `fit`, so DDP trains one config on every rank;
-* after each fit the ranks gather (parameters, config hash, weight checksum) on rank 0, which fails
-  a trial whose ranks disagree and keeps the list in the trial's `ranks` user attribute.
-
-Why not optuna_integration.TorchDistributedTrial: it makes every trial call a collective, yet
-Lightning's pruning callback (PyTorchLightningPruningCallback) needs a storage-backed trial on every
-rank. The other ranks therefore attach to rank 0's trial through the shared storage
-(`optuna.trial.Trial(study, trial_id)`), which is also why a DDP sweep needs an RDB storage.
+every node yourself (docs/sweeps.md). `check_distributed_sweep` refuses what such a sweep cannot run.
+Which trial each rank trains, and when, is ddp_trials.py; this module only carries the messages.
 
 The control messages use their own gloo group with a long timeout: the other ranks wait there while
 rank 0 evaluates a trial or waits for other workers, which may outlast a DDP collective's timeout.
@@ -31,21 +19,19 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..errors import UserError
-from .storage import JOURNAL_PREFIX, open_storage
+from .storage import JOURNAL_PREFIX
 
 log = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT = timedelta(days=7)  # rank 0 may evaluate, or wait for other workers, for a long time
-_STOP = None  # the message that ends the other ranks' loop
+STOP = None  # the message that ends the other ranks' loop
 
 
 def torchrun_world() -> tuple[int, int]:
@@ -134,7 +120,7 @@ class TrialChannel:
         return reports
 
     def stop(self) -> None:
-        self.announce(_STOP)
+        self.announce(STOP)
 
 
 def rank_report(params: dict[str, Any], cfg: DictConfig, task=None, error: BaseException | None = None) -> dict:
@@ -159,51 +145,3 @@ def check_ranks_agree(reports: list[dict[str, Any]]) -> None:
         for key in ("params", "config_sha1"):
             if other[key] != first[key]:
                 raise RuntimeError(f"rank {other['rank']} trained {key}={other[key]!r}, rank 0 {first[key]!r}")
-
-
-def lead_trial(channel: TrialChannel, trial: optuna.Trial, cfg: DictConfig, spec: DictConfig,
-               params: dict[str, Any]):
-    """Rank 0: tell the other ranks to train this trial, train it too, then check they all agree."""
-    from .training_trial import fit_trial
-
-    channel.announce({"trial_id": trial._trial_id, "number": trial.number, "params": params})
-    fitted, error = None, None
-    try:
-        fitted = fit_trial(trial, cfg, spec)
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:  # every rank gathers after every fit, failed or not, so the ranks stay in step
-        reports = channel.gather(rank_report(params, cfg, fitted and fitted.task, error))
-    trial.set_user_attr("ranks", reports)
-    check_ranks_agree(reports)
-    return fitted
-
-
-def follow_trials(spec: DictConfig, sweep_dir: Path, storage_url: str | None, channel: TrialChannel) -> int:
-    """A rank > 0: train every trial rank 0 announces until it says stop; returns the exit code."""
-    from .objective import TrialObjective
-    from .training_trial import fit_trial
-
-    objective = TrialObjective(spec, sweep_dir)
-    study: optuna.Study | None = None
-    trained = 0
-    while (message := channel.receive()) is not _STOP:
-        if study is None:  # rank 0 created it before its first announcement
-            # RandomSampler: attaching to a trial calls sampler.before_trial, which must not touch it.
-            study = optuna.load_study(study_name=spec.study, storage=open_storage(storage_url, sweep_dir, spec.heartbeat),
-                                      sampler=optuna.samplers.RandomSampler())
-        trial = optuna.trial.Trial(study, message["trial_id"])
-        cfg = objective.trial_config(message["number"], message["params"])
-        log.info("rank %d: training trial %d (%s)", channel.rank, message["number"],
-                 ", ".join(f"{k}={v}" for k, v in message["params"].items()))
-        task, error = None, None
-        try:
-            task = fit_trial(trial, cfg, spec).task
-        except Exception as exc:  # noqa: BLE001 - rank 0 records the failure; stay in step for the next trial
-            error = exc
-            log.warning("rank %d: trial %d failed: %s", channel.rank, message["number"], exc)
-        channel.gather(rank_report(message["params"], cfg, task, error))
-        trained += 1
-    log.info("rank %d: sweep finished after %d trial(s)", channel.rank, trained)
-    return 0

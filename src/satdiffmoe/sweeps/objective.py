@@ -1,7 +1,9 @@
 """One trial: apply the sampled parameters to the base config, evaluate (or train then evaluate).
 
 `TrialObjective` is built once per worker process, so inference trials share one loaded model and
-one `Evaluator` (whose test set is read once); only the config changes from trial to trial.
+one `Evaluator` (whose test set is read once); only the config changes from trial to trial. A
+training trial is trained here (training_trial.py), or on every DDP rank (ddp_trials.py), then its
+best checkpoint is evaluated.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,13 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from ..config import load_config, with_overrides
 from ..errors import UserError
-from .spec import read_metric, to_config_value
+from ..evaluation.evaluator import Evaluator
+from ..training.checkpoints import load_task
+from .ddp_trials import lead_trial
+from .spec import read_metric
+from .training_trial import fit_trial
+from .trial_config import base_config, trial_config
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +46,6 @@ def suggest_params(trial: optuna.Trial, spec: DictConfig) -> dict[str, Any]:
         else:
             params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
     return params
-
-
-def base_config(spec: DictConfig) -> DictConfig:
-    """The experiment config every trial starts from: the sweep's config + base_overrides (+ ckpt)."""
-    overrides = list(spec.base_overrides)
-    if spec.ckpt:
-        overrides.append(f"ckpt={spec.ckpt}")
-    return load_config(spec.config, overrides)
 
 
 def _duplicate_of(trial: optuna.Trial) -> int | None:
@@ -81,16 +80,12 @@ class TrialObjective:
     @property
     def evaluator(self):
         if self._evaluator is None:
-            from ..evaluation.evaluator import Evaluator
-
             self._evaluator = Evaluator(self.base_cfg)
         return self._evaluator
 
     @property
     def task(self):
         if self._task is None:
-            from ..training.checkpoints import load_task
-
             if not self.base_cfg.ckpt:
                 raise UserError("an evaluate sweep needs a checkpoint; set ckpt: in the sweep file or pass ckpt=PATH")
             task = load_task(self.base_cfg.ckpt)
@@ -103,12 +98,7 @@ class TrialObjective:
 
     def trial_config(self, number: int, params: dict[str, Any]) -> DictConfig:
         """The base config with trial `number`'s parameters (the same on every DDP rank)."""
-        overrides = {key: to_config_value(value) for key, value in params.items()}
-        overrides["eval.seeds"] = list(range(self.spec.seeds))
-        if self.spec.kind == "train":
-            overrides.update({"name": f"{self.spec.study}-trial-{number}",
-                              "run_root": str(self.sweep_dir / "trials"), "run_id": "run"})
-        return with_overrides(self.base_cfg, overrides)
+        return trial_config(self.spec, self.base_cfg, self.sweep_dir, number, params)
 
     def __call__(self, trial: optuna.Trial) -> list[float] | float:
         params = suggest_params(trial, self.spec)
@@ -122,8 +112,6 @@ class TrialObjective:
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine/process ran it
         if self.spec.kind == "train":
-            from .training_trial import train_and_evaluate
-
             summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
         else:
             summary = self.evaluator.run(self.task, cfg)
@@ -138,3 +126,13 @@ class TrialObjective:
         log.warning("trial %d pruned: %s", trial.number, reason)
         trial.set_user_attr(PRUNED_REASON, reason)
         raise optuna.TrialPruned(reason)
+
+
+def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], Evaluator],
+                       params: dict[str, Any] | None = None, channel=None) -> dict:
+    """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0 of a DDP
+    training sweep) every rank trains the trial (`ddp_trials.lead_trial`)."""
+    fitted = fit_trial(trial, cfg, spec) if channel is None else lead_trial(channel, trial, cfg, spec, params)
+    fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
+    trial.set_user_attr("run", str(fitted.run.path))
+    return evaluator().run(load_task(fitted.run.path), cfg)

@@ -24,8 +24,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from .objective import TrialObjective
 from .spec import grid_size, search_space
 from .storage import open_storage
+from .wandb_tracking import TrialRunLogger
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +137,6 @@ def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budge
 
 
 def _work(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budget: int | None, channel) -> int:
-    from .objective import TrialObjective
-    from .wandb_tracking import TrialRunLogger
-
     study = open_study(spec, sweep_dir, storage_url)
     objective = TrialObjective(spec, sweep_dir, channel)
     callbacks = [TrialRunLogger(spec, sweep_dir)]
