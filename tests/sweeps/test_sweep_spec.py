@@ -8,6 +8,7 @@ from satdiffmoe.errors import UserError
 from satdiffmoe.sweeps.spec import grid_size, load_sweep, read_metric, search_space, to_config_value
 
 REPO = Path(__file__).resolve().parents[2]
+PRESETS = REPO / "src" / "satdiffmoe" / "config" / "presets"  # the quickstart's sweep ships in the package
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,9 +27,10 @@ sampler: {name: grid}
 """
 
 
-@pytest.mark.parametrize("name", ["fusion_ablation", "consensus_rules", "train_lr", "quickstart_fusion"])
-def test_shipped_sweep_files_load(name):
-    spec = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+@pytest.mark.parametrize("folder, name", [(REPO / "sweeps", "fusion_ablation"), (REPO / "sweeps", "consensus_rules"),
+                                          (REPO / "sweeps", "train_lr"), (PRESETS / "sweeps", "quickstart_fusion")])
+def test_shipped_sweep_files_load(folder, name):
+    spec = load_sweep(folder / f"{name}.yaml")
     assert spec.study == name
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
@@ -21,9 +22,11 @@ from . import add_command
 log = logging.getLogger(__name__)
 HELP = "synthetic data -> all stages -> sweep -> report, on CPU in minutes"
 
-ROOT = Path(__file__).resolve().parents[3]
-EXPERIMENTS = ROOT / "experiments"
-SWEEPS = ROOT / "sweeps"
+# Its configs are package data (config/presets/, listed in pyproject.toml), not files of a source
+# checkout, so an installed wheel runs it too; experiments/quickstart.yaml etc. extend these files.
+PRESETS = Path(str(resources.files("satdiffmoe.config") / "presets"))
+EXPERIMENTS = PRESETS / "experiments"
+SWEEPS = PRESETS / "sweeps"
 RUN_ID = "quickstart"
 # (stage name, config file, which earlier stages it starts from)
 TRAINING = [
