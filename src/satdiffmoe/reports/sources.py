@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from ..errors import UserError
 from ..evaluation.catalog import METRICS
 from ..evaluation.dataset import dataset_label, same_dataset
+from ..sweeps.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +306,6 @@ def _trial_observation(trial, metric_names: list[str]) -> Observation:
 
 # ------------------------------------------------------------------------------- Optuna storages
 _NAME_AT = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)@(?P<rest>.+)$")
-
-
-def redact(url: str) -> str:
-    """Hides a password in a storage URL before it goes to a log or a report."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def _open_storage(spec: str):
