@@ -5,9 +5,15 @@ import pytest
 import torch
 from baseline_toys import scene_batch, task_config
 
+from satdiffmoe.pipelines.inputs import SRInputs
 from satdiffmoe.training import task_class
 
 STAGES = ["controlnet", "diffusionsat"]
+
+
+def branches(task, batch, **sampler):
+    """How the task's pipeline turns a batch into sampling branches."""
+    return task.pipeline.branches(SRInputs.from_batch(batch), task.pipeline.sampler_config(**sampler))
 STEPS = 40
 
 
@@ -21,7 +27,7 @@ def test_training_lowers_the_loss_and_leaves_the_prior_bit_identical(pretrained_
     torch.manual_seed(0)
     task = task_class(stage)(task_config(pretrained_dirs, stage, **{"train.max_steps": STEPS, "train.lr": 3e-3}))
     batch = scene_batch(scenes=4, lrs=3, valid_lrs=[1, 2, 3, 3])
-    prior_before = {k: v.clone() for k, v in task.network["prior"].state_dict().items()}
+    prior_before = {k: v.clone() for k, v in task.network.prior.state_dict().items()}
     vae_before = {k: v.clone() for k, v in task.vae.state_dict().items()}
     before = fixed_loss(task, batch)
 
@@ -31,7 +37,7 @@ def test_training_lowers_the_loss_and_leaves_the_prior_bit_identical(pretrained_
 
     after = fixed_loss(task, batch)
     assert after < 0.9 * before, (before, after)
-    for key, value in task.network["prior"].state_dict().items():
+    for key, value in task.network.prior.state_dict().items():
         assert torch.equal(value, prior_before[key]), key
     for key, value in task.vae.state_dict().items():
         assert torch.equal(value, vae_before[key]), key
@@ -50,22 +56,22 @@ def test_only_the_control_branch_trains(pretrained_dirs, stage):
 def test_step_zero_denoiser_equals_the_prior(pretrained_dirs, stage):
     task = task_class(stage)(task_config(pretrained_dirs, stage)).eval()
     batch = scene_batch(scenes=2, lrs=3, valid_lrs=[2, 3])
-    inputs = task.branch_inputs(batch)
+    inputs = branches(task, batch)
     cond = {k: v.flatten(0, 1) for k, v in inputs.cond.items()}
     z, t = torch.randn(2, 4, 8, 8), torch.tensor([20, 700])
     with torch.no_grad():
-        assert torch.equal(task.denoise(z, t, cond, inputs.dt.flatten()), task.network["prior"](z, t))
+        assert torch.equal(task.network(z, t, cond, inputs.dt.flatten()), task.network.prior(z, t))
 
 
 def test_controlnet_branches_are_the_nearest_lr_or_every_lr(pretrained_dirs):
     task = task_class("controlnet")(task_config(pretrained_dirs, "controlnet")).eval()
     batch = scene_batch(scenes=2, lrs=3, valid_lrs=[2, 3])
     batch["dt"] = torch.tensor([[-40.0, 5.0, -1.0], [float("nan"), -9.0, 12.0]])  # row 0 slot 2 is padding
-    nearest = task.branch_inputs(batch, late_fusion=False)
+    nearest = branches(task, batch, late_fusion=False)
     assert nearest.valid.shape == (2, 1) and nearest.cond["image"].shape == (2, 1, 4, 8, 8)
     assert nearest.dt[:, 0].tolist() == [5.0, -9.0]
     assert torch.equal(nearest.lr[0, 0], batch["lr"][0, 1])
-    late = task.branch_inputs(batch, late_fusion=True)
+    late = branches(task, batch, late_fusion=True)
     assert late.cond["image"].shape == (2, 3, 4, 8, 8) and torch.equal(late.valid, batch["lr_valid"])
 
 
@@ -88,7 +94,7 @@ def test_late_fusion_output_is_the_average_of_per_lr_samples(pretrained_dirs):
 def test_diffusionsat_is_one_branch_holding_the_stack(pretrained_dirs):
     task = task_class("diffusionsat")(task_config(pretrained_dirs, "diffusionsat")).eval()
     batch = scene_batch(scenes=2, lrs=3, valid_lrs=[1, 3])
-    inputs = task.branch_inputs(batch)
+    inputs = branches(task, batch)
     assert inputs.valid.shape == (2, 1)
     assert inputs.cond["image"].shape == (2, 1, 4, 4, 8, 8)  # B×1×T×C×h×w with T = 4
     assert inputs.cond["valid"][:, 0].sum(1).tolist() == [1, 3]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from sampling_toys import scene_batch, tiny_task
 
-from satdiffmoe.sampling import FusedSampler
+from satdiffmoe.pipelines.inputs import SRInputs
+from satdiffmoe.sampling import FusedSampler, SamplerConfig
 
 SCALE = 3.0
 TASKS = [("satdiffmoe", ("model.metadata_embedding=true",)), ("controlnet", ()), ("diffusionsat", ())]
@@ -17,15 +18,19 @@ def two_call_guidance(task):
     """The guided denoiser written out: a conditional call and a call on the training-dropped condition."""
     def denoise(z, t, cond, dt):
         rows = z.shape[0]
-        uncond, uncond_dt = task.drop_condition(cond, dt, torch.ones(rows, dtype=torch.bool))
-        conditional = task.denoise(z, t, cond, dt)
-        unconditional = task.denoise(z, t, uncond, dt if uncond_dt is None else uncond_dt)
+        uncond, uncond_dt = task.network.drop_condition(cond, dt, torch.ones(rows, dtype=torch.bool))
+        conditional = task.network(z, t, cond, dt)
+        unconditional = task.network(z, t, uncond, dt if uncond_dt is None else uncond_dt)
         return unconditional + SCALE * (conditional - unconditional)
     return denoise
 
 
+def branches(task, batch):
+    return task.pipeline.branches(SRInputs.from_batch(batch), task.pipeline.sampler_config())
+
+
 def sample(sampler, task, batch):
-    return sampler.sample(task.branch_inputs(batch), task.latent_shape, torch.Generator().manual_seed(0))
+    return sampler.sample(branches(task, batch), task.latent_shape, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("stage, overrides", TASKS, ids=[stage for stage, _ in TASKS])
@@ -33,8 +38,9 @@ def test_stacked_guidance_equals_two_calls_on_the_dropped_condition(tiny_pretrai
     task, batch = tiny_task(tiny_pretrained, stage, *overrides), scene_batch()
     cfg = {"nfe": 3, "fusion_every": 1, "guidance_scale": SCALE}
     calls = []
-    task.denoise = lambda z, *rest, _denoise=task.denoise: calls.append(z.shape[0]) or _denoise(z, *rest)
-    stacked = sample(FusedSampler.for_task(task, cfg), task, batch)
+    sampler = task.pipeline.fused_sampler(SamplerConfig.from_any(cfg))
+    sampler.denoise = lambda z, *rest, _denoise=sampler.denoise: calls.append(z.shape[0]) or _denoise(z, *rest)
+    stacked = sample(sampler, task, batch)
     assert len(calls) == 3  # one call per step: conditional and unconditional rows together
     reference = FusedSampler(two_call_guidance(task), task.scheduler_config, task.prediction_type,
                              {**cfg, "guidance_scale": 1.0}, vae=task.vae, latent_scale=task.latent_scale)
@@ -47,15 +53,15 @@ def test_guidance_keeps_the_gsd_the_training_dropout_keeps(tiny_pretrained):
     # Training dropout zeroes the LR and forgets Δt but keeps the HR's GSD; the unconditional output
     # under guidance must see the same, not an "unknown" GSD whose embedding was never trained.
     task, batch = tiny_task(tiny_pretrained, "satdiffmoe", "model.metadata_embedding=true"), scene_batch()
-    inputs = task.branch_inputs(batch)
+    inputs = branches(task, batch)
     cond = {key: value.flatten(0, 1) for key, value in inputs.cond.items()}
     dt = inputs.dt.flatten()
-    dropped, dropped_dt = task.drop_condition(cond, dt, torch.ones(dt.shape[0], dtype=torch.bool))
+    dropped, dropped_dt = task.network.drop_condition(cond, dt, torch.ones(dt.shape[0], dtype=torch.bool))
     assert torch.equal(dropped["gsd"], cond["gsd"]) and torch.isnan(dropped_dt).all()
     assert (dropped["image"] == 0).all()
     z = torch.randn(dt.shape[0], *task.latent_shape, generator=torch.Generator().manual_seed(0))
     t = torch.full((dt.shape[0],), 50)
-    sampler = FusedSampler.for_task(task, {"guidance_scale": SCALE})
+    sampler = task.pipeline.fused_sampler(SamplerConfig(guidance_scale=SCALE))
     guided = sampler._denoise_chunk(z, t, cond, dt)
     with torch.no_grad():
         expected = two_call_guidance(task)(z, t, cond, dt)

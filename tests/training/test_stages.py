@@ -6,6 +6,7 @@ from diffusers import AutoencoderKL, UNet2DModel
 from training_toys import tiny_batch, tiny_config
 
 from satdiffmoe.errors import UserError
+from satdiffmoe.pipelines.inputs import SRInputs
 from satdiffmoe.training.checkpoints import load_task
 from satdiffmoe.training.trainer import build_task
 
@@ -45,20 +46,20 @@ def test_a_few_steps_reduce_the_loss_on_a_tiny_batch(stage, tmp_path, trained_ch
 def test_satdiffmoe_at_step_zero_computes_the_prior_for_any_condition(tmp_path, trained_chain):
     prior = load_task(trained_chain["prior"], expect_stage="prior")
     task = build_task(tiny_config(tmp_path, "stage=satdiffmoe", f"init.prior_ckpt={trained_chain['prior']}"))
-    branches = task.branch_inputs(tiny_batch(scenes=2))
+    branches = task.pipeline.branches(SRInputs.from_batch(tiny_batch(scenes=2)), task.pipeline.sampler_config())
     cond, dt = branches.cond.flatten(0, 1), branches.dt.flatten()  # 4 rows: Δt = -30 and unknown
     z, t = torch.randn(4, *task.latent_shape), torch.tensor([1, 30, 60, 99])
     with torch.no_grad():  # zero weights add exact zeros; only the conv's summation order differs
-        expected = prior.denoise(z, t, None, None)
-        torch.testing.assert_close(task.denoise(z, t, cond, dt), expected, rtol=0, atol=1e-5)
-        torch.testing.assert_close(task.denoise(z, t, None, dt), expected, rtol=0, atol=1e-5)
+        expected = prior.network(z, t, None, None)
+        torch.testing.assert_close(task.network(z, t, cond, dt), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(task.network(z, t, None, dt), expected, rtol=0, atol=1e-5)
     assert task.latent_scale == prior.latent_scale  # the prior carries its VAE and latent scale
 
 
 def test_pixel_conditioning_resizes_the_lr_to_the_latent_size(tmp_path, trained_chain):
     task = build_task(tiny_config(tmp_path, "stage=satdiffmoe", "model.conditioning=pixel",
                                   f"init.prior_ckpt={trained_chain['prior']}"))
-    branches = task.branch_inputs(tiny_batch(scenes=2))
+    branches = task.pipeline.branches(SRInputs.from_batch(tiny_batch(scenes=2)), task.pipeline.sampler_config())
     assert branches.cond.shape == (2, 2, 3, 8, 8)  # B×N×C×(latent side)²
     assert task.network.unet.conv_in.weight.shape[1] == 4 + 3
 

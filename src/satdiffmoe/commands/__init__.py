@@ -8,6 +8,7 @@
     sweep.py        `satdiffmoe sweep`: run or resume an Optuna study
     report.py       `satdiffmoe report`: tables and figures from runs, studies and evals
     quickstart.py   `satdiffmoe quickstart`: every stage end to end on synthetic data
+    export.py       `satdiffmoe export`: a trained diffusion stage -> a diffusers-style pipeline folder
 
 Each module has `register(subparsers)`, which adds its sub-parser (arguments and help), and
 `run(args) -> int`. Modules import only the standard library at the top; torch, Lightning and the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 # in the order `satdiffmoe --help` lists them
-COMMANDS = ("prepare", "train", "evaluate", "sample", "score", "sweep", "report", "quickstart")
+COMMANDS = ("prepare", "train", "evaluate", "sample", "score", "sweep", "report", "quickstart", "export")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

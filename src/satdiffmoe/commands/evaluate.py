@@ -50,9 +50,9 @@ def _get(cfg, dotted: str):
     return node
 
 
-def check_against_checkpoint(cfg: DictConfig, overrides, task, ckpt) -> None:
+def check_against_checkpoint(cfg: DictConfig, overrides, method, ckpt) -> None:
     """Refuse overrides the checkpoint's own config overrules, and data sizes it was not trained on."""
-    stored = task.cfg
+    stored = method.cfg
     for item in overrides:
         key = item.split("=", 1)[0]
         if key.startswith(FIXED_BY_CHECKPOINT) and _get(cfg, key) != _get(stored, key):
@@ -135,27 +135,24 @@ def run(args) -> int:
         raise UserError("evaluate needs a model: add ckpt=runs/<name>/<run>/checkpoints/last.ckpt (or the run folder)")
     from ..evaluation.evaluator import Evaluator
     from ..evaluation.references import REFERENCES, AutoencoderReconstruction
+    from ..pipelines.registry import is_pipeline_folder
     from ..runs import seed_everything
-    from ..training.checkpoints import load_task, resolve_checkpoint
+    from ..training.checkpoints import load_sampler, resolve_checkpoint
 
-    ckpt = resolve_checkpoint(cfg.ckpt)
+    ckpt = Path(cfg.ckpt) if is_pipeline_folder(cfg.ckpt) else resolve_checkpoint(cfg.ckpt)
     seed_everything(cfg.seed)
-    task = load_task(ckpt)
-    if not hasattr(task, "sample"):  # only diffusion stages sample; an autoencoder would fail mid-run
-        raise UserError(f"{ckpt} is a '{task.stage}' checkpoint; evaluate needs a diffusion stage "
-                        "(prior, satdiffmoe, controlnet, diffusionsat) or a "
-                        "regression baseline (highresnet, rams, srcnn)")
-    task.eval()
-    check_against_checkpoint(cfg, args.overrides, task, ckpt)
+    method = load_sampler(ckpt)  # a pipeline (diffusion stages, exported folders) or a regression task
+    if method.cfg is not None:
+        check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
     evaluator = Evaluator(cfg)
-    result = evaluator.evaluate(task, cfg)
+    result = evaluator.evaluate(method, cfg)
     log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
              result.summary["seconds_per_image"], result.summary["nfe"])
     references = []
     if cfg.eval.references:
-        methods = list(REFERENCES) + ([AutoencoderReconstruction(task)] if getattr(task, "vae", None) else [])
+        methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
         for reference in methods:
             references.append(evaluator.evaluate(reference, cfg))
             log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))

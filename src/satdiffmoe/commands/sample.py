@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     from ..sampling.image_io import Raster
 
 log = logging.getLogger(__name__)
-SAMPLING_STAGES = ("satdiffmoe", "controlnet", "diffusionsat")
 HELP = "super-resolve your own LR stack (PNG/GeoTIFF)"
 
 
 def register(subparsers) -> None:
     p = add_command(subparsers, "sample", HELP)
-    p.add_argument("--ckpt", required=True, help="SatDiffMoE checkpoint (.ckpt) or its run folder")
+    p.add_argument("--ckpt", required=True,
+                   help="a SatDiffMoE / ControlNet / DiffusionSat checkpoint (.ckpt), its run folder, or a pipeline "
+                        "folder written by `satdiffmoe export`")
     p.add_argument("--lr", nargs="+", required=True, help="LR images (PNG or GeoTIFF), same size and bands")
     p.add_argument("--dt", nargs="+", required=True, help="Δt in days per LR (t_LR - t_HR); 'nan' = unknown")
     p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
@@ -49,6 +50,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-side", type=int, default=1024,
                    help="refuse LR images whose longer side exceeds this many px before loading the model "
                         "(default 1024; time grows with the tile count, which is printed before sampling)")
+    p.add_argument("--match-lr", choices=["mean-std", "histogram", "none"], default="mean-std",
+                   help="match each output band to the LR stack's clear pixels before writing, so a model trained "
+                        "on another palette keeps the scene's colours: mean-std (default) = a linear gain and "
+                        "offset per band, which keeps the model's detail and contrast order; histogram = the LRs' "
+                        "full distribution, which also fixes non-linear palettes but forces the blurrier LR "
+                        "distribution onto the finer output and can band when the LRs have few pixels; none = "
+                        "the model's own values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
@@ -145,20 +153,42 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
 
 
 def stored_config(ckpt: str):
-    """The checkpoint's training config without reading its weights (mmap leaves tensors on disk)."""
+    """The model's training config without reading its weights: an exported pipeline's model_index.json,
+    or a checkpoint's hyper-parameters (mmap leaves the tensors on disk)."""
+    import json
+
     import torch
 
     from ..config import config_from_dict
     from ..config.loading import as_plain
+    from ..pipelines.registry import is_pipeline_folder
     from ..training.checkpoints import resolve_checkpoint
 
+    if is_pipeline_folder(ckpt):
+        config = json.loads((Path(ckpt) / "model_index.json").read_text()).get("training_config")
+        return config_from_dict(config) if config is not None else None
     path = resolve_checkpoint(ckpt)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip checkpoint (or unreadable): load_task names the problem
+    except Exception:  # not a zip checkpoint (or unreadable): load_sampler names the problem
         return None
     config = (checkpoint.get("hyper_parameters") or {}).get("config")
     return config_from_dict(as_plain(config)) if config is not None else None
+
+
+def sampler_overrides(overrides: Sequence[str]) -> dict:
+    """`sampler.key=value` arguments -> {key: value}; anything else cannot apply to a trained model."""
+    from omegaconf import OmegaConf
+
+    others = [item for item in overrides if not item.startswith("sampler.")]
+    if others:
+        raise UserError(f"sample takes sampler.* overrides only (the model is fixed by its checkpoint); "
+                        f"cannot apply {', '.join(others)}")
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except Exception as exc:  # omegaconf's grammar errors
+        raise UserError(f"cannot parse the overrides {' '.join(overrides)}: {exc}") from None
+    return parsed.get("sampler", {})
 
 
 def tile_plan(height: int, width: int, cfg) -> tuple[int, int, int]:
@@ -181,24 +211,16 @@ def check_max_side(height: int, width: int, max_side: int, cfg) -> None:
                     f"{tiles}; crop them, or pass --max-side {max(height, width)} to run anyway")
 
 
-def tile_sampler(task, cfg, dts: Sequence[float], seed: int):
-    """(lr tiles, mask tiles) -> (HR tiles, uncertainty) through `task.sample` with one scene per tile."""
+def tile_sampler(pipe, sampler, dts: Sequence[float], seed: int):
+    """(lr tiles, mask tiles) -> (HR tiles, uncertainty) through the pipeline, one scene per tile."""
     import torch
 
-    generator = torch.Generator(device=task.device).manual_seed(seed)
-    hr_size = cfg.data.hr_size
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
 
     def sample(lr: torch.Tensor, mask: torch.Tensor):
         tiles, branches = lr.shape[:2]
         dt = torch.tensor(list(dts), dtype=torch.float32).expand(tiles, branches)
-        batch = {
-            "lr": lr, "lr_mask": mask, "lr_valid": torch.ones(tiles, branches, dtype=torch.bool), "dt": dt,
-            "lr_cloud": 1 - mask.mean((-2, -1)), "lr_doy": torch.full((tiles, branches), float("nan")),
-            "gsd": torch.full((tiles,), float("nan")), "hr": torch.zeros(tiles, lr.shape[2], hr_size, hr_size),
-            "hr_mask": torch.ones(tiles, hr_size, hr_size), "key": [f"tile{i}" for i in range(tiles)],
-        }
-        batch = {k: v.to(task.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        out = task.sample(batch, cfg.sampler, generator)
+        out = pipe(lr, dt=dt, lr_mask=mask, sampler=sampler, generator=generator)
         return out.image.float().cpu(), out.uncertainty.float().cpu()
 
     return sample
@@ -217,18 +239,19 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from ..config import config_from_dict, with_overrides
-    from ..config.loading import as_plain
     from ..sampling.image_io import write_raster
     from ..sampling.tiling import sample_tiled
-    from ..training.checkpoints import load_task
+    from ..training.checkpoints import load_sampler
 
-    task = load_task(args.ckpt)
-    if task.stage not in SAMPLING_STAGES:
-        raise UserError(f"{args.ckpt} is a '{task.stage}' checkpoint; sample needs one of {', '.join(SAMPLING_STAGES)}")
-    cfg = config_from_dict(as_plain(task.cfg))
-    if args.overrides:
-        cfg = with_overrides(cfg, list(args.overrides))
+    sampler_settings = sampler_overrides(args.overrides or [])
+    pipe = load_sampler(args.ckpt, need_lr=True)
+    try:
+        sampler = pipe.sampler_config(sampler_settings)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    cfg = pipe.cfg
+    if cfg is None:
+        raise UserError(f"{args.ckpt} does not record its training config; export it again with this version")
     bands = rasters[0].pixels.shape[0]
     if bands != cfg.data.channels:
         raise UserError(f"the LR images have {bands} bands but the model was trained on {cfg.data.channels}; "
@@ -236,17 +259,22 @@ def run(args) -> int:
     scale = cfg.data.scale
     tile, overlap, tiles = tile_plan(height, width, cfg)
     branches = len(rasters)
-    per_batch = max(1, cfg.sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
-    nfe = cfg.sampler.nfe * (2 if cfg.sampler.guidance_scale != 1.0 else 1)  # guidance: a second, unconditional call
+    per_batch = max(1, sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
+    nfe = sampler.network_evaluations  # guidance: a second, unconditional call per step
     print(f"{branches} LR images of {height}×{width} px -> {scale * height}×{scale * width} px: {tiles} tiles of "
           f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
           f"(each over {branches} LR branches)", file=sys.stderr, flush=True)
     lr = torch.from_numpy(np.stack([r.pixels for r in rasters]))
+    from ..data.radiometry import match_output, training_report
+
+    for line in training_report(cfg.data.root, (lr.numpy() + 1) / 2, masks):  # what it learnt; far-from-it warning
+        print(line, file=sys.stderr, flush=True)
     with torch.no_grad():
-        image, uncertainty = sample_tiled(tile_sampler(task, cfg, dts, args.seed), lr, torch.from_numpy(masks),
+        image, uncertainty = sample_tiled(tile_sampler(pipe, sampler, dts, args.seed), lr, torch.from_numpy(masks),
                                           tile=tile, overlap=overlap, scale=scale, batch_size=per_batch,
                                           progress=True)
-    write_raster(args.out, image.numpy(), like=rasters[0], scale=scale, value_max=rasters[0].value_max)
+    matched = match_output(image.numpy(), lr.numpy(), masks, args.match_lr)  # then written in the LRs' units
+    write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max)
     if args.uncertainty:
         # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
         write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale, as_float=True)

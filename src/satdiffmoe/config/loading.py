@@ -23,9 +23,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..errors import UserError
+from ..sampling.config import SamplerConfig
 from .schema import (
     BETA_SCHEDULES,
-    CONSENSUS_RULES,
     LR_POLICIES,
     LR_SCHEDULES,
     STAGES,
@@ -229,14 +229,10 @@ def check_values(cfg: DictConfig) -> None:
     _require(0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
              f"diffusion.beta_start={cfg.diffusion.beta_start} and beta_end={cfg.diffusion.beta_end} must satisfy "
              "0 < beta_start < beta_end < 1")
-    _require(s.guidance_scale >= 0, f"sampler.guidance_scale must be >= 0 (1 = off), got {s.guidance_scale}")
-    _require(s.renoise >= 0, f"sampler.renoise must be >= 0 (0 = off), got {s.renoise}")
-    _require(0 <= s.fusion_drop < 1, f"sampler.fusion_drop must be in [0, 1), got {s.fusion_drop}")
-    _require(s.eps_after_fusion in ("rederive", "keep"),
-             f"sampler.eps_after_fusion must be rederive or keep, got {s.eps_after_fusion}")
-    _require(s.optimize_steps >= 0, f"sampler.optimize_steps must be >= 0, got {s.optimize_steps}")
-    _require(s.optimize_lr > 0, f"sampler.optimize_lr must be > 0, got {s.optimize_lr}")
-    _require(s.dc_weight >= 0, f"sampler.dc_weight must be >= 0, got {s.dc_weight}")
+    try:  # the sampler's own domain checks (sampling/config.py), shared with the sampler itself
+        SamplerConfig.from_any(s).check(cfg.diffusion.num_train_timesteps)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     _check_eval_name(cfg.eval.name)
     _require(d.scale >= 1, f"data.scale must be >= 1, got {d.scale}")
     _require(d.hr_size > 0 and d.hr_size % d.scale == 0,
@@ -246,18 +242,6 @@ def check_values(cfg: DictConfig) -> None:
     _require(d.train_lr_policy in LR_POLICIES, f"data.train_lr_policy must be one of {LR_POLICIES}")
     _require(d.eval_lr_policy in LR_POLICIES, f"data.eval_lr_policy must be one of {LR_POLICIES}")
     _require(d.num_workers >= 0, "data.num_workers must be >= 0")
-    _require(s.nfe >= 1, f"sampler.nfe must be >= 1, got {s.nfe}")
-    _require(s.nfe <= cfg.diffusion.num_train_timesteps,
-             f"sampler.nfe={s.nfe} exceeds diffusion.num_train_timesteps={cfg.diffusion.num_train_timesteps}")
-    _require(s.fusion_every is None or s.fusion_every >= 0,
-             f"sampler.fusion_every must be >= 1 (or null/0 for no fusion), got {s.fusion_every}")
-    _require(s.consensus in CONSENSUS_RULES, f"sampler.consensus '{s.consensus}' is not one of {CONSENSUS_RULES}")
-    _require(0.0 <= s.pull <= 1.0, f"sampler.pull must be in [0, 1], got {s.pull}")
-    _require(s.eta >= 0.0, f"sampler.eta must be >= 0, got {s.eta}")
-    _require(s.tau > 0, f"sampler.tau must be > 0 days, got {s.tau}")
-    _require(s.scheduler in ("ddim", "dpm"), f"sampler.scheduler must be ddim or dpm, got {s.scheduler}")
-    _require(s.chunk_size >= 1, "sampler.chunk_size must be >= 1")
-    _require(s.precision in ("32", "bf16"), f"sampler.precision must be 32 or bf16, got {s.precision}")
     _require(t.matmul_precision in ("highest", "high", "medium"),
              f"train.matmul_precision must be highest, high or medium, got {t.matmul_precision}")
     _require(t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")

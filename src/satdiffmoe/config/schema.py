@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..evaluation.catalog import DEFAULT_METRICS
+from ..sampling.config import SamplerConfig  # the sampler owns its knobs, defaults and checks
 
 STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat", "highresnet", "rams", "srcnn")
-CONSENSUS_RULES = ("mean", "time_weighted", "mask_weighted", "optimized")
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
 LR_SCHEDULES = ("constant", "cosine")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPM, DDIM and DPM-Solver all accept
@@ -151,28 +151,6 @@ class TrainConfig:
     autoencoder_lr_images: bool = True
     val_nfe: int = 20  # DDIM steps of the fast validation sampling
     val_lpips: bool = True  # also log val/lpips (AlexNet LPIPS; skipped with a warning where unavailable)
-
-
-@dataclass
-class SamplerConfig:
-    nfe: int = 50  # UNet evaluations per branch (DDIM steps)
-    scheduler: str = "ddim"  # ddim | dpm (DPM-Solver++ via diffusers)
-    fusion_every: int | None = 5  # fuse every k steps; null/0 = off (independent branches)
-    consensus: str = "mean"  # mean | time_weighted | mask_weighted | optimized
-    tau: float = 180.0  # days; time_weighted w_i ∝ exp(-|Δt_i|/τ)
-    pull: float = 1.0  # eta_pull: 1 = every branch takes the consensus
-    eta: float = 0.0  # DDIM eta
-    renoise: float = 0.0  # ReSample-style stochastic re-noising strength after fusion (0 = off)
-    eps_after_fusion: str = "rederive"  # rederive: eps = (z - alpha x0_bar)/sigma | keep: the network's eps (DDS)
-    fusion_drop: float = 0.0  # DiffusionDrop: each branch sits out a fusion with this probability
-    shared_noise: bool = True  # same initial noise for every branch
-    guidance_scale: float = 1.0  # classifier-free guidance (1 = off)
-    optimize_steps: int = 5  # K for consensus=optimized
-    optimize_lr: float = 0.1
-    dc_weight: float = 1.0  # λ, the LR data-consistency weight
-    chunk_size: int = 64  # max (scene × branch) rows per UNet call
-    late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
-    precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
 
 
 @dataclass

@@ -7,12 +7,12 @@ one entry per LR acquisition along their first dimension.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
+from .lr_stack import time_order
 from .record import RecordError, Scene
 
 PER_LR_KEYS = ("lr", "lr_mask", "dt", "lr_cloud", "lr_doy")
@@ -60,8 +60,7 @@ def select_indices(dt: torch.Tensor, policy: str, k: int, rng: np.random.Generat
     if policy == "random_k":
         return np.sort(rng.choice(count, size=take, replace=False))
     if policy == "nearest_k":  # smallest |Δt| first, unknown Δt last, ties in acquisition order
-        distance = torch.nan_to_num(dt.abs(), nan=math.inf).numpy()
-        return np.argsort(distance, kind="stable")[:take]
+        return time_order(dt[None])[0, :take].numpy()
     raise ValueError(f"unknown LR policy {policy!r}")
 
 

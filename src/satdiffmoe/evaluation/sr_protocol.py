@@ -201,7 +201,7 @@ def protocol_metrics(pred: torch.Tensor, batch: dict[str, Any], reference: torch
                      names: Collection[str] = PROTOCOL) -> dict[str, torch.Tensor]:
     """The protocol scores `names` for one batch (keys hr, lr, lr_valid, optional lr_mask).
 
-    `reference` is the upsampled LR (the metric suite passes `references.mean_bicubic_of(...)`); it
+    `reference` is the upsampled LR (the metric suite passes `data.lr_stack.mean_bicubic_of(...)`); it
     is the PSNR-ratio baseline and LR_up of synthesis and correctness. The ERGAS ratio is SR width /
     LR width. Only what `names` asks for is computed, so the LR-only scores (consistency, synthesis)
     need no `hr` in the batch. Spectral angles need ≥ 2 bands: single-band data gets NaN for sam and

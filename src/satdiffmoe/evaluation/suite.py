@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from ..data.lr_stack import mean_bicubic_of
 from ..errors import UserError
 from . import calibration, sr_protocol
 from . import metrics as M
 from .catalog import METRICS
-from .references import mean_bicubic_of
 
 # what each metric compares the output with (beyond the output itself)
 NEEDS_HR = {"psnr", "ssim", "cpsnr", "cssim", "lpips", "fid", "kid", "swd", "sam", "ergas", "psnr_ratio",

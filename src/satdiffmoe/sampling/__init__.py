@@ -1,6 +1,17 @@
-"""Sampling: consensus rules, the fused multi-branch sampler, and `satdiffmoe sample` for own LR stacks."""
+"""Sampling: the typed sampler config, consensus rules and the fused multi-branch sampler.
 
-from .consensus import CONSENSUS_RULES, FusionContext, fuse_estimates
-from .fused_sampler import BranchInputs, FusedSampler, SamplerOutput
+Imports are lazy (PEP 562): config loading imports `sampling.config` without pulling in torch.
+"""
 
-__all__ = ["CONSENSUS_RULES", "BranchInputs", "FusedSampler", "FusionContext", "SamplerOutput", "fuse_estimates"]
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "SamplerConfig": ".config",
+    "CONSENSUS_RULES": ".consensus", "FusionContext": ".consensus", "fuse_estimates": ".consensus",
+    "BranchInputs": ".fused_sampler", "FusedSampler": ".fused_sampler", "SamplerOutput": ".fused_sampler",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

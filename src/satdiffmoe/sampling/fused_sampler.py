@@ -59,6 +59,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from .config import SamplerConfig
 from .consensus import FusionContext, fuse_estimates
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond, torch.Tensor], torch.Tens
 # (cond, dt, drop) -> (cond, dt) with the rows where `drop` is True made unconditional: a task's
 # `drop_condition`, the same function its training dropout uses (training/base.py)
 Uncondition = Callable[[Cond, torch.Tensor, torch.Tensor], tuple[Cond, torch.Tensor | None]]
-EPS_AFTER_FUSION = ("rederive", "keep")
 
 
 @dataclass
@@ -115,10 +115,6 @@ def _stack_rows(first: Cond, second: Cond) -> Cond:
     return torch.cat([first, second])
 
 
-def _cfg_value(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
 def branch_variance(x0: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """B×N×C×h×w estimates -> B×C×h×w variance across the valid branches of each scene."""
     weights = valid.to(x0.dtype)[:, :, None, None, None]
@@ -135,29 +131,28 @@ class FusedSampler:
     output is a second call with cond=None.
     """
 
-    def __init__(self, denoise: Denoiser, scheduler_config: dict, prediction_type: str, sampler_cfg: Any,
+    def __init__(self, denoise: Denoiser, scheduler_config: dict, prediction_type: str,
+                 sampler_cfg: SamplerConfig | Any,
                  vae: torch.nn.Module | None = None, latent_scale: float = 1.0, progress: bool = False,
                  uncondition: Uncondition | None = None):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise UserError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
         self.denoise, self.prediction_type, self.uncondition = denoise, prediction_type, uncondition
         self.scheduler_config = dict(scheduler_config)
-        self.cfg, self.vae, self.latent_scale, self.progress = sampler_cfg, vae, float(latent_scale), progress
-        self.chunk_size = int(_cfg_value(sampler_cfg, "chunk_size", 64))
+        # typed and checked once here (sampling/config.py): no literal defaults in the loop below
+        try:
+            self.cfg = SamplerConfig.from_any(sampler_cfg).check()
+        except ValueError as exc:  # sampler settings are the user's input: one line, exit 2 in the CLI
+            raise UserError(str(exc)) from None
+        self.vae, self.latent_scale, self.progress = vae, float(latent_scale), progress
+        self.chunk_size = self.cfg.chunk_size
         # bf16 denoiser only: the latents, the scheduler update and the fusion stay fp32, so rounding
-        # never accumulates across the NFE steps (tests/gpu/test_sampler_precision.py bounds the gap)
-        self.bf16 = str(_cfg_value(sampler_cfg, "precision", "32")) == "bf16"
-
-    @classmethod
-    def for_task(cls, task: Any, sampler_cfg: Any, progress: bool = False) -> FusedSampler:
-        """A sampler over a `training.base.DiffusionTask` (its denoiser, schedule, VAE, condition dropout)."""
-        return cls(task.denoise, task.scheduler_config, task.prediction_type, sampler_cfg,
-                   vae=task.vae, latent_scale=task.latent_scale, progress=progress,
-                   uncondition=task.drop_condition)
+        # never accumulates across the NFE steps (tests/gpu/test_gpu_sampler_precision.py bounds the gap)
+        self.bf16 = self.cfg.precision == "bf16"
 
     # ----------------------------------------------------------------------------------- scheduler
     def make_scheduler(self):
-        kind = _cfg_value(self.cfg, "scheduler", "ddim")
+        kind = self.cfg.scheduler
         if kind == "ddim":
             return DDIMScheduler.from_config(self.scheduler_config, prediction_type="epsilon",
                                              set_alpha_to_one=True, clip_sample=False, thresholding=False)
@@ -170,7 +165,7 @@ class FusedSampler:
     def _step(self, scheduler, eps: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
               generator: torch.Generator | None) -> torch.Tensor:
         if isinstance(scheduler, DDIMScheduler):
-            eta = float(_cfg_value(self.cfg, "eta", 0.0))
+            eta = self.cfg.eta
             return scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
         return scheduler.step(eps, t, z, generator=generator).prev_sample
 
@@ -196,7 +191,7 @@ class FusedSampler:
     # ------------------------------------------------------------------------------------ denoiser
     @property
     def guidance_scale(self) -> float:
-        return float(_cfg_value(self.cfg, "guidance_scale", 1.0))
+        return self.cfg.guidance_scale
 
     @property
     def stacked_guidance(self) -> bool:
@@ -278,8 +273,8 @@ class FusedSampler:
         DDS-style); ReSample-style re-noising then replaces a fraction r of it by fresh noise xi:
         sqrt(1 - r²) d + r xi is still unit-variance noise, so alpha x0 + sigma d keeps the marginal.
         """
-        mode = _cfg_value(self.cfg, "eps_after_fusion", "rederive")
-        strength = 0.0 if last else float(_cfg_value(self.cfg, "renoise", 0.0))
+        mode = self.cfg.eps_after_fusion
+        strength = 0.0 if last else self.cfg.renoise
         if mode == "rederive" and strength <= 0:
             return z, (z - alpha * x0) / sigma  # the state already holds the fused x0 with this epsilon
         direction = eps if mode == "keep" else (z - alpha * x0) / sigma
@@ -291,7 +286,7 @@ class FusedSampler:
     def _fusion_subset(self, context: FusionContext, generator) -> FusionContext:
         """DiffusionDrop: each valid branch sits out this fusion with probability `fusion_drop`
         (at least one stays per scene); the dropped ones are still pulled onto the consensus."""
-        drop = float(_cfg_value(self.cfg, "fusion_drop", 0.0))
+        drop = self.cfg.fusion_drop
         if drop <= 0:
             return context
         valid = context.valid
@@ -309,10 +304,10 @@ class FusedSampler:
                 return self.vae.decode(latent / self.latent_scale).sample
         return FusionContext(
             valid=inputs.valid, dt=inputs.dt, lr=inputs.lr, lr_mask=inputs.lr_mask,
-            tau=float(_cfg_value(self.cfg, "tau", 180.0)), decode=decode,
-            optimize_steps=int(_cfg_value(self.cfg, "optimize_steps", 5)),
-            optimize_lr=float(_cfg_value(self.cfg, "optimize_lr", 0.1)),
-            dc_weight=float(_cfg_value(self.cfg, "dc_weight", 1.0)))
+            tau=self.cfg.tau, decode=decode,
+            optimize_steps=self.cfg.optimize_steps,
+            optimize_lr=self.cfg.optimize_lr,
+            dc_weight=self.cfg.dc_weight)
 
     # ------------------------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -322,24 +317,19 @@ class FusedSampler:
         valid = inputs.valid.bool()
         if valid.dim() != 2 or not valid.any(1).all():
             raise UserError("every scene needs at least one valid LR branch (BranchInputs.valid is B×N)")
-        mode = _cfg_value(self.cfg, "eps_after_fusion", "rederive")
-        if mode not in EPS_AFTER_FUSION:
-            raise UserError(f"sampler.eps_after_fusion must be one of {', '.join(EPS_AFTER_FUSION)}, got {mode!r}")
-        if not 0.0 <= float(_cfg_value(self.cfg, "fusion_drop", 0.0)) < 1.0:
-            raise UserError("sampler.fusion_drop must be in [0, 1)")
         inputs = BranchInputs(inputs.cond, inputs.dt, valid, inputs.lr, inputs.lr_mask)
         batch, branches = valid.shape
         device = valid.device
-        steps = int(_cfg_value(self.cfg, "nfe", 50))
-        fusion_every = int(_cfg_value(self.cfg, "fusion_every", 0) or 0)
-        rule = _cfg_value(self.cfg, "consensus", "mean")
-        pull = float(_cfg_value(self.cfg, "pull", 1.0))
+        steps = self.cfg.nfe
+        fusion_every = self.cfg.fusion_every or 0
+        rule = self.cfg.consensus
+        pull = self.cfg.pull
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(steps, device=device)
         context = self.fusion_context(inputs)
 
         shape = (batch, branches) + tuple(latent_shape)
-        z = self._initial_noise(shape, bool(_cfg_value(self.cfg, "shared_noise", True)), generator, device,
+        z = self._initial_noise(shape, self.cfg.shared_noise, generator, device,
                                 torch.float32) * scheduler.init_noise_sigma
         x0_final = x0_bar = None
         spread, fusions = torch.zeros((batch,) + tuple(latent_shape), device=device), 0
@@ -392,6 +382,6 @@ class FusedSampler:
             decoded[rows] = final
             image = (decoded.view(batch, branches, *final.shape[1:]) * weights).sum(1) / count
             latent = (z * weights).sum(1) / count
-        nfe = steps * (2 if self.guidance_scale != 1.0 else 1)
+        nfe = self.cfg.network_evaluations
         return SamplerOutput(image=image, uncertainty=uncertainty, latent=latent,
                              branch_images=branch_images, nfe=nfe)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from ..errors import UserError
 from ..evaluation.evaluator import Evaluator
-from ..training.checkpoints import load_task
+from ..training.checkpoints import load_sampler
 from .ddp_trials import lead_trial
 from .spec import read_metric
 from .training_trial import fit_trial
@@ -85,15 +85,13 @@ class TrialObjective:
 
     @property
     def task(self):
+        """The model every evaluate trial samples: a checkpoint's pipeline or an exported folder."""
         if self._task is None:
             if not self.base_cfg.ckpt:
                 raise UserError("an evaluate sweep needs a checkpoint; set ckpt: in the sweep file or pass ckpt=PATH")
-            task = load_task(self.base_cfg.ckpt)
-            if not hasattr(task, "sample"):
-                raise UserError(f"{self.base_cfg.ckpt} holds a '{task.stage}' task, which cannot sample; "
-                                "an evaluate sweep needs a diffusion stage (satdiffmoe, controlnet, ...)")
-            # The evaluator samples on the task's device: use the GPU when the machine has one.
-            self._task = task.to("cuda" if torch.cuda.is_available() else "cpu")
+            method = load_sampler(self.base_cfg.ckpt)
+            # The evaluator samples on the model's device: use the GPU when the machine has one.
+            self._task = method.to("cuda" if torch.cuda.is_available() else "cpu")
         return self._task
 
     def trial_config(self, number: int, params: dict[str, Any]) -> DictConfig:
@@ -135,4 +133,4 @@ def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, e
     fitted = fit_trial(trial, cfg, spec) if channel is None else lead_trial(channel, trial, cfg, spec, params)
     fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
     trial.set_user_attr("run", str(fitted.run.path))
-    return evaluator().run(load_task(fitted.run.path), cfg)
+    return evaluator().run(load_sampler(fitted.run.path), cfg)

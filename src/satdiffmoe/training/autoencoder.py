@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
+from ..data.lr_stack import bicubic_upsample
 from ..errors import UserError
 from ..evaluation.metrics import lpips_unavailable
 from ..models.autoencoder import build_vae
-from .base import SatTask, plain_config, upsample_lr
+from ..models.portable import portable_config
+from .base import SatTask
 
 
 class AutoencoderTask(SatTask):
@@ -46,14 +48,14 @@ class AutoencoderTask(SatTask):
         self.finish_init()
 
     def network_configs(self) -> dict:
-        return {"vae": plain_config(self.vae.config)}
+        return {"vae": portable_config(self.vae.config)}
 
     def training_images(self, batch: dict[str, Any]) -> torch.Tensor:
         """HR images plus (`train.autoencoder_lr_images`) one upsampled LR per scene: the latent
         condition encodes upsampled LRs too."""
         if not self.cfg.train.autoencoder_lr_images:
             return batch["hr"]
-        lr = upsample_lr(batch["lr"][:, 0], batch["hr"].shape[-1])
+        lr = bicubic_upsample(batch["lr"][:, 0], batch["hr"].shape[-1])
         return torch.cat([batch["hr"], lr])
 
     def reconstruction_loss(self, images: torch.Tensor, sample: bool) -> tuple:

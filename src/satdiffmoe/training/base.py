@@ -3,20 +3,18 @@
 `SatTask` holds what every stage needs: the validated config, hyper-parameters that make a checkpoint
 self-describing ({"stage", "config", "networks"}), the optimizer, the latent scale kept in the
 checkpoint, image grids. `DiffusionTask` adds latent diffusion on a frozen VAE: the noise schedule,
-the ε/v loss with condition dropout, fast validation by sampling, and the two methods the sampler,
-evaluation and sweeps use (docs/ARCHITECTURE.md, "Models and tasks"):
+the ε/v loss with condition dropout, and fast validation by sampling.
 
-    branch_inputs(batch) -> BranchInputs        how a batch becomes N sampling branches
-    denoise(z_t, t, cond, dt) -> Tensor          model output (eps or v); cond None = no condition at all
-
-A subclass (prior, SatDiffMoE, the baselines) implements `configure_network`, `training_condition`,
-`denoise` and `branch_inputs`, and may override `drop_condition` and `network_configs`.
+The method itself is not here. A diffusion stage builds its denoiser (models/denoisers.py) in
+`configure_network` and hands VAE, denoiser and noise schedule to its pipeline (pipelines/), which
+owns how LRs become conditions and sampling branches; training calls the denoiser, validation,
+`evaluate` and sweeps call the pipeline (`task.sample(batch, sampler, generator)` is a shortcut to
+`task.pipeline.sample`). A subclass implements `configure_network` and `training_condition`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,35 +27,23 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..config import as_plain, config_from_dict, with_overrides
+from ..data.lr_stack import bicubic_upsample
 from ..errors import UserError
 from ..evaluation.metrics import load_lpips, lpips, lpips_unavailable
-from ..models.autoencoder import downsampling_factor, load_pretrained_vae
+from ..models.autoencoder import load_pretrained_vae
+from ..models.denoisers import Denoiser
+from ..models.portable import portable_config
+from ..pipelines.registry import PIPELINES
 from .loggers import log_image_grid
 from .optim import configure_adamw
 
 log = logging.getLogger(__name__)
 
-Cond = Any  # tensor, dict of tensors, or None (see sampling.fused_sampler.Cond)
-
-
-def plain_config(config) -> dict:
-    """A diffusers FrozenDict -> plain dict/list types (checkpoints load with weights_only=True)."""
-    if isinstance(config, dict):
-        return {str(k): plain_config(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [plain_config(v) for v in config]
-    if isinstance(config, os.PathLike):  # diffusers stores `_name_or_path` as a Path for local folders
-        return os.fspath(config)
-    return config
+Cond = Any  # tensor, dict of tensors, or None (see models.denoisers.Cond)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2).clamp(0, 1)
-
-
-def upsample_lr(lr: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic LR -> HR size (the pixel-space input the latent condition and the references use)."""
-    return F.interpolate(lr.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 class SatTask(pl.LightningModule):
@@ -73,7 +59,7 @@ class SatTask(pl.LightningModule):
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         # A metric, not `sync_dist=True`: ranks with uneven validation shares need the sample-weighted
-        # mean over all ranks, not the mean of per-rank means (tests/reliability/test_ddp.py).
+        # mean over all ranks, not the mean of per-rank means (tests/reliability/test_ddp_reduction.py).
         self.val_loss = MeanMetric()
         self.val_lpips = MeanMetric()
         self._lpips_net: torch.nn.Module | None = None  # built on first use, never saved in checkpoints
@@ -188,12 +174,15 @@ class DiffusionTask(SatTask):
             num_train_timesteps=cfg.diffusion.num_train_timesteps, beta_schedule=cfg.diffusion.beta_schedule,
             beta_start=cfg.diffusion.beta_start, beta_end=cfg.diffusion.beta_end,
             prediction_type=cfg.diffusion.prediction_type, clip_sample=False)
-        self.network = self.configure_network(networks)
+        self.network: Denoiser = self.configure_network(networks)
         if cfg.train.compile:
-            # The whole denoiser, not `self.network`: the baselines call parts of their ModuleDict (and
-            # the prior UNet's blocks) directly, so a compiled network module was never called for them.
-            # An instance attribute, not a module wrapper: state_dict keys stay those of the networks.
-            self.denoise = torch.compile(self.denoise)
+            # in place: the module's calls are compiled, its state_dict keys stay those of the networks
+            self.network.compile()
+        # Not a submodule (a pipeline is no nn.Module): it holds the same VAE, denoiser and schedule.
+        self.pipeline = PIPELINES[self.stage](
+            vae=self.vae, denoiser=self.network, scheduler=self.noise_scheduler, hr_size=cfg.data.hr_size,
+            scale=cfg.data.scale, conditioning=cfg.model.conditioning, sampler=cfg.sampler,
+            training_config=as_plain(cfg))
         self.validation_sampler = with_overrides(cfg, {"sampler.nfe": cfg.train.val_nfe}).sampler
         self.finish_init()
 
@@ -215,14 +204,18 @@ class DiffusionTask(SatTask):
                             ".ckpt> or model.vae.pretrained=<local diffusers AutoencoderKL folder>")
         if vae.config.in_channels != cfg.data.channels:
             raise UserError(f"the VAE expects {vae.config.in_channels} channels but data.channels={cfg.data.channels}")
-        self.latent_scale = float(cfg.model.vae.scaling_factor or vae.config.scaling_factor)
+        self.vae = vae
+        self.set_latent_scale(cfg.model.vae.scaling_factor or vae.config.scaling_factor)
         return vae
 
-    def configure_network(self, networks: dict | None) -> torch.nn.Module:
+    def configure_network(self, networks: dict | None) -> Denoiser:
         raise NotImplementedError
 
     def network_configs(self) -> dict:
-        return {"vae": plain_config(self.vae.config)}
+        configs = {"vae": portable_config(self.vae.config)}
+        if getattr(self, "network", None) is not None:
+            configs["denoiser"] = portable_config(self.network.config)
+        return configs
 
     @property
     def scheduler_config(self) -> dict:
@@ -234,8 +227,14 @@ class DiffusionTask(SatTask):
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        side = self.cfg.data.hr_size // downsampling_factor(self.vae)
-        return (self.vae.config.latent_channels, side, side)
+        return self.pipeline.latent_shape
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the LR condition at the latent size (pipelines/base.py `condition_image`)."""
+        if self.cfg.model.conditioning == "latent":
+            return self.vae.config.latent_channels
+        return self.cfg.data.channels
 
     # ----------------------------------------------------------------------------------- latents
     @torch.no_grad()
@@ -248,37 +247,12 @@ class DiffusionTask(SatTask):
         latents = posterior.sample(generator) if sample else posterior.mode()
         return latents * self.latent_scale
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample.clamp(-1, 1)
+    def condition_image(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.pipeline.condition_image(lr)
 
     # ------------------------------------------------------------------------ subclass interface
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, torch.Tensor | None]:
         """(cond, dt) for one branch per scene (rows = scenes)."""
-        raise NotImplementedError
-
-    def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, torch.Tensor | None]:
-        """Classifier-free guidance: rows where `drop` is True become the unconditional input (zeros
-        image condition, "unknown" Δt). The sampler builds the unconditional rows of guidance with this
-        same function (`FusedSampler.for_task`), so training and sampling agree by construction. Metadata
-        of the HR itself (GSD) stays known: the output's resolution is not what guidance steers, and the
-        prior (frozen in the baselines) never learned an "unknown" GSD."""
-        def zero(tensor: torch.Tensor) -> torch.Tensor:
-            mask = drop.view(-1, *([1] * (tensor.dim() - 1)))
-            return torch.where(mask, torch.zeros_like(tensor), tensor)
-
-        if isinstance(cond, dict):
-            cond = {key: zero(value) if key == "image" else value for key, value in cond.items()}
-        elif cond is not None:
-            cond = zero(cond)
-        if dt is not None:
-            dt = torch.where(drop, torch.full_like(dt, float("nan")), dt)
-        return cond, dt
-
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def branch_inputs(self, batch: dict[str, Any]):
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------------- training
@@ -294,8 +268,9 @@ class DiffusionTask(SatTask):
         cond, dt = self.training_condition(batch, generator)
         rows = z0.shape[0]
         if dropout > 0 and self.uses_condition_dropout:
+            # the denoiser's own dropout rule, the one guidance uses at sampling (models/denoisers.py)
             drop = torch.rand(rows, generator=generator, device=self.device) < dropout
-            cond, dt = self.drop_condition(cond, dt, drop)
+            cond, dt = self.network.drop_condition(cond, dt, drop)
         noise = torch.randn(z0.shape, generator=generator, device=self.device, dtype=z0.dtype)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (rows,), generator=generator,
                           device=self.device)
@@ -304,7 +279,7 @@ class DiffusionTask(SatTask):
             target = self.noise_scheduler.get_velocity(z0, noise, t)
         else:
             target = noise
-        prediction = self.denoise(z_t, t, cond, dt)
+        prediction = self.network(z_t, t, cond, dt)
         return F.mse_loss(prediction.float(), target.float())
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -313,12 +288,9 @@ class DiffusionTask(SatTask):
         return loss
 
     # -------------------------------------------------------------------------------- validation
-    def sample(self, batch: dict[str, Any], sampler_cfg: Any, generator: torch.Generator | None = None):
-        """Sample HR images for a batch with the fused sampler -> `SamplerOutput`."""
-        from ..sampling.fused_sampler import FusedSampler
-
-        sampler = FusedSampler.for_task(self, sampler_cfg)
-        return sampler.sample(self.branch_inputs(batch), self.latent_shape, generator)
+    def sample(self, batch: dict[str, Any], sampler_cfg: Any = None, generator: torch.Generator | None = None):
+        """Sample HR images for a datamodule batch through the pipeline -> `SRPipelineOutput`."""
+        return self.pipeline.sample(batch, sampler_cfg, generator)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         size = batch["hr"].shape[0]
@@ -331,6 +303,6 @@ class DiffusionTask(SatTask):
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
         self.log_fidelity(output.image, hr)
         if batch_idx == 0:
-            first_lr = upsample_lr(batch["lr"][:, 0], hr.shape[-1])
+            first_lr = bicubic_upsample(batch["lr"][:, 0], hr.shape[-1])
             self.log_grid("val/samples", [first_lr, output.image, hr],
                           caption="bicubic LR[0] | sample | HR")

@@ -97,3 +97,32 @@ def _load_weights(task: torch.nn.Module, state: dict, path: Path) -> None:
     if missing or unexpected:
         raise UserError(f"{path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]} "
                         "(a checkpoint of another architecture?)")
+
+
+def load_sampler(path: str | Path, need_lr: bool = False):
+    """What `evaluate`, `sample` and sweeps run, and the one place that decides what can sample:
+
+    * an exported pipeline folder (`satdiffmoe export`) -> its pipeline;
+    * a diffusion stage's checkpoint or run folder -> the task's pipeline (pipelines/);
+    * a regression baseline's -> the task itself (one forward pass; same `sample(batch, ...)` call).
+
+    `need_lr` (the `sample` command): the model must turn LR images into an HR image, which the
+    unconditional prior and the regression baselines' batch interface do not offer here.
+    """
+    from ..pipelines.registry import PIPELINES, is_pipeline_folder, load_pipeline
+
+    lr_stages = sorted(stage for stage, cls in PIPELINES.items() if cls.uses_lr)
+    if is_pipeline_folder(path):
+        try:
+            method = load_pipeline(path)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise UserError(f"cannot load the pipeline folder {path}: {exc}") from None
+    else:
+        task = load_task(path)
+        method = getattr(task, "pipeline", None) or (task if hasattr(task, "sample") else None)
+        if method is None:
+            raise UserError(f"{path} is a '{task.stage}' checkpoint, which cannot sample; use a diffusion stage "
+                            f"({', '.join(sorted(PIPELINES))}) or a regression baseline (highresnet, rams, srcnn)")
+    if need_lr and not getattr(method, "uses_lr", False):
+        raise UserError(f"{path} is a '{method.stage}' model; sample needs one of {', '.join(lr_stages)}")
+    return method

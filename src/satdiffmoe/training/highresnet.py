@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from ..data.lr_stack import time_order
 from ..models.highresnet import HighResNet
-from .diffusionsat import frame_order
 from .regression import RegressionTask
 
 
@@ -31,5 +31,5 @@ class HighResNetTask(RegressionTask):
         return HighResNet(**config)
 
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
-        order = frame_order(batch["dt"], batch["lr_valid"])
+        order = time_order(batch["dt"], batch["lr_valid"])
         return self.network(by_time(batch["lr"], order), batch["lr_valid"].gather(1, order))

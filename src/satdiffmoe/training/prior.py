@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import UNet2DModel
 
-from ..models.conditional_unet import ConditionalUNet
+from ..models.autoencoder import downsampling_factor
+from ..models.denoisers import UNetDenoiser
 from ..models.unet import build_unet, load_pretrained_unet, with_extra_inputs
-from ..sampling.fused_sampler import BranchInputs
-from .base import Cond, DiffusionTask, plain_config
+from ..pipelines.satdiffmoe import metadata_condition
+from .base import Cond, DiffusionTask
 
 
 class PriorTask(DiffusionTask):
@@ -28,36 +28,23 @@ class PriorTask(DiffusionTask):
     def scalar_names(self) -> tuple[str, ...]:
         return ("gsd",) if self.cfg.model.metadata_embedding else ()
 
-    def configure_network(self, networks: dict | None) -> ConditionalUNet:
+    def configure_network(self, networks: dict | None) -> UNetDenoiser:
         cfg = self.cfg
-        latent_channels, side, _ = self.latent_shape
         if networks is not None:
-            unet = UNet2DModel.from_config(networks["unet"])
-        elif cfg.model.unet.pretrained:
+            if "denoiser" in networks:
+                return UNetDenoiser.from_config(networks["denoiser"])
+            # checkpoints written before models/denoisers.py stored the bare UNet's config
+            return UNetDenoiser(unet_config=networks["unet"], scalar_names=list(self.scalar_names))
+        if cfg.model.unet.pretrained:
             unet = load_pretrained_unet(cfg.model.unet.pretrained)
             if self.scalar_names and unet.config.class_embed_type != "identity":
                 unet = with_extra_inputs(unet, 0, class_embedding=True)
         else:
+            latent_channels = self.vae.config.latent_channels
+            side = cfg.data.hr_size // downsampling_factor(self.vae)
             unet = build_unet(cfg.model.unet, latent_channels, latent_channels, side,
                               class_embedding=bool(self.scalar_names))
-        return ConditionalUNet(unet, cond_channels=0, scalar_names=self.scalar_names)
-
-    def network_configs(self) -> dict:
-        return {**super().network_configs(), "unet": plain_config(self.network.unet.config)}
-
-    def _metadata(self, gsd: torch.Tensor) -> Cond:
-        return {"gsd": gsd} if self.scalar_names else None
+        return UNetDenoiser.from_unet(unet, cond_channels=0, scalar_names=self.scalar_names)
 
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, None]:
-        return self._metadata(batch["gsd"]), None
-
-    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, dt: torch.Tensor | None) -> torch.Tensor:
-        return self.network(z_t, t, scalars=cond)
-
-    def branch_inputs(self, batch: dict[str, Any]) -> BranchInputs:
-        """One unconditional branch per scene (the first LR rides along for references)."""
-        scenes = batch["hr"].shape[0]
-        gsd = batch["gsd"][:, None]
-        return BranchInputs(cond=self._metadata(gsd), dt=torch.zeros(scenes, 1, device=self.device),
-                            valid=torch.ones(scenes, 1, dtype=torch.bool, device=self.device),
-                            lr=batch["lr"][:, :1], lr_mask=batch["lr_mask"][:, :1])
+        return metadata_condition(None, batch["gsd"], self.network.scalars), None

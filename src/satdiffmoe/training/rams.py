@@ -11,15 +11,15 @@ from typing import Any
 
 import torch
 
+from ..data.lr_stack import time_order
 from ..models.rams import RAMS
-from .diffusionsat import frame_order
 from .highresnet import by_time
 from .regression import RegressionTask
 
 
 def fixed_stack(lr: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor, frames: int) -> torch.Tensor:
     """B×T×C×h×w: the valid LRs by |Δt|, cycled to fill T slots when a scene has fewer."""
-    order = frame_order(dt, valid)
+    order = time_order(dt, valid)
     count = valid.sum(1, keepdim=True).clamp_min(1)
     slot = torch.arange(frames, device=lr.device).expand(lr.shape[0], -1) % count
     return by_time(lr, order.gather(1, slot))

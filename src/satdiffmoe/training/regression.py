@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ..data.lr_stack import bicubic_upsample
 from ..evaluation.metrics import MIN_MSE, registered_mse
-from .base import SatTask, upsample_lr
+from .base import SatTask
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class RegressionTask(SatTask):
         image = output.clamp(-1, 1)
         self.log_fidelity(image, hr)
         if batch_idx == 0:
-            self.log_grid("val/samples", [upsample_lr(batch["lr"][:, 0], hr.shape[-1]), image, hr],
+            self.log_grid("val/samples", [bicubic_upsample(batch["lr"][:, 0], hr.shape[-1]), image, hr],
                           caption=f"bicubic LR[0] | {self.stage} | HR")
 
     @torch.no_grad()

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from ..data.lr_stack import nearest_in_time
 from ..models.srcnn import SRCNN
-from .controlnet import nearest_in_time
 from .regression import RegressionTask
 
 

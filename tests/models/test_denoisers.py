@@ -1,29 +1,29 @@
-"""The networks: zero-initialised conditioning and the Δt embedding."""
+"""The denoisers: zero-initialised conditioning and the Δt embedding."""
 
 import torch
 
 from satdiffmoe.config import load_config
-from satdiffmoe.models import ConditionalUNet, ScalarEmbedding, build_unet
+from satdiffmoe.models import ScalarEmbedding, UNetDenoiser, build_unet
 
 TINY_UNET = ["model.unet.block_out_channels=[16,32]", "model.unet.attention_levels=[false,true]",
              "model.unet.attention_head_dim=8", "model.unet.norm_num_groups=4"]
 
 
-def tiny_prior(metadata: bool = False) -> ConditionalUNet:
+def tiny_prior(metadata: bool = False) -> UNetDenoiser:
     torch.manual_seed(0)
     cfg = load_config(None, TINY_UNET)
     unet = build_unet(cfg.model.unet, 4, 4, 8, class_embedding=metadata)
-    return ConditionalUNet(unet, scalar_names=("gsd",) if metadata else ())
+    return UNetDenoiser.from_unet(unet, scalar_names=("gsd",) if metadata else ())
 
 
-def test_conditional_unet_from_prior_outputs_the_prior_for_any_condition():
+def test_unet_denoiser_from_prior_outputs_the_prior_for_any_condition():
     prior = tiny_prior()
-    conditional = ConditionalUNet.from_prior(prior, cond_channels=4, scalar_names=("dt",))
+    conditional = UNetDenoiser.from_prior(prior, cond_channels=4, scalar_names=("dt",))
     z, t = torch.randn(3, 4, 8, 8), torch.tensor([0, 40, 99])
     condition = 5 * torch.randn(3, 4, 8, 8)
     dt = torch.tensor([-400.0, float("nan"), 12.0])
     with torch.no_grad():  # zero weights add exact zeros; only the conv's summation order may differ
-        torch.testing.assert_close(conditional(z, t, condition, {"dt": dt}), prior(z, t), rtol=0, atol=1e-5)
+        torch.testing.assert_close(conditional(z, t, condition, dt), prior(z, t), rtol=0, atol=1e-5)
     assert conditional.unet.conv_in.weight.shape[1] == 8
     assert torch.count_nonzero(conditional.unet.conv_in.weight[:, 4:]) == 0
 
@@ -31,11 +31,11 @@ def test_conditional_unet_from_prior_outputs_the_prior_for_any_condition():
 def test_prior_metadata_embedding_is_copied_into_the_conditional_model():
     prior = tiny_prior(metadata=True)
     torch.nn.init.normal_(prior.scalars["gsd"].mlp[-1].weight)  # a trained, non-zero embedding
-    conditional = ConditionalUNet.from_prior(prior, 4, ("dt", "gsd"))
+    conditional = UNetDenoiser.from_prior(prior, 4, ("dt", "gsd"))
     z, t, gsd = torch.randn(2, 4, 8, 8), torch.tensor([5, 50]), torch.tensor([0.5, 10.0])
     with torch.no_grad():
-        expected = prior(z, t, scalars={"gsd": gsd})
-        got = conditional(z, t, torch.randn(2, 4, 8, 8), {"dt": torch.tensor([3.0, -3.0]), "gsd": gsd})
+        expected = prior(z, t, {"gsd": gsd})
+        got = conditional(z, t, {"image": torch.randn(2, 4, 8, 8), "gsd": gsd}, torch.tensor([3.0, -3.0]))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 

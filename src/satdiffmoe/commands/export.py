@@ -1,0 +1,73 @@
+"""`satdiffmoe export RUN_OR_CKPT --out FOLDER`: a trained diffusion stage as a pipeline folder.
+
+The folder is diffusers' own layout (`DiffusionPipeline.save_pretrained`): model_index.json (the
+pipeline class, its sampler defaults and the training config), vae/, denoiser/ and scheduler/, with
+safetensors weights. Loading it needs neither Lightning nor this project's checkpoints:
+
+    from satdiffmoe.pipelines import load_pipeline
+    pipe = load_pipeline("exported/satdiffmoe")
+
+`sample`, `evaluate` and evaluate sweeps accept the folder wherever they accept a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+from . import add_command
+
+log = logging.getLogger(__name__)
+
+HELP = "write a trained SatDiffMoE / ControlNet / DiffusionSat / prior as a diffusers-style pipeline folder"
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "export", HELP)
+    p.add_argument("ckpt", metavar="RUN_OR_CKPT", help="a checkpoint (.ckpt) or a run folder (uses its best checkpoint)")
+    p.add_argument("--out", required=True, help="the pipeline folder to write (must not exist yet, or be empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing pipeline folder at --out")
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Never write over anything but an earlier export (and that only with --overwrite)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder name")
+    if not (out / "model_index.json").is_file():
+        raise UserError(f"--out {out} exists and is not a pipeline folder; choose a new folder name")
+    if not overwrite:
+        raise UserError(f"--out {out} already holds a pipeline; pass --overwrite to replace it, or choose another folder")
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    check_output(out, args.overwrite)
+
+    from ..training.checkpoints import load_task, resolve_checkpoint
+
+    path = resolve_checkpoint(args.ckpt)
+    task = load_task(path)
+    pipe = getattr(task, "pipeline", None)
+    if pipe is None:
+        raise UserError(f"{path} is a '{task.stage}' checkpoint; export writes diffusion stages "
+                        "(prior, satdiffmoe, controlnet, diffusionsat)")
+    # written next to the target and renamed: an interrupted export never leaves half a folder at --out
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        pipe.save_pretrained(str(partial), safe_serialization=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("exported the %s pipeline of %s", task.stage, path)
+    print(out)
+    return 0

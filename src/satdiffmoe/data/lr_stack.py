@@ -1,0 +1,46 @@
+"""Facts about an LR stack that every method and reference uses, each coded once.
+
+* `time_order`: the LRs of each scene by |Δt| (nearest in time first), unknown Δt after every known
+  one, padding last, ties in acquisition order.
+* `nearest_in_time`: the first of that order (the ControlNet baseline's input, the bicubic reference).
+* `bicubic_upsample`: LR -> HR size, the pixel-space input of the latent condition and the references.
+* `mean_bicubic_of`: the cloud-masked mean of the bicubic-upsampled LRs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def time_order(dt: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """B×N indices: valid LRs by |Δt| (NaN = unknown ranks after every known one), padding last."""
+    distance = dt.abs().float().nan_to_num(nan=torch.finfo(torch.float32).max)
+    if valid is not None:
+        distance = torch.where(valid.bool(), distance, torch.full_like(distance, float("inf")))
+    return distance.argsort(dim=1, stable=True)
+
+
+def nearest_in_time(dt: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """B indices of the valid LR with the smallest |Δt| (the first valid one when every Δt is unknown)."""
+    return time_order(dt, valid)[:, 0]
+
+
+def bicubic_upsample(lr: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bicubic LR rows (R×C×h×w in [-1, 1]) -> R×C×H×W, clamped to [-1, 1] (bicubic overshoots)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return F.interpolate(lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def mean_bicubic_of(lr: torch.Tensor, lr_valid: torch.Tensor, lr_mask: torch.Tensor | None,
+                    size: tuple) -> torch.Tensor:
+    """The cloud-masked mean of the bicubic-upsampled LRs (B×N×C×h×w) at `size` (H, W); equal
+    weights where every LR of a pixel is masked."""
+    valid = lr_valid.bool()
+    batch_size, branches = valid.shape
+    upsampled = bicubic_upsample(lr.flatten(0, 1), size).view(batch_size, branches, lr.shape[2], *size)
+    mask = torch.ones_like(lr[:, :, 0]) if lr_mask is None else lr_mask.float()
+    weights = F.interpolate(mask, size=size, mode="nearest")[:, :, None] * valid[:, :, None, None, None].float()
+    equal = valid[:, :, None, None, None].float().expand_as(weights)
+    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, equal)
+    return (weights * upsampled).sum(1) / weights.sum(1)

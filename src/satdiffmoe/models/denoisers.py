@@ -1,0 +1,246 @@
+"""The denoisers: each method's network composition as one diffusers model.
+
+Every denoiser maps a noisy latent to the model output (ε or v) for R rows:
+
+    forward(z_t, t, cond, dt) -> Tensor          cond None = the unconditional input
+
+and knows how classifier-free condition dropout applies to its own condition (`drop_condition`),
+which training dropout and guidance at sampling both call, so the two agree by construction. They
+are `ModelMixin` + `ConfigMixin`: `save_pretrained` / `from_pretrained` work as for any diffusers
+model, and a pipeline folder holds one under `denoiser/` (pipelines/base.py).
+
+* `UNetDenoiser`: a `UNet2DModel` over concat(z_t, condition) with scalar embeddings (Δt, GSD)
+  added to its timestep embedding. With no condition channels it is the HR-only prior; with the LR
+  condition and Δt it is SatDiffMoE's p(HR | one LR, Δt).
+* `ControlNetDenoiser`: a frozen prior steered by one LR through a `UNet2DControlNet` (+ Δt embedding).
+* `DiffusionSatDenoiser`: a frozen prior steered by a T-frame LR stack through a `TemporalControlNet`
+  with per-frame metadata embeddings.
+
+A condition `cond` is a tensor (the condition image rows) or a dict: `image` (R×C×h×w, or R×T×C×h×w
+for DiffusionSat), `gsd` (R), DiffusionSat's `valid` (R×T) and `meta_<field>` (R×T).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import ConfigMixin, ModelMixin, UNet2DModel
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .controlnet import UNet2DControlNet, unet_forward_with_control
+from .controlnet3d import TemporalControlNet
+from .metadata_embedding import MetadataEmbedding
+from .portable import portable_config
+from .time_embedding import ScalarEmbedding
+from .unet import with_extra_inputs
+
+Cond = torch.Tensor | dict[str, torch.Tensor] | None
+
+
+class Denoiser(ModelMixin, ConfigMixin):
+    """What every denoiser shares: the call signature and condition dropout."""
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, torch.Tensor | None]:
+        """Rows where `drop` is True become the unconditional input: a zero image condition and an
+        "unknown" (NaN) Δt. Metadata of the HR itself (GSD) stays known: the output's resolution is not
+        what guidance steers, and the prior (frozen in the baselines) never learned an "unknown" GSD."""
+        def zero(tensor: torch.Tensor) -> torch.Tensor:
+            mask = drop.view(-1, *([1] * (tensor.dim() - 1)))
+            return torch.where(mask, torch.zeros_like(tensor), tensor)
+
+        if isinstance(cond, dict):
+            cond = {key: zero(value) if key == "image" else value for key, value in cond.items()}
+        elif cond is not None:
+            cond = zero(cond)
+        if dt is not None:
+            dt = torch.where(drop, torch.full_like(dt, float("nan")), dt)
+        return cond, dt
+
+
+class UNetDenoiser(Denoiser):
+    """A UNet over concat(z_t, condition image) with scalar embeddings added to the timestep embedding.
+
+    `from_prior` copies a prior with zero-initialised new inputs (extra conv_in channels, new scalar
+    embeddings whose last layer starts at zero), so step 0 computes exactly the prior.
+    """
+
+    @register_to_config
+    def __init__(self, unet_config: dict, cond_channels: int = 0, scalar_names: Sequence[str] = ()):
+        super().__init__()
+        scalar_names = list(scalar_names)
+        if scalar_names and unet_config.get("class_embed_type") != "identity":
+            raise ValueError("scalar embeddings need a UNet2DModel with class_embed_type='identity'")
+        self.unet = UNet2DModel.from_config(unet_config)
+        self.cond_channels = int(cond_channels)
+        time_embed_dim = self.unet.time_embedding.linear_2.out_features
+        self.scalars = nn.ModuleDict({name: ScalarEmbedding(time_embed_dim) for name in scalar_names})
+
+    @property
+    def latent_channels(self) -> int:
+        return self.unet.config.out_channels
+
+    @classmethod
+    def from_unet(cls, unet: UNet2DModel, cond_channels: int = 0, scalar_names: Sequence[str] = ()) -> UNetDenoiser:
+        """Wrap a built (or pretrained) UNet, keeping its weights."""
+        model = cls(unet_config=portable_config(unet.config), cond_channels=cond_channels,
+                    scalar_names=list(scalar_names))
+        model.unet.load_state_dict(unet.state_dict())
+        return model
+
+    @classmethod
+    def from_prior(cls, prior: UNetDenoiser, cond_channels: int, scalar_names: Sequence[str]) -> UNetDenoiser:
+        """Copy the prior; new input channels and new scalar embeddings start at zero (output = prior's)."""
+        scalar_names = list(scalar_names)
+        unet = with_extra_inputs(prior.unet, cond_channels - prior.cond_channels, class_embedding=bool(scalar_names))
+        model = cls.from_unet(unet, cond_channels, scalar_names)
+        for name, embedding in prior.scalars.items():
+            if name in model.scalars:
+                model.scalars[name].load_state_dict(embedding.state_dict())
+        return model
+
+    def class_labels(self, rows: int, scalars: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+        """Σ of this UNet's scalar embeddings (absent values embed as "unknown"), or None without any."""
+        if not self.scalars:
+            return None
+        nan = torch.full((rows,), float("nan"), device=device)
+        return sum(emb(scalars.get(name, nan)) for name, emb in self.scalars.items())
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        rows = z_t.shape[0]
+        scalars: dict[str, torch.Tensor] = {}
+        image = None
+        if isinstance(cond, dict):
+            image = cond.get("image")
+            scalars.update({key: value for key, value in cond.items() if key != "image"})
+        elif cond is not None:
+            image = cond
+        if cond is not None and dt is not None:
+            scalars["dt"] = dt
+        if self.cond_channels:
+            if image is None:  # unconditional = what condition dropout trained: zeros and "unknown" Δt
+                image = z_t.new_zeros((rows, self.cond_channels, *z_t.shape[2:]))
+            z_t = torch.cat([z_t, image.to(z_t.dtype)], dim=1)
+        return self.unet(z_t, t, class_labels=self.class_labels(rows, scalars, z_t.device)).sample
+
+
+class ControlledPriorDenoiser(Denoiser):
+    """A frozen `UNetDenoiser` prior that a trainable control branch steers (both baselines)."""
+
+    def freeze_prior(self) -> None:
+        self.prior.requires_grad_(False)
+        self.prior.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.prior.eval()  # frozen: its dropout stays off
+        return self
+
+    def prior_output(self, z_t: torch.Tensor, t: torch.Tensor, control, cond: Cond) -> torch.Tensor:
+        """The prior's forward with the control residuals added (its own GSD embedding when it has one)."""
+        scalars = cond if isinstance(cond, dict) else {}
+        labels = self.prior.class_labels(z_t.shape[0], scalars, z_t.device)
+        return unet_forward_with_control(self.prior.unet, z_t, t, control, class_labels=labels)
+
+
+class ControlNetDenoiser(ControlledPriorDenoiser):
+    """The ControlNet baseline: one LR condition (+ Δt embedded into the ControlNet's timestep embedding)."""
+
+    @register_to_config
+    def __init__(self, prior_config: dict, controlnet_config: dict, use_dt_embedding: bool = True,
+                 conditioning_scale: float = 1.0):
+        super().__init__()
+        self.prior = UNetDenoiser.from_config(prior_config)
+        self.controlnet = UNet2DControlNet.from_config(controlnet_config)
+        if use_dt_embedding:  # (a config key named like the module would shadow it: diffusers' __getattr__)
+            self.dt_embedding = ScalarEmbedding(self.controlnet.time_embed_dim)
+        self.freeze_prior()
+
+    @classmethod
+    def from_prior(cls, prior: UNetDenoiser, conditioning_channels: int, dt_embedding: bool = True,
+                   conditioning_scale: float = 1.0) -> ControlNetDenoiser:
+        controlnet = UNet2DControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels)
+        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
+                    use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
+        model.prior.load_state_dict(prior.state_dict())
+        model.controlnet.load_state_dict(controlnet.state_dict())
+        return model
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        rows = z_t.shape[0]
+        if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
+            image = z_t.new_zeros((rows, self.controlnet.config.conditioning_channels, *z_t.shape[2:]))
+            dt = None
+        else:
+            image = cond["image"] if isinstance(cond, dict) else cond
+        extra = None
+        if self.config.use_dt_embedding:
+            extra = self.dt_embedding(dt if dt is not None else torch.full((rows,), float("nan"), device=z_t.device))
+        control = self.controlnet(z_t, t, image, extra_emb=extra, conditioning_scale=self.config.conditioning_scale)
+        return self.prior_output(z_t, t, control, cond)
+
+
+class DiffusionSatDenoiser(ControlledPriorDenoiser):
+    """The DiffusionSat baseline: a T-frame stack through a 3D ControlNet with per-frame metadata."""
+
+    @register_to_config
+    def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
+                 conditioning_scale: float = 1.0):
+        super().__init__()
+        self.prior = UNetDenoiser.from_config(prior_config)
+        self.controlnet = TemporalControlNet.from_config(controlnet_config)
+        self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
+        self.freeze_prior()
+
+    @classmethod
+    def from_prior(cls, prior: UNetDenoiser, conditioning_channels: int, frames: int, temporal_heads: int,
+                   metadata_fields: Sequence[str], conditioning_scale: float = 1.0) -> DiffusionSatDenoiser:
+        controlnet = TemporalControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels,
+                                                  num_frames=frames, temporal_heads=temporal_heads)
+        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
+                    metadata_fields=list(metadata_fields), conditioning_scale=conditioning_scale)
+        model.prior.load_state_dict(prior.state_dict())
+        model.controlnet.load_state_dict(controlnet.state_dict())
+        return model
+
+    @property
+    def frames(self) -> int:
+        return int(self.controlnet.config.num_frames)
+
+    def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, None]:
+        """Dropped rows: no image, one valid frame, unknown per-frame metadata; the prior's GSD stays."""
+        cond = dict(cond)
+        first_only = torch.zeros_like(cond["valid"])
+        first_only[:, 0] = True
+        cond["valid"] = torch.where(drop[:, None], first_only, cond["valid"])
+        cond["image"] = torch.where(drop.view(-1, 1, 1, 1, 1), torch.zeros_like(cond["image"]), cond["image"])
+        for key in [k for k in cond if k.startswith("meta_")]:
+            cond[key] = torch.where(drop[:, None], torch.full_like(cond[key], float("nan")), cond[key])
+        return cond, None
+
+    def unconditional(self, z_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows, frames = z_t.shape[0], self.frames
+        channels = self.controlnet.config.conditioning_channels
+        cond = {"image": z_t.new_zeros((rows, frames, channels, *z_t.shape[2:])),
+                "valid": torch.zeros((rows, frames), dtype=torch.bool, device=z_t.device)}
+        cond["valid"][:, 0] = True
+        for name in self.metadata.fields:
+            cond[f"meta_{name}"] = torch.full((rows, frames), float("nan"), device=z_t.device)
+        return cond
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        prior_cond = cond
+        if cond is None:
+            cond = self.unconditional(z_t)
+        metadata = {key[len("meta_"):]: value for key, value in cond.items() if key.startswith("meta_")}
+        control = self.controlnet(z_t, t, cond["image"], cond["valid"], self.metadata(metadata),
+                                  conditioning_scale=self.config.conditioning_scale)
+        return self.prior_output(z_t, t, control, prior_cond)

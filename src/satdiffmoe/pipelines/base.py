@@ -1,0 +1,156 @@
+"""`LatentSRPipeline`: the shared frame of every latent diffusion super-resolution pipeline.
+
+A pipeline owns what turns user inputs into a sample, diffusers-style (`pipeline_controlnet.py`):
+
+    components  vae (AutoencoderKL, frozen), denoiser (models/denoisers.py), scheduler (the training
+                noise schedule; the sampler derives DDIM / DPM-Solver++ from its config)
+    config      hr_size, scale (HR px per LR px), conditioning ("latent": E(bicubic(LR)) · scale |
+                "pixel": LR resized to the latent grid), sampler (the default `SamplerConfig`, overridable
+                per call), training_config (the experiment config it was trained with, so an exported
+                folder still says which data, bands and radiometry it expects)
+
+    pipe(lr, dt, lr_mask=None, gsd=None, sampler=None, generator=None) -> SRPipelineOutput
+
+Each method says how a scene's LRs become sampling branches (`branches`); the fused sampler
+(sampling/fused_sampler.py) does the rest. `save_pretrained` / `from_pretrained` are diffusers' own:
+a folder with model_index.json, vae/, denoiser/, scheduler/, loadable without Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin
+from diffusers.utils import BaseOutput
+
+from ..data.lr_stack import bicubic_upsample
+from ..models.autoencoder import downsampling_factor
+from ..models.denoisers import Denoiser
+from ..sampling.config import SamplerConfig
+from ..sampling.fused_sampler import BranchInputs, FusedSampler
+from .inputs import SRInputs
+
+CONDITIONING = ("latent", "pixel")
+
+
+@dataclass
+class SRPipelineOutput(BaseOutput):
+    image: torch.Tensor  # B×C×H×W in [-1, 1]
+    uncertainty: torch.Tensor | None  # B×1×H×W branch spread (sampling/fused_sampler.py), None without one
+    branch_images: torch.Tensor | None = None  # B×N×C×H×W per-branch estimates before the last fusion
+    latent: torch.Tensor | None = None  # B×C×h×w final consensus latent
+    nfe: int = 0  # denoiser evaluations per branch (guidance counts twice)
+
+
+class LatentSRPipeline(DiffusionPipeline):
+    stage: str = ""  # the training stage that produces this pipeline's denoiser
+    uses_lr = True  # False: an unconditional model (the prior), which `sample` cannot use
+    produces_uncertainty = True
+    model_cpu_offload_seq = "denoiser->vae"
+
+    def __init__(self, vae: AutoencoderKL, denoiser: Denoiser, scheduler: SchedulerMixin, hr_size: int = 64,
+                 scale: int = 4, conditioning: str = "latent", sampler: dict | None = None,
+                 training_config: dict | None = None):
+        super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+        vae.requires_grad_(False)
+        self.register_modules(vae=vae, denoiser=denoiser, scheduler=scheduler)
+        self.register_to_config(hr_size=int(hr_size), scale=int(scale), conditioning=conditioning,
+                                sampler=SamplerConfig.from_any(sampler).check().to_dict(),
+                                training_config=training_config)
+
+    @property
+    def cfg(self):
+        """The validated experiment config this pipeline was trained with (None if it was not recorded)."""
+        if self.config.training_config is None:
+            return None
+        from ..config import config_from_dict
+
+        return config_from_dict(self.config.training_config)
+
+    # --------------------------------------------------------------------------------- latents
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.config.hr_size // downsampling_factor(self.vae)
+        return (self.vae.config.latent_channels, side, side)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
+               sample: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> scaled latents (the posterior's mode, or a sample of it)."""
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        return (posterior.sample(generator) if sample else posterior.mode()) * self.latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample.clamp(-1, 1)
+
+    def condition_image(self, lr: torch.Tensor) -> torch.Tensor:
+        """LR rows (R×C×h×w) -> condition rows at the latent size: the one way the LR reaches every
+        method (SatDiffMoE, ControlNet, DiffusionSat), so their comparison is fair."""
+        if self.config.conditioning == "latent":
+            return self.encode(bicubic_upsample(lr, self.config.hr_size))
+        side = self.latent_shape[1]
+        return F.interpolate(lr.float(), size=(side, side), mode="area")
+
+    @property
+    def condition_channels(self) -> int:
+        return self.vae.config.latent_channels if self.config.conditioning == "latent" else self.vae.config.in_channels
+
+    # ---------------------------------------------------------------------------------- sampling
+    def sampler_config(self, sampler: Any = None, **overrides: Any) -> SamplerConfig:
+        """This pipeline's default sampler settings, updated by `sampler` (a dict or any config node:
+        its keys win) and keyword overrides."""
+        settings = dict(self.config.sampler)
+        if sampler is not None:
+            settings.update(SamplerConfig.from_any(sampler).to_dict())
+        settings.update(overrides)
+        return SamplerConfig.from_any(settings).check(self.scheduler.config.num_train_timesteps)
+
+    def branches(self, inputs: SRInputs, sampler: SamplerConfig) -> BranchInputs:
+        """How a scene's LRs become the sampler's N branches (one method's choice)."""
+        raise NotImplementedError
+
+    def adjust_sampler(self, sampler: SamplerConfig) -> SamplerConfig:
+        """A method's own reading of the sampler settings (ControlNet's late fusion turns fusion off)."""
+        return sampler
+
+    def fused_sampler(self, sampler: SamplerConfig, progress: bool = False) -> FusedSampler:
+        return FusedSampler(self.denoiser, self.scheduler.config, self.scheduler.config.prediction_type, sampler,
+                            vae=self.vae, latent_scale=self.latent_scale, progress=progress,
+                            uncondition=self.denoiser.drop_condition)
+
+    @torch.no_grad()
+    def __call__(self, lr: Any, dt: Any = None, lr_mask: Any = None, lr_valid: Any = None, gsd: Any = None,
+                 lr_doy: Any = None, lr_cloud: Any = None, *, sampler: Any = None,
+                 generator: torch.Generator | None = None, progress: bool = False, **sampler_overrides: Any
+                 ) -> SRPipelineOutput:
+        """Super-resolve B scenes. `lr` is in [-1, 1] (B×N×C×h×w, one scene's N×C×h×w, or a list of
+        C×h×w); sampler settings come from this pipeline's config, `sampler=` and keyword overrides
+        (e.g. `nfe=25, fusion_every=5`)."""
+        inputs = lr if isinstance(lr, SRInputs) else SRInputs.build(
+            lr, dt, lr_mask, lr_valid, gsd, lr_doy, lr_cloud)
+        inputs = inputs.to(self.device)
+        settings = self.adjust_sampler(self.sampler_config(sampler, **sampler_overrides))
+        out = self.fused_sampler(settings, progress).sample(self.branches(inputs, settings), self.latent_shape,
+                                                            generator)
+        return SRPipelineOutput(image=out.image, uncertainty=out.uncertainty, branch_images=out.branch_images,
+                                latent=out.latent, nfe=out.nfe)
+
+    def sample(self, batch: dict[str, Any], sampler: Any = None,
+               generator: torch.Generator | None = None) -> SRPipelineOutput:
+        """A `SatDataModule` batch through the pipeline (what validation, `evaluate` and sweeps call)."""
+        return self(SRInputs.from_batch(batch), sampler=sampler, generator=generator)
+
+    def parameters(self):
+        """Every component's parameters (the evaluation's parameter counts and device)."""
+        for module in (self.vae, self.denoiser):
+            yield from module.parameters()
