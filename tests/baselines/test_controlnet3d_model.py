@@ -122,7 +122,8 @@ def test_metadata_embedding_gives_unknown_values_their_own_vector():
 
 
 def test_unknown_metadata_field_is_a_user_error():
-    from satdiffmoe.errors import UserError
+    from satdiffmoe.errors import UserError, user_errors
 
-    with pytest.raises(UserError, match="metadata_fields"):
+    # the model raises ValueError; task building turns it into the CLI's one-line UserError (errors.py)
+    with pytest.raises(UserError, match="metadata_fields"), user_errors():
         MetadataEmbedding(["dt", "elevation"], out_dim=8)

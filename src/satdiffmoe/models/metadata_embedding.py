@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import UserError
 from .time_embedding import ScalarEmbedding
 
 # config field -> batch key; every key is B×N except `gsd` (B, one per scene, shared by its frames).
@@ -28,7 +27,7 @@ PRE_SCALE: dict[str, float] = {"cloud_cover": 100.0}
 def check_fields(fields: Sequence[str]) -> None:
     unknown = [f for f in fields if f not in METADATA_KEYS]
     if unknown:
-        raise UserError(f"model.controlnet.metadata_fields has unknown field(s) {unknown}; "
+        raise ValueError(f"model.controlnet.metadata_fields has unknown field(s) {unknown}; "
                         f"choose from {sorted(METADATA_KEYS)}")
 
 

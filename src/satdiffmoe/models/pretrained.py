@@ -1,4 +1,7 @@
-"""Loading a local diffusers model folder (`save_pretrained` output) with one clear error on failure."""
+"""Loading a local diffusers model folder (`save_pretrained` output) with one clear error on failure.
+
+Errors are FileNotFoundError (no config.json) or ValueError (unreadable); the code that builds a task
+shows them as one line (`errors.user_errors`)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from diffusers import ModelMixin
-
-from ..errors import UserError
 
 Model = TypeVar("Model", bound=ModelMixin)
 
@@ -17,8 +18,8 @@ def load_local_pretrained(model_class: type[Model], folder: str | Path, config_k
     folder = Path(folder)
     name = model_class.__name__
     if not (folder / "config.json").is_file():
-        raise UserError(f"{config_key}={folder} is not a diffusers {name} folder (no config.json); {hint}")
+        raise FileNotFoundError(f"{config_key}={folder} is not a diffusers {name} folder (no config.json); {hint}")
     try:  # diffusers reads .bin weights with weights_only=True and refuses pickled code
         return model_class.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot load {config_key}={folder}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cannot load {config_key}={folder}: {str(exc).splitlines()[0]}") from None

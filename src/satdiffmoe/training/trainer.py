@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from ..errors import UserError
+from ..errors import UserError, user_errors
 from ..runs import RunDir
 from . import task_class
 from .atomic_checkpoint_io import AtomicCheckpointIO
@@ -24,7 +24,10 @@ from .loggers import build_loggers
 
 
 def build_task(cfg: DictConfig):
-    return task_class(cfg.stage)(cfg)
+    """The LightningModule of `cfg.stage`; a model's ValueError / FileNotFoundError (a bad config value,
+    a missing pretrained folder) becomes a one-line UserError."""
+    with user_errors():
+        return task_class(cfg.stage)(cfg)
 
 
 def build_trainer(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str,
