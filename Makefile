@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs:  make quickstart  and  make test.
 # Both create .venv on first use. CPU torch is pinned (2.13.0 is a local CPU wheel here; any other
 # spec can pull a multi-GB CUDA build). torchvision and torch-fidelity are never installed on CPU
-# machines: see DESIGN.md section 7 and the gpu-metrics extra in pyproject.toml.
+# machines: see README.md ("Set-up: two commands") and the gpu-metrics extra in pyproject.toml.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

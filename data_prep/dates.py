@@ -1,6 +1,6 @@
 """Acquisition dates for the converters: parsing what raw metadata files hold, and Δt in days.
 
-Δt follows the record convention (DESIGN.md section 4): t_LR − t_HR in days, signed, so an LR taken
+Δt follows the record convention (docs/ARCHITECTURE.md, "Data record and batches"): t_LR − t_HR in days, signed, so an LR taken
 before the HR has a negative Δt. Unknown dates stay None all the way into the record.
 """
 

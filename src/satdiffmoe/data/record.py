@@ -1,4 +1,4 @@
-"""The shard record: one WebDataset sample = one scene (DESIGN.md section 4).
+"""The shard record: one WebDataset sample = one scene (docs/ARCHITECTURE.md, "Data record and batches").
 
 Keys of a sample in a `.tar` shard (all written by `encode_scene`, read back by `decode_scene`):
 

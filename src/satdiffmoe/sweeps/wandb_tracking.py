@@ -23,7 +23,7 @@ def init_timeout_s() -> float:
 
 
 def wandb_mode(spec: DictConfig) -> str:
-    """`WANDB_MODE` in the environment beats the sweep file (DESIGN.md section 6)."""
+    """`WANDB_MODE` in the environment beats the sweep file (README, "W&B")."""
     return os.environ.get("WANDB_MODE") or spec.wandb.mode
 
 

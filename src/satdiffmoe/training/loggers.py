@@ -62,7 +62,7 @@ class JsonlLogger(Logger):
 
 
 def wandb_mode(cfg: DictConfig) -> str:
-    """`WANDB_MODE` in the environment beats `logging.wandb.mode` (DESIGN.md §6)."""
+    """`WANDB_MODE` in the environment beats `logging.wandb.mode` (README, "W&B")."""
     return os.environ.get("WANDB_MODE") or cfg.logging.wandb.mode
 
 
