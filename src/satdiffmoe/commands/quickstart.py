@@ -24,7 +24,8 @@ HELP = "synthetic data -> all stages -> sweep -> report, on CPU in minutes"
 
 # Its configs are package data (config/presets/, listed in pyproject.toml), not files of a source
 # checkout, so an installed wheel runs it too; experiments/quickstart.yaml etc. extend these files.
-PRESETS = Path(str(resources.files("satdiffmoe.config") / "presets"))
+# (resolved from the top package: importing satdiffmoe.config here would load omegaconf for --help)
+PRESETS = Path(str(resources.files("satdiffmoe") / "config" / "presets"))
 EXPERIMENTS = PRESETS / "experiments"
 SWEEPS = PRESETS / "sweeps"
 RUN_ID = "quickstart"
