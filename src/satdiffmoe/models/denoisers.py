@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from diffusers import ConfigMixin, ModelMixin, UNet2DModel
+from diffusers import ConfigMixin, ControlNetModel, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
@@ -33,10 +33,26 @@ from .controlnet import UNet2DControlNet, unet_forward_with_control
 from .controlnet3d import TemporalControlNet
 from .metadata_embedding import MetadataEmbedding
 from .portable import portable_config
+from .stable_diffusion import SDConditionalUNet, controlnet_from_sd_unet, with_extra_sd_inputs
 from .time_embedding import ScalarEmbedding
 from .unet import with_extra_inputs
 
 Cond = torch.Tensor | dict[str, torch.Tensor] | None
+
+
+def split_condition(cond: Cond, dt: torch.Tensor | None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """(condition image or None, scalar values by name) of a concat-UNet condition; Δt counts only
+    with a condition (the unconditional input is "unknown Δt")."""
+    scalars: dict[str, torch.Tensor] = {}
+    image = None
+    if isinstance(cond, dict):
+        image = cond.get("image")
+        scalars.update({key: value for key, value in cond.items() if key != "image"})
+    elif cond is not None:
+        image = cond
+    if cond is not None and dt is not None:
+        scalars["dt"] = dt
+    return image, scalars
 
 
 class Denoiser(ModelMixin, ConfigMixin):
@@ -111,23 +127,70 @@ class UNetDenoiser(Denoiser):
         nan = torch.full((rows,), float("nan"), device=device)
         return sum(emb(scalars.get(name, nan)) for name, emb in self.scalars.items())
 
+    @property
+    def always_trainable(self) -> tuple[str, ...]:
+        """What `train.trainable=lora|new_only` keeps trainable: the new inputs (models/trainable.py)."""
+        return ("unet.conv_in", *(f"scalars.{name}" for name in self.scalars))
+
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         rows = z_t.shape[0]
-        scalars: dict[str, torch.Tensor] = {}
-        image = None
-        if isinstance(cond, dict):
-            image = cond.get("image")
-            scalars.update({key: value for key, value in cond.items() if key != "image"})
-        elif cond is not None:
-            image = cond
-        if cond is not None and dt is not None:
-            scalars["dt"] = dt
+        image, scalars = split_condition(cond, dt)
         if self.cond_channels:
             if image is None:  # unconditional = what condition dropout trained: zeros and "unknown" Δt
                 image = z_t.new_zeros((rows, self.cond_channels, *z_t.shape[2:]))
             z_t = torch.cat([z_t, image.to(z_t.dtype)], dim=1)
         return self.unet(z_t, t, class_labels=self.class_labels(rows, scalars, z_t.device)).sample
+
+
+class SDUNetDenoiser(Denoiser):
+    """`UNetDenoiser`'s contract on a Stable Diffusion `UNet2DConditionModel` (models/stable_diffusion.py):
+    concat(z_t, condition) through zero-initialised extra conv_in channels, Δt / GSD embeddings through
+    an identity class embedding, cross-attention fed a fixed prompt embedding (or learned null tokens).
+
+    `backbone` is `SDConditionalUNet.config_for_rebuild()`: the module rebuilds without the SD folder.
+    """
+
+    @register_to_config
+    def __init__(self, backbone: dict):
+        super().__init__()
+        self.model = SDConditionalUNet.from_rebuild_config(backbone)
+
+    @classmethod
+    def from_model(cls, model: SDConditionalUNet) -> SDUNetDenoiser:
+        denoiser = cls(backbone=model.config_for_rebuild())
+        denoiser.model.load_state_dict(model.state_dict())
+        return denoiser
+
+    @classmethod
+    def from_prior(cls, prior: SDUNetDenoiser, cond_channels: int, scalar_names: Sequence[str]) -> SDUNetDenoiser:
+        return cls.from_model(SDConditionalUNet.from_prior(prior.model, cond_channels, scalar_names))
+
+    @property
+    def cond_channels(self) -> int:
+        return self.model.cond_channels
+
+    @property
+    def scalars(self) -> nn.ModuleDict:
+        return self.model.scalars
+
+    @property
+    def unet(self):
+        return self.model.unet
+
+    @property
+    def always_trainable(self) -> tuple[str, ...]:
+        return tuple(f"model.{prefix}" for prefix in self.model.always_trainable)
+
+    def class_labels(self, rows: int, scalars: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+        return self.model.class_labels(scalars, torch.empty(rows, device=device))
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        image, scalars = split_condition(cond, dt)
+        if self.cond_channels and image is None:
+            image = z_t.new_zeros((z_t.shape[0], self.cond_channels, *z_t.shape[2:]))
+        return self.model(z_t, t, image, scalars)
 
 
 class ControlledPriorDenoiser(Denoiser):
@@ -187,6 +250,62 @@ class ControlNetDenoiser(ControlledPriorDenoiser):
         return self.prior_output(z_t, t, control, cond)
 
 
+class SDControlNetDenoiser(ControlledPriorDenoiser):
+    """The ControlNet baseline on a Stable Diffusion prior: diffusers' own `ControlNetModel.from_unet`,
+    its residuals entering through `down_block_additional_residuals` / `mid_block_additional_residual`.
+
+    Δt is embedded (`ScalarEmbedding`, zero last layer) and added to the ControlNet's timestep
+    embedding through its identity class embedding, as the `UNet2DModel` ControlNet's `extra_emb`;
+    the prior's own GSD embedding reaches both networks the same way.
+    """
+
+    @register_to_config
+    def __init__(self, prior_config: dict, controlnet_config: dict, use_dt_embedding: bool = True,
+                 conditioning_scale: float = 1.0):
+        super().__init__()
+        self.prior = SDUNetDenoiser.from_config(prior_config)
+        self.controlnet = ControlNetModel.from_config(controlnet_config)
+        if use_dt_embedding:
+            self.dt_embedding = ScalarEmbedding(self.controlnet.time_embedding.linear_2.out_features)
+        self.freeze_prior()
+
+    @classmethod
+    def from_prior(cls, prior: SDUNetDenoiser, conditioning_channels: int, dt_embedding: bool = True,
+                   conditioning_scale: float = 1.0) -> SDControlNetDenoiser:
+        # an identity class embedding (no weights) lets the ControlNet take Δt and the prior's scalars
+        labelled = bool(dt_embedding or prior.scalars)
+        base = with_extra_sd_inputs(prior.unet, 0, class_embedding=labelled) if labelled else prior.unet
+        controlnet = controlnet_from_sd_unet(base, conditioning_channels)
+        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
+                    use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
+        model.prior.load_state_dict(prior.state_dict())
+        model.controlnet.load_state_dict(controlnet.state_dict())
+        return model
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        rows = z_t.shape[0]
+        if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
+            image = z_t.new_zeros((rows, self.controlnet.config.conditioning_channels, *z_t.shape[2:]))
+            dt = None
+        else:
+            image = cond["image"] if isinstance(cond, dict) else cond
+        scalars = {k: v for k, v in cond.items() if k != "image"} if isinstance(cond, dict) else {}
+        prior = self.prior.model
+        labels = prior.class_labels(scalars, z_t)
+        control_labels = labels
+        if self.config.use_dt_embedding:
+            unknown = torch.full((rows,), float("nan"), device=z_t.device)
+            dt_emb = self.dt_embedding(dt if dt is not None else unknown)
+            control_labels = dt_emb if labels is None else labels + dt_emb
+        hidden = prior.encoder_hidden_states(rows, z_t.dtype)
+        down, mid = self.controlnet(z_t, t, hidden, controlnet_cond=image.to(z_t.dtype),
+                                    conditioning_scale=self.config.conditioning_scale,
+                                    class_labels=control_labels, return_dict=False)
+        return prior.unet(z_t, t, hidden, class_labels=labels, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid).sample
+
+
 class DiffusionSatDenoiser(ControlledPriorDenoiser):
     """The DiffusionSat baseline: a T-frame stack through a 3D ControlNet with per-frame metadata."""
 
@@ -244,3 +363,8 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
         control = self.controlnet(z_t, t, cond["image"], cond["valid"], self.metadata(metadata),
                                   conditioning_scale=self.config.conditioning_scale)
         return self.prior_output(z_t, t, control, prior_cond)
+
+
+# class name -> class: how a checkpoint's stored denoiser config finds its class again
+DENOISERS: dict[str, type[Denoiser]] = {cls.__name__: cls for cls in (
+    UNetDenoiser, SDUNetDenoiser, ControlNetDenoiser, SDControlNetDenoiser, DiffusionSatDenoiser)}

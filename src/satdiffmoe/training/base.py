@@ -28,11 +28,13 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from ..config import as_plain, config_from_dict, with_overrides
 from ..data.lr_stack import bicubic_upsample
-from ..errors import UserError
+from ..errors import UserError, user_errors
 from ..evaluation.metrics import load_lpips, lpips, lpips_unavailable
 from ..models.autoencoder import load_pretrained_vae
-from ..models.denoisers import Denoiser
+from ..models.denoisers import DENOISERS, Denoiser
 from ..models.portable import portable_config
+from ..models.stable_diffusion import SDBackbone, load_sd_backbone, pretrained_folder_kind
+from ..models.trainable import apply_trainable
 from ..pipelines.registry import PIPELINES
 from .loggers import log_image_grid
 from .optim import configure_adamw
@@ -170,11 +172,10 @@ class DiffusionTask(SatTask):
         self.vae = self.configure_vae(networks)
         self.vae.requires_grad_(False)
         self.vae.eval()
-        self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=cfg.diffusion.num_train_timesteps, beta_schedule=cfg.diffusion.beta_schedule,
-            beta_start=cfg.diffusion.beta_start, beta_end=cfg.diffusion.beta_end,
-            prediction_type=cfg.diffusion.prediction_type, clip_sample=False)
+        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config_for(networks), clip_sample=False)
         self.network: Denoiser = self.configure_network(networks)
+        self.configure_trainable()
+        self.__dict__.pop("_sd_backbone", None)  # the SD folder's parts are copied into the networks
         if cfg.train.compile:
             # in place: the module's calls are compiled, its state_dict keys stay those of the networks
             self.network.compile()
@@ -199,6 +200,8 @@ class DiffusionTask(SatTask):
             from .checkpoints import load_task
 
             vae = load_task(cfg.init.vae_ckpt, expect_stage="autoencoder").vae
+        elif self.sd_backbone() is not None and self.sd_backbone().vae is not None:
+            vae = self.sd_backbone().vae
         else:
             raise UserError(f"stage={cfg.stage} needs a trained VAE: set init.vae_ckpt=<autoencoder run folder or "
                             ".ckpt> or model.vae.pretrained=<local diffusers AutoencoderKL folder>")
@@ -211,11 +214,56 @@ class DiffusionTask(SatTask):
     def configure_network(self, networks: dict | None) -> Denoiser:
         raise NotImplementedError
 
+    def sd_backbone(self) -> SDBackbone | None:
+        """The Stable Diffusion folder named by `model.unet.pretrained` (None for a UNet2DModel folder or
+        none at all), loaded once during construction."""
+        folder = self.cfg.model.unet.pretrained
+        if not folder:
+            return None
+        if "_sd_backbone" not in self.__dict__:
+            with user_errors():
+                kind = pretrained_folder_kind(folder)
+                self.__dict__["_sd_backbone"] = load_sd_backbone(folder) if kind != "unet2d" else None
+        return self.__dict__["_sd_backbone"]
+
+    def scheduler_config_for(self, networks: dict | None) -> dict:
+        """The training noise schedule: the checkpoint's, the SD folder's (its betas and ε / v
+        prediction, as SD 2.x uses), or `diffusion.*`."""
+        if networks is not None and "scheduler" in networks:
+            return networks["scheduler"]
+        backbone = self.sd_backbone() if networks is None else None
+        if backbone is not None and backbone.scheduler_config:
+            return backbone.scheduler_config
+        d = self.cfg.diffusion
+        return {"num_train_timesteps": d.num_train_timesteps, "beta_schedule": d.beta_schedule,
+                "beta_start": d.beta_start, "beta_end": d.beta_end, "prediction_type": d.prediction_type}
+
+    def configure_trainable(self) -> None:
+        """`train.trainable`: LoRA adapters or only the new inputs instead of the whole denoiser."""
+        mode = self.cfg.train.trainable
+        if mode == "all":
+            return
+        if not hasattr(self.network, "always_trainable"):
+            raise UserError(f"train.trainable={mode} applies to the prior and satdiffmoe stages (a UNet denoiser); "
+                            f"stage={self.stage} trains its control branch whole: use train.trainable=all")
+        with user_errors():
+            apply_trainable(self.network, mode, lora_rank=self.cfg.train.lora_rank,
+                            target_modules=list(self.cfg.train.lora_targets))
+
     def network_configs(self) -> dict:
-        configs = {"vae": portable_config(self.vae.config)}
+        configs = {"vae": portable_config(self.vae.config),
+                   "scheduler": portable_config(self.noise_scheduler.config)}
         if getattr(self, "network", None) is not None:
             configs["denoiser"] = portable_config(self.network.config)
+            configs["denoiser_class"] = type(self.network).__name__
         return configs
+
+    def stored_denoiser(self, networks: dict) -> Denoiser | None:
+        """The denoiser rebuilt from a checkpoint's configs (None for checkpoints from before
+        models/denoisers.py, which each stage reads from their older keys)."""
+        if "denoiser" not in networks:
+            return None
+        return DENOISERS[networks.get("denoiser_class", self.default_denoiser)].from_config(networks["denoiser"])
 
     @property
     def scheduler_config(self) -> dict:
@@ -223,7 +271,7 @@ class DiffusionTask(SatTask):
 
     @property
     def prediction_type(self) -> str:
-        return self.cfg.diffusion.prediction_type
+        return self.noise_scheduler.config.prediction_type
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..models.denoisers import ControlNetDenoiser, UNetDenoiser
+from ..models.denoisers import ControlNetDenoiser, SDControlNetDenoiser, SDUNetDenoiser, UNetDenoiser
 from ..pipelines.satdiffmoe import metadata_condition
 from .base import Cond
 from .from_prior import FromPriorTask
@@ -30,7 +30,7 @@ class ControlledPriorTask(FromPriorTask):
     """What both baselines share: the frozen prior (with its VAE and condition encoder, exactly as
     SatDiffMoE sees them) that a control branch steers."""
 
-    def load_prior(self) -> UNetDenoiser:
+    def load_prior(self) -> UNetDenoiser | SDUNetDenoiser:
         """The prior to control: the prior stage's checkpoint (`init.prior_ckpt`) or a local UNet folder."""
         cfg = self.cfg
         prior = self.prior_network()
@@ -50,18 +50,20 @@ class ControlledPriorTask(FromPriorTask):
 
 class ControlNetTask(ControlledPriorTask):
     stage = "controlnet"
+    default_denoiser = "ControlNetDenoiser"
 
-    def configure_network(self, networks: dict | None) -> ControlNetDenoiser:
+    def configure_network(self, networks: dict | None) -> ControlNetDenoiser | SDControlNetDenoiser:
         cfg = self.cfg
         scale = cfg.model.controlnet.conditioning_scale
         if networks is not None:
-            if "denoiser" in networks:
-                return ControlNetDenoiser.from_config(networks["denoiser"])
-            return ControlNetDenoiser(prior_config=self.legacy_prior_config(networks),
-                                      controlnet_config=networks["controlnet"],
-                                      use_dt_embedding=bool(cfg.model.dt_embedding), conditioning_scale=scale)
-        return ControlNetDenoiser.from_prior(self.load_prior(), self.cond_channels,
-                                             dt_embedding=bool(cfg.model.dt_embedding), conditioning_scale=scale)
+            return self.stored_denoiser(networks) or ControlNetDenoiser(
+                prior_config=self.legacy_prior_config(networks), controlnet_config=networks["controlnet"],
+                use_dt_embedding=bool(cfg.model.dt_embedding), conditioning_scale=scale)
+        prior = self.load_prior()
+        # diffusers' own ControlNetModel on a Stable Diffusion prior, ours on a UNet2DModel one
+        denoiser = SDControlNetDenoiser if isinstance(prior, SDUNetDenoiser) else ControlNetDenoiser
+        return denoiser.from_prior(prior, self.cond_channels, dt_embedding=bool(cfg.model.dt_embedding),
+                                   conditioning_scale=scale)
 
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, torch.Tensor]:
         """One LR per scene: with `train_lr_policy=pair` the datamodule already picked it; otherwise a

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..models.denoisers import DiffusionSatDenoiser
+from ..errors import UserError
+from ..models.denoisers import DiffusionSatDenoiser, UNetDenoiser
 from .base import Cond
 from .controlnet import ControlledPriorTask
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 class DiffusionSatTask(ControlledPriorTask):
     stage = "diffusionsat"
+    default_denoiser = "DiffusionSatDenoiser"
 
     def configure_network(self, networks: dict | None) -> DiffusionSatDenoiser:
         cfg = self.cfg
@@ -36,13 +38,15 @@ class DiffusionSatTask(ControlledPriorTask):
             log.warning("stage=diffusionsat trains on LR stacks but data.train_lr_policy=pair gives one LR per "
                         "scene; the temporal layers will not learn (use data.train_lr_policy=all)")
         if networks is not None:
-            if "denoiser" in networks:
-                return DiffusionSatDenoiser.from_config(networks["denoiser"])
-            return DiffusionSatDenoiser(prior_config=self.legacy_prior_config(networks),
-                                        controlnet_config=networks["controlnet"],
-                                        metadata_fields=list(control.metadata_fields),
-                                        conditioning_scale=control.conditioning_scale)
-        return DiffusionSatDenoiser.from_prior(self.load_prior(), self.cond_channels, frames=int(control.frames),
+            return self.stored_denoiser(networks) or DiffusionSatDenoiser(
+                prior_config=self.legacy_prior_config(networks), controlnet_config=networks["controlnet"],
+                metadata_fields=list(control.metadata_fields), conditioning_scale=control.conditioning_scale)
+        prior = self.load_prior()
+        if not isinstance(prior, UNetDenoiser):
+            raise UserError("stage=diffusionsat runs on this project's UNet2DModel prior only: its 3D ControlNet "
+                            "(models/controlnet3d.py) has no Stable Diffusion counterpart yet; use stage=controlnet "
+                            "(diffusers' ControlNetModel) on a Stable Diffusion backbone")
+        return DiffusionSatDenoiser.from_prior(prior, self.cond_channels, frames=int(control.frames),
                                                temporal_heads=control.temporal_heads,
                                                metadata_fields=list(control.metadata_fields),
                                                conditioning_scale=control.conditioning_scale)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from diffusers import AutoencoderKL
 
-from ..models.denoisers import UNetDenoiser
+from ..models.denoisers import SDUNetDenoiser, UNetDenoiser
+from ..models.stable_diffusion import SDConditionalUNet
+from ..models.trainable import merge_lora
 from ..models.unet import load_pretrained_unet
 from .base import DiffusionTask
 
@@ -24,16 +26,29 @@ class FromPriorTask(DiffusionTask):
             self._prior_holder = (load_task(self.cfg.init.prior_ckpt, expect_stage="prior"),)
         return self._prior_holder[0]
 
-    def prior_network(self) -> UNetDenoiser | None:
-        """The prior's denoiser from `init.prior_ckpt` or `model.unet.pretrained`; None when neither is set.
-        Drops the loaded prior task afterwards: only its weights are needed from here on."""
-        if self.cfg.init.prior_ckpt:
+    def prior_network(self) -> UNetDenoiser | SDUNetDenoiser | None:
+        """The prior's denoiser from `init.prior_ckpt` or `model.unet.pretrained` (a UNet2DModel folder, or a
+        Stable Diffusion one); None when neither is set. Drops the loaded prior task afterwards: only its
+        weights are needed from here on."""
+        cfg = self.cfg
+        if cfg.init.prior_ckpt:
             network = self.prior_task().network
             del self._prior_holder
+            merge_lora(network)  # a LoRA prior's adapters folded into its weights before it is copied
             return network
+        backbone = self.sd_backbone()
+        if backbone is not None:
+            return SDUNetDenoiser.from_model(SDConditionalUNet.from_pretrained_backbone(
+                backbone, prompt=cfg.model.prompt, null_tokens=cfg.model.null_tokens))
         if self.cfg.model.unet.pretrained:
             return UNetDenoiser.from_unet(load_pretrained_unet(self.cfg.model.unet.pretrained))
         return None
+
+    def scheduler_config_for(self, networks: dict | None) -> dict:
+        """With `init.prior_ckpt`: the noise schedule the prior was trained with."""
+        if networks is None and self.cfg.init.prior_ckpt:
+            return dict(self.prior_task().noise_scheduler.config)
+        return super().scheduler_config_for(networks)
 
     def configure_vae(self, networks: dict | None) -> AutoencoderKL:
         """With `init.prior_ckpt`: the VAE (and latent scale) the prior was trained on, whatever

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from ..models.autoencoder import downsampling_factor
-from ..models.denoisers import UNetDenoiser
+from ..models.denoisers import SDUNetDenoiser, UNetDenoiser
+from ..models.stable_diffusion import SDConditionalUNet
 from ..models.unet import build_unet, load_pretrained_unet, with_extra_inputs
 from ..pipelines.satdiffmoe import metadata_condition
 from .base import Cond, DiffusionTask
@@ -23,18 +24,22 @@ class PriorTask(DiffusionTask):
     validation_metrics = ("val/loss", "val/psnr", "val/ssim")
     default_monitor = ("val/loss", "min")  # unconditional samples do not match their HR: PSNR says little
     uses_condition_dropout = False
+    default_denoiser = "UNetDenoiser"
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
         return ("gsd",) if self.cfg.model.metadata_embedding else ()
 
-    def configure_network(self, networks: dict | None) -> UNetDenoiser:
+    def configure_network(self, networks: dict | None) -> UNetDenoiser | SDUNetDenoiser:
         cfg = self.cfg
         if networks is not None:
-            if "denoiser" in networks:
-                return UNetDenoiser.from_config(networks["denoiser"])
             # checkpoints written before models/denoisers.py stored the bare UNet's config
-            return UNetDenoiser(unet_config=networks["unet"], scalar_names=list(self.scalar_names))
+            return self.stored_denoiser(networks) or UNetDenoiser(unet_config=networks["unet"],
+                                                                  scalar_names=list(self.scalar_names))
+        backbone = self.sd_backbone()
+        if backbone is not None:
+            return SDUNetDenoiser.from_model(SDConditionalUNet.from_pretrained_backbone(
+                backbone, 0, self.scalar_names, prompt=cfg.model.prompt, null_tokens=cfg.model.null_tokens))
         if cfg.model.unet.pretrained:
             unet = load_pretrained_unet(cfg.model.unet.pretrained)
             if self.scalar_names and unet.config.class_embed_type != "identity":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..models.autoencoder import downsampling_factor
-from ..models.denoisers import UNetDenoiser
+from ..models.denoisers import SDUNetDenoiser, UNetDenoiser
 from ..models.unet import build_unet
 from ..pipelines.satdiffmoe import metadata_condition
 from .from_prior import FromPriorTask
@@ -26,20 +26,19 @@ log = logging.getLogger(__name__)
 
 class SatDiffMoETask(FromPriorTask):
     stage = "satdiffmoe"
+    default_denoiser = "UNetDenoiser"
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
         names = ("dt",) if self.cfg.model.dt_embedding else ()
         return names + (("gsd",) if self.cfg.model.metadata_embedding else ())
 
-    def configure_network(self, networks: dict | None) -> UNetDenoiser:
+    def configure_network(self, networks: dict | None) -> UNetDenoiser | SDUNetDenoiser:
         cfg = self.cfg
         if networks is not None:
-            if "denoiser" in networks:
-                return UNetDenoiser.from_config(networks["denoiser"])
             # checkpoints written before models/denoisers.py stored the bare UNet's config
-            return UNetDenoiser(unet_config=networks["unet"], cond_channels=self.cond_channels,
-                                scalar_names=list(self.scalar_names))
+            return self.stored_denoiser(networks) or UNetDenoiser(
+                unet_config=networks["unet"], cond_channels=self.cond_channels, scalar_names=list(self.scalar_names))
         prior = self.prior_network()
         if prior is None:
             log.warning("no init.prior_ckpt or model.unet.pretrained: training the conditional UNet from scratch")
@@ -48,7 +47,7 @@ class SatDiffMoETask(FromPriorTask):
             unet = build_unet(cfg.model.unet, channels + self.cond_channels, channels, side,
                               class_embedding=bool(self.scalar_names))
             return UNetDenoiser.from_unet(unet, self.cond_channels, self.scalar_names)
-        return UNetDenoiser.from_prior(prior, self.cond_channels, self.scalar_names)
+        return type(prior).from_prior(prior, self.cond_channels, self.scalar_names)  # UNet2DModel or SD
 
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator):
         """One valid LR per scene, drawn at random (`data.train_lr_policy=pair` already gives N = 1)."""
