@@ -1,4 +1,4 @@
-"""Non-generative reference methods, evaluated by the same code as the models (DESIGN.md section 5).
+"""Non-generative reference methods, evaluated by the same code as the models (docs/baselines.md).
 
 * `bicubic_nearest`: bicubic upsampling of the LR nearest in time to the HR (first valid LR when
   every Δt is unknown).
@@ -6,6 +6,9 @@
   weights where every LR is masked).
 * `AutoencoderReconstruction`: a latent model's VAE applied to the HR itself (evaluated beside the
   model by `evaluate` with `eval.references`).
+
+The references upsample the LR bands as they are, so a multispectral LR comes in as its HR bands
+(`data.lr_stack.lr_rgb_view(batch, cfg.data.lr_rgb)`, which the `Evaluator` applies).
 """
 
 from __future__ import annotations

@@ -34,25 +34,19 @@ from diffusers.models.controlnets.controlnet import (
 )
 from torch import nn
 
-from ..errors import UserError
-
-
-def architecture(config) -> dict:
-    """A diffusers config without its bookkeeping keys (`_name_or_path` is a Path when loaded from a
-    folder, which `torch.load(weights_only=True)` refuses inside checkpoint hyper-parameters)."""
-    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+from .portable import portable_config
 
 
 def check_controllable(unet_config: dict) -> None:
     """Reject prior configurations whose forward pass `unet_forward_with_control` does not reproduce."""
     skip_blocks = [b for b in unet_config["down_block_types"] if "Skip" in b]
     if skip_blocks:
-        raise UserError(f"ControlNet baselines do not support skip down blocks {skip_blocks}; "
+        raise ValueError(f"ControlNet baselines do not support skip down blocks {skip_blocks}; "
                         "train the prior with DownBlock2D / AttnDownBlock2D blocks")
     if unet_config.get("time_embedding_type", "positional") != "positional":
-        raise UserError("ControlNet baselines need a prior with time_embedding_type='positional'")
+        raise ValueError("ControlNet baselines need a prior with time_embedding_type='positional'")
     if unet_config.get("center_input_sample", False):
-        raise UserError("ControlNet baselines need a prior with center_input_sample=False")
+        raise ValueError("ControlNet baselines need a prior with center_input_sample=False")
 
 
 def timestep_embedding(model: nn.Module, sample: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor:
@@ -119,7 +113,7 @@ class UNet2DControlNet(ModelMixin, ConfigMixin):
 
         `kwargs` are the remaining constructor arguments (of this class or a subclass).
         """
-        controlnet = cls(unet_config=architecture(unet.config), **kwargs)
+        controlnet = cls(unet_config=portable_config(unet.config), **kwargs)
         if load_weights_from_unet:
             for name in ("conv_in", "time_proj", "time_embedding", "down_blocks", "mid_block"):
                 getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())

@@ -15,6 +15,8 @@ model, and a pipeline folder holds one under `denoiser/` (pipelines/base.py).
 * `ControlNetDenoiser`: a frozen prior steered by one LR through a `UNet2DControlNet` (+ Δt embedding).
 * `DiffusionSatDenoiser`: a frozen prior steered by a T-frame LR stack through a `TemporalControlNet`
   with per-frame metadata embeddings.
+* `SDUNetDenoiser`, `SDControlNetDenoiser`: the first two on a Stable Diffusion `UNet2DConditionModel`
+  (models/stable_diffusion.py), the ControlNet being diffusers' own `ControlNetModel`.
 
 A condition `cond` is a tensor (the condition image rows) or a dict: `image` (R×C×h×w, or R×T×C×h×w
 for DiffusionSat), `gsd` (R), DiffusionSat's `valid` (R×T) and `meta_<field>` (R×T).
@@ -29,6 +31,7 @@ from diffusers import ConfigMixin, ControlNetModel, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from .condition_encoder import ConditionEncoder
 from .controlnet import UNet2DControlNet, unet_forward_with_control
 from .controlnet3d import TemporalControlNet
 from .metadata_embedding import MetadataEmbedding
@@ -53,6 +56,28 @@ def split_condition(cond: Cond, dt: torch.Tensor | None) -> tuple[torch.Tensor |
     if cond is not None and dt is not None:
         scalars["dt"] = dt
     return image, scalars
+
+
+def encoded_condition(denoiser: nn.Module, image: torch.Tensor | None, z_t: torch.Tensor) -> torch.Tensor:
+    """The concat-UNet's condition channels: the image as given (already on the latent grid), or the
+    learned encoding of a multiband LR at HR size (`condition_encoder`). The unconditional input is a
+    zero image before the encoder, exactly what condition dropout trains on."""
+    encoder = getattr(denoiser, "condition_encoder", None)
+    rows, size = z_t.shape[0], z_t.shape[2:]
+    if encoder is None:
+        return image if image is not None else z_t.new_zeros((rows, denoiser.cond_channels, *size))
+    if image is None:
+        factor = encoder.downsample_factor
+        image = z_t.new_zeros((rows, encoder.in_channels, size[0] * factor, size[1] * factor))
+    return encoder(image)
+
+
+def zero_condition(controlnet_config, z_t: torch.Tensor) -> torch.Tensor:
+    """A ControlNet's unconditional image: zeros of its condition's shape, at the latent size or, when
+    its conditioning embedding downsamples (a multiband LR at HR size), at that many times more."""
+    factor = 2 ** (len(controlnet_config.conditioning_embedding_out_channels) - 1)
+    return z_t.new_zeros((z_t.shape[0], controlnet_config.conditioning_channels,
+                          z_t.shape[2] * factor, z_t.shape[3] * factor))
 
 
 class Denoiser(ModelMixin, ConfigMixin):
@@ -87,7 +112,8 @@ class UNetDenoiser(Denoiser):
     """
 
     @register_to_config
-    def __init__(self, unet_config: dict, cond_channels: int = 0, scalar_names: Sequence[str] = ()):
+    def __init__(self, unet_config: dict, cond_channels: int = 0, scalar_names: Sequence[str] = (),
+                 encoder_config: dict | None = None):
         super().__init__()
         scalar_names = list(scalar_names)
         if scalar_names and unet_config.get("class_embed_type") != "identity":
@@ -96,25 +122,33 @@ class UNetDenoiser(Denoiser):
         self.cond_channels = int(cond_channels)
         time_embed_dim = self.unet.time_embedding.linear_2.out_features
         self.scalars = nn.ModuleDict({name: ScalarEmbedding(time_embed_dim) for name in scalar_names})
+        if encoder_config is not None:  # (a config key named like the module would shadow it)
+            self.condition_encoder = ConditionEncoder(**encoder_config)
 
     @property
     def latent_channels(self) -> int:
         return self.unet.config.out_channels
 
     @classmethod
-    def from_unet(cls, unet: UNet2DModel, cond_channels: int = 0, scalar_names: Sequence[str] = ()) -> UNetDenoiser:
+    def from_unet(cls, unet: UNet2DModel, cond_channels: int = 0, scalar_names: Sequence[str] = (),
+                  condition_encoder: dict | None = None) -> UNetDenoiser:
         """Wrap a built (or pretrained) UNet, keeping its weights."""
         model = cls(unet_config=portable_config(unet.config), cond_channels=cond_channels,
-                    scalar_names=list(scalar_names))
+                    scalar_names=list(scalar_names), encoder_config=condition_encoder)
         model.unet.load_state_dict(unet.state_dict())
         return model
 
     @classmethod
-    def from_prior(cls, prior: UNetDenoiser, cond_channels: int, scalar_names: Sequence[str]) -> UNetDenoiser:
-        """Copy the prior; new input channels and new scalar embeddings start at zero (output = prior's)."""
+    def from_prior(cls, prior: UNetDenoiser, cond_channels: int, scalar_names: Sequence[str],
+                   condition_encoder: dict | None = None) -> UNetDenoiser:
+        """Copy the prior; new input channels and new scalar embeddings start at zero (output = prior's).
+
+        With a `condition_encoder` (multiband LR) the encoder's output starts at zero instead and the new
+        conv_in channels get diffusers' default init: both at zero would never receive a gradient."""
         scalar_names = list(scalar_names)
-        unet = with_extra_inputs(prior.unet, cond_channels - prior.cond_channels, class_embedding=bool(scalar_names))
-        model = cls.from_unet(unet, cond_channels, scalar_names)
+        unet = with_extra_inputs(prior.unet, cond_channels - prior.cond_channels, class_embedding=bool(scalar_names),
+                                 zero_extra=condition_encoder is None)
+        model = cls.from_unet(unet, cond_channels, scalar_names, condition_encoder)
         for name, embedding in prior.scalars.items():
             if name in model.scalars:
                 model.scalars[name].load_state_dict(embedding.state_dict())
@@ -130,15 +164,15 @@ class UNetDenoiser(Denoiser):
     @property
     def always_trainable(self) -> tuple[str, ...]:
         """What `train.trainable=lora|new_only` keeps trainable: the new inputs (models/trainable.py)."""
-        return ("unet.conv_in", *(f"scalars.{name}" for name in self.scalars))
+        encoder = ("condition_encoder",) if self.config.encoder_config else ()
+        return ("unet.conv_in", *(f"scalars.{name}" for name in self.scalars), *encoder)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         rows = z_t.shape[0]
         image, scalars = split_condition(cond, dt)
         if self.cond_channels:
-            if image is None:  # unconditional = what condition dropout trained: zeros and "unknown" Δt
-                image = z_t.new_zeros((rows, self.cond_channels, *z_t.shape[2:]))
+            image = encoded_condition(self, image, z_t)
             z_t = torch.cat([z_t, image.to(z_t.dtype)], dim=1)
         return self.unet(z_t, t, class_labels=self.class_labels(rows, scalars, z_t.device)).sample
 
@@ -152,19 +186,25 @@ class SDUNetDenoiser(Denoiser):
     """
 
     @register_to_config
-    def __init__(self, backbone: dict):
+    def __init__(self, backbone: dict, encoder_config: dict | None = None):
         super().__init__()
         self.model = SDConditionalUNet.from_rebuild_config(backbone)
+        if encoder_config is not None:  # (a config key named like the module would shadow it)
+            self.condition_encoder = ConditionEncoder(**encoder_config)
 
     @classmethod
-    def from_model(cls, model: SDConditionalUNet) -> SDUNetDenoiser:
-        denoiser = cls(backbone=model.config_for_rebuild())
+    def from_model(cls, model: SDConditionalUNet, condition_encoder: dict | None = None) -> SDUNetDenoiser:
+        denoiser = cls(backbone=model.config_for_rebuild(), encoder_config=condition_encoder)
         denoiser.model.load_state_dict(model.state_dict())
         return denoiser
 
     @classmethod
-    def from_prior(cls, prior: SDUNetDenoiser, cond_channels: int, scalar_names: Sequence[str]) -> SDUNetDenoiser:
-        return cls.from_model(SDConditionalUNet.from_prior(prior.model, cond_channels, scalar_names))
+    def from_prior(cls, prior: SDUNetDenoiser, cond_channels: int, scalar_names: Sequence[str],
+                   condition_encoder: dict | None = None) -> SDUNetDenoiser:
+        """As `UNetDenoiser.from_prior`, on the SD prior."""
+        model = SDConditionalUNet.from_prior(prior.model, cond_channels, scalar_names,
+                                             zero_cond_weights=condition_encoder is None)
+        return cls.from_model(model, condition_encoder)
 
     @property
     def cond_channels(self) -> int:
@@ -180,7 +220,8 @@ class SDUNetDenoiser(Denoiser):
 
     @property
     def always_trainable(self) -> tuple[str, ...]:
-        return tuple(f"model.{prefix}" for prefix in self.model.always_trainable)
+        encoder = ("condition_encoder",) if self.config.encoder_config else ()
+        return (*(f"model.{prefix}" for prefix in self.model.always_trainable), *encoder)
 
     def class_labels(self, rows: int, scalars: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
         return self.model.class_labels(scalars, torch.empty(rows, device=device))
@@ -188,8 +229,8 @@ class SDUNetDenoiser(Denoiser):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         image, scalars = split_condition(cond, dt)
-        if self.cond_channels and image is None:
-            image = z_t.new_zeros((z_t.shape[0], self.cond_channels, *z_t.shape[2:]))
+        if self.cond_channels:
+            image = encoded_condition(self, image, z_t)
         return self.model(z_t, t, image, scalars)
 
 
@@ -227,8 +268,11 @@ class ControlNetDenoiser(ControlledPriorDenoiser):
 
     @classmethod
     def from_prior(cls, prior: UNetDenoiser, conditioning_channels: int, dt_embedding: bool = True,
-                   conditioning_scale: float = 1.0) -> ControlNetDenoiser:
-        controlnet = UNet2DControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels)
+                   conditioning_scale: float = 1.0, embedding_widths: Sequence[int] = (32,)) -> ControlNetDenoiser:
+        """`embedding_widths`: the conditioning embedding's widths, one per resolution; more than one
+        downsamples a condition at HR size (a multiband LR) onto the latent grid, as SD's ControlNet."""
+        controlnet = UNet2DControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels,
+                                                conditioning_embedding_out_channels=tuple(embedding_widths))
         model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
                     use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
         model.prior.load_state_dict(prior.state_dict())
@@ -239,7 +283,7 @@ class ControlNetDenoiser(ControlledPriorDenoiser):
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         rows = z_t.shape[0]
         if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
-            image = z_t.new_zeros((rows, self.controlnet.config.conditioning_channels, *z_t.shape[2:]))
+            image = zero_condition(self.controlnet.config, z_t)
             dt = None
         else:
             image = cond["image"] if isinstance(cond, dict) else cond
@@ -271,11 +315,11 @@ class SDControlNetDenoiser(ControlledPriorDenoiser):
 
     @classmethod
     def from_prior(cls, prior: SDUNetDenoiser, conditioning_channels: int, dt_embedding: bool = True,
-                   conditioning_scale: float = 1.0) -> SDControlNetDenoiser:
+                   conditioning_scale: float = 1.0, embedding_widths: Sequence[int] = (32,)) -> SDControlNetDenoiser:
         # an identity class embedding (no weights) lets the ControlNet take Δt and the prior's scalars
         labelled = bool(dt_embedding or prior.scalars)
         base = with_extra_sd_inputs(prior.unet, 0, class_embedding=labelled) if labelled else prior.unet
-        controlnet = controlnet_from_sd_unet(base, conditioning_channels)
+        controlnet = controlnet_from_sd_unet(base, conditioning_channels, tuple(embedding_widths))
         model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
                     use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
         model.prior.load_state_dict(prior.state_dict())
@@ -286,7 +330,7 @@ class SDControlNetDenoiser(ControlledPriorDenoiser):
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         rows = z_t.shape[0]
         if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
-            image = z_t.new_zeros((rows, self.controlnet.config.conditioning_channels, *z_t.shape[2:]))
+            image = zero_condition(self.controlnet.config, z_t)
             dt = None
         else:
             image = cond["image"] if isinstance(cond, dict) else cond
@@ -320,9 +364,11 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
 
     @classmethod
     def from_prior(cls, prior: UNetDenoiser, conditioning_channels: int, frames: int, temporal_heads: int,
-                   metadata_fields: Sequence[str], conditioning_scale: float = 1.0) -> DiffusionSatDenoiser:
+                   metadata_fields: Sequence[str], conditioning_scale: float = 1.0,
+                   embedding_widths: Sequence[int] = (32,)) -> DiffusionSatDenoiser:
         controlnet = TemporalControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels,
-                                                  num_frames=frames, temporal_heads=temporal_heads)
+                                                  num_frames=frames, temporal_heads=temporal_heads,
+                                                  conditioning_embedding_out_channels=tuple(embedding_widths))
         model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
                     metadata_fields=list(metadata_fields), conditioning_scale=conditioning_scale)
         model.prior.load_state_dict(prior.state_dict())
@@ -346,8 +392,7 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
 
     def unconditional(self, z_t: torch.Tensor) -> dict[str, torch.Tensor]:
         rows, frames = z_t.shape[0], self.frames
-        channels = self.controlnet.config.conditioning_channels
-        cond = {"image": z_t.new_zeros((rows, frames, channels, *z_t.shape[2:])),
+        cond = {"image": zero_condition(self.controlnet.config, z_t)[:, None].expand(-1, frames, -1, -1, -1),
                 "valid": torch.zeros((rows, frames), dtype=torch.bool, device=z_t.device)}
         cond["valid"][:, 0] = True
         for name in self.metadata.fields:

@@ -4,7 +4,8 @@
 `scheduler/`, optionally `text_encoder/` + `tokenizer/`) or a bare `UNet2DConditionModel` folder,
 local files and safetensors only.
 
-`SDConditionalUNet` has `ConditionalUNet`'s contract, `forward(z_t, t, image, scalars)`, on an SD UNet:
+`SDConditionalUNet` is `UNetDenoiser`'s concat-UNet, `forward(z_t, t, image, scalars)`, on an SD UNet
+(models/denoisers.py `SDUNetDenoiser` wraps it as a denoiser):
 
 * the condition image is concatenated to z_t through extra conv_in input channels that start at zero;
 * scalar embeddings (Δt, GSD, ...) enter through the UNet's own class-embedding path,
@@ -13,7 +14,7 @@ local files and safetensors only.
   weights, so the pretrained state dict still loads strictly. The `ScalarEmbedding`s' last layers
   are zero, so they add exact zeros at step 0. (The alternative, `time_cond_proj_dim` /
   `timestep_cond`, adds a new random `cond_proj` *inside* the time MLP, before its non-linearity,
-  and would need its own zeroing; the class path is also the one `ConditionalUNet` uses.);
+  and would need its own zeroing; the class path is also the one `UNetDenoiser` uses.);
 * cross-attention gets one fixed prompt embedding for every sample: the folder's text encoder's
   output for `prompt`, computed once and kept as a buffer (so checkpoints carry it and the text
   encoder is not needed again), or, with no text encoder, learned null tokens.
@@ -34,6 +35,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from torch import nn
 
 from ..errors import UserError
+from .portable import portable_config
 from .time_embedding import ScalarEmbedding
 
 CONFIG_KEY = "model.unet.pretrained"
@@ -48,22 +50,6 @@ class BackboneFolderError(UserError, ValueError):
 
 class BackboneFolderMissing(UserError, FileNotFoundError):
     """The folder, or a part of it that its `model_index.json` names, is not there."""
-
-
-def plain(value: Any) -> Any:
-    """Config values as lists/dicts/scalars (FrozenDicts, tuples and Paths do not belong in checkpoints)."""
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def architecture(config) -> dict:
-    """A diffusers config without its bookkeeping keys (`_name_or_path` is a Path after loading)."""
-    return plain({key: value for key, value in dict(config).items() if not key.startswith("_")})
 
 
 @dataclass
@@ -202,9 +188,9 @@ def with_extra_sd_inputs(unet: UNet2DConditionModel, extra_in_channels: int, cla
                          zero_extra: bool = True) -> UNet2DConditionModel:
     """A copy of `unet` with `extra_in_channels` conv_in inputs appended (zero unless `zero_extra=False`)
     and, with `class_embedding`, an identity class embedding for the scalar embeddings."""
-    # architecture() drops `_use_default_values`: from_config resets every key listed there to its
+    # portable_config() drops `_use_default_values`: from_config resets every key listed there to its
     # default, so `class_embed_type="identity"` would silently be ignored for a loaded SD config.
-    config = architecture(unet.config)
+    config = portable_config(unet.config)
     config["in_channels"] = unet.config.in_channels + extra_in_channels
     if class_embedding:
         config["class_embed_type"] = "identity"
@@ -221,7 +207,7 @@ def with_extra_sd_inputs(unet: UNet2DConditionModel, extra_in_channels: int, cla
 
 
 class SDConditionalUNet(nn.Module):
-    """`ConditionalUNet`'s `forward(z_t, t, image, scalars)` on a `UNet2DConditionModel` (see module doc).
+    """`UNetDenoiser`'s concat-UNet `forward(z_t, t, image, scalars)` on a `UNet2DConditionModel` (module doc).
 
     `prompt_embedding` (1 × L × D) is stored as a buffer; without one, `null_tokens` learned tokens
     (1 × null_tokens × cross_attention_dim) are used instead.
@@ -238,7 +224,7 @@ class SDConditionalUNet(nn.Module):
         self.unet = unet
         self.cond_channels = cond_channels
         self.prompt = prompt
-        self.scheduler_config = plain(scheduler_config) if scheduler_config is not None else None
+        self.scheduler_config = portable_config(scheduler_config) if scheduler_config is not None else None
         time_embed_dim = unet.time_embedding.linear_2.out_features
         self.scalars = nn.ModuleDict({name: ScalarEmbedding(time_embed_dim) for name in scalar_names})
         width = unet.config.cross_attention_dim
@@ -289,7 +275,7 @@ class SDConditionalUNet(nn.Module):
     @classmethod
     def from_prior(cls, prior: SDConditionalUNet, cond_channels: int, scalar_names: Iterable[str],
                    zero_cond_weights: bool = True) -> SDConditionalUNet:
-        """`ConditionalUNet.from_prior` for SD: the prior's weights, prompt and shared scalar embeddings;
+        """`UNetDenoiser.from_prior` for SD: the prior's weights, prompt and shared scalar embeddings;
         new conv_in channels and new scalar embeddings start at zero (output = prior's).
         Merge a LoRA prior first (`trainable.merge_lora`)."""
         scalar_names = list(scalar_names)
@@ -310,7 +296,7 @@ class SDConditionalUNet(nn.Module):
         without the SD folder; its `state_dict` then fills in the weights and the prompt embedding."""
         prompt_shape = (self.prompt_embedding if self.prompt_embedding is not None else self.null_tokens).shape
         return {
-            "unet": architecture(self.unet.config),
+            "unet": portable_config(self.unet.config),
             "cond_channels": self.cond_channels,
             "scalar_names": list(self.scalars),
             "prompt": self.prompt,

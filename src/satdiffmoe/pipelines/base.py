@@ -33,7 +33,7 @@ from ..sampling.config import SamplerConfig
 from ..sampling.fused_sampler import BranchInputs, FusedSampler
 from .inputs import SRInputs
 
-CONDITIONING = ("latent", "pixel")
+CONDITIONING = ("latent", "pixel", "multiband")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class LatentSRPipeline(DiffusionPipeline):
 
     def __init__(self, vae: AutoencoderKL, denoiser: Denoiser, scheduler: SchedulerMixin, hr_size: int = 64,
                  scale: int = 4, conditioning: str = "latent", sampler: dict | None = None,
-                 training_config: dict | None = None):
+                 training_config: dict | None = None, lr_rgb: list[int] | None = None):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
@@ -61,7 +61,8 @@ class LatentSRPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, denoiser=denoiser, scheduler=scheduler)
         self.register_to_config(hr_size=int(hr_size), scale=int(scale), conditioning=conditioning,
                                 sampler=SamplerConfig.from_any(sampler).check().to_dict(),
-                                training_config=training_config)
+                                training_config=training_config,
+                                lr_rgb=None if lr_rgb is None else [int(i) for i in lr_rgb])
 
     @property
     def cfg(self):
@@ -94,16 +95,22 @@ class LatentSRPipeline(DiffusionPipeline):
         return self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample.clamp(-1, 1)
 
     def condition_image(self, lr: torch.Tensor) -> torch.Tensor:
-        """LR rows (R×C×h×w) -> condition rows at the latent size: the one way the LR reaches every
-        method (SatDiffMoE, ControlNet, DiffusionSat), so their comparison is fair."""
+        """LR rows (R×C×h×w) -> condition rows: the one way the LR reaches every method (SatDiffMoE,
+        ControlNet, DiffusionSat), so their comparison is fair. `latent`: E(bicubic(LR))·scale; `pixel`:
+        the LR resized to the latent grid; `multiband`: every LR band bicubic-upsampled to the HR size,
+        which the denoiser's learned encoder (or the ControlNet's conditioning embedding) brings onto
+        the latent grid (the RGB VAE cannot encode 13 bands)."""
+        if self.config.conditioning == "multiband":
+            return bicubic_upsample(lr, self.config.hr_size)
         if self.config.conditioning == "latent":
             return self.encode(bicubic_upsample(lr, self.config.hr_size))
         side = self.latent_shape[1]
         return F.interpolate(lr.float(), size=(side, side), mode="area")
 
-    @property
-    def condition_channels(self) -> int:
-        return self.vae.config.latent_channels if self.config.conditioning == "latent" else self.vae.config.in_channels
+    def consistency_lr(self, lr: torch.Tensor) -> torch.Tensor:
+        """The LR bands that observe the HR's, in HR band order (`lr_rgb`): what data consistency
+        compares a downsampled sample with. All of them when LR and HR share their bands."""
+        return lr if self.config.lr_rgb is None else lr[:, :, list(self.config.lr_rgb)]
 
     # ---------------------------------------------------------------------------------- sampling
     def sampler_config(self, sampler: Any = None, **overrides: Any) -> SamplerConfig:

@@ -29,4 +29,4 @@ class ControlNetPipeline(LatentSRPipeline):
         images = self.condition_image(inputs.lr.flatten(0, 1)).unflatten(0, (scenes, count))
         cond = metadata_condition(images, inputs.gsd[:, None].expand(scenes, count), self.denoiser.prior.scalars)
         cond = cond if isinstance(cond, dict) else {"image": cond}
-        return BranchInputs(cond=cond, dt=inputs.dt, valid=inputs.lr_valid, lr=inputs.lr, lr_mask=inputs.lr_mask)
+        return BranchInputs(cond=cond, dt=inputs.dt, valid=inputs.lr_valid, lr=self.consistency_lr(inputs.lr), lr_mask=inputs.lr_mask)

@@ -58,4 +58,4 @@ class DiffusionSatPipeline(LatentSRPipeline):
         nearest = inputs.select(nearest_in_time(inputs.dt, inputs.lr_valid)[:, None])
         return BranchInputs(cond=cond, dt=nearest.dt,
                             valid=torch.ones(inputs.num_scenes, 1, dtype=torch.bool, device=inputs.lr.device),
-                            lr=nearest.lr, lr_mask=nearest.lr_mask)
+                            lr=self.consistency_lr(nearest.lr), lr_mask=nearest.lr_mask)

@@ -35,7 +35,7 @@ class SatDiffMoEPipeline(LatentSRPipeline):
         image = image.view(scenes, count, *encoded.shape[1:])
         gsd = inputs.gsd[:, None].expand(scenes, count)
         return BranchInputs(cond=metadata_condition(image, gsd, self.denoiser.scalars), dt=inputs.dt, valid=valid,
-                            lr=lr, lr_mask=inputs.lr_mask)
+                            lr=self.consistency_lr(lr), lr_mask=inputs.lr_mask)
 
 
 class PriorPipeline(LatentSRPipeline):
@@ -50,4 +50,4 @@ class PriorPipeline(LatentSRPipeline):
         return BranchInputs(cond=metadata_condition(None, inputs.gsd[:, None], self.denoiser.scalars),
                             dt=torch.zeros(scenes, 1, device=device),
                             valid=torch.ones(scenes, 1, dtype=torch.bool, device=device),
-                            lr=inputs.lr[:, :1], lr_mask=inputs.lr_mask[:, :1])
+                            lr=self.consistency_lr(inputs.lr[:, :1]), lr_mask=inputs.lr_mask[:, :1])

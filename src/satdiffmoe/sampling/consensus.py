@@ -1,8 +1,8 @@
-"""Consensus rules: how N per-branch clean-latent estimates become one (DESIGN.md section 5).
+"""Consensus rules: how N per-branch clean-latent estimates become one (README, "Sampling").
 
 Each rule is one plain function `rule(x0, context) -> x0_bar` with `x0` shaped B×N×C×h×w and the
 result B×C×h×w; `CONSENSUS_RULES` maps the config value `sampler.consensus` to it. Adding a rule =
-adding one function and one registry entry (plus the name in `config.schema.CONSENSUS_RULES`).
+adding one function and one registry entry (config validation reads the names from here).
 
 Padding branches (`valid=False`) get weight zero in every rule, so they never contribute.
 """

@@ -1,6 +1,6 @@
 """The SatDiffMoE fused sampler: N reverse-diffusion branches pulled onto one consensus.
 
-DESIGN.md section 5, step t (k = step index, all B·N branch rows batched into one denoiser call):
+SatDiffMoE (arXiv 2406.10225), step t (k = step index, all B·N branch rows batched into one denoiser call):
 
     eps_i = denoise(z_t^i, t, c_i, dt_i)                  (v -> eps; classifier-free guidance optional)
     x0_i  = (z_t^i - sigma_t eps_i) / alpha_t             Tweedie estimate of branch i

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
-from ..data.lr_stack import bicubic_upsample
+from ..data.lr_stack import bicubic_upsample, lr_rgb_view
 from ..errors import UserError
 from ..evaluation.metrics import lpips_unavailable
 from ..models.autoencoder import build_vae
@@ -55,7 +55,8 @@ class AutoencoderTask(SatTask):
         condition encodes upsampled LRs too."""
         if not self.cfg.train.autoencoder_lr_images:
             return batch["hr"]
-        lr = bicubic_upsample(batch["lr"][:, 0], batch["hr"].shape[-1])
+        # the LR bands that observe the HR's (multispectral LR: data.lr_rgb); the VAE is the HR's
+        lr = bicubic_upsample(lr_rgb_view(batch, self.cfg.data.get("lr_rgb"))["lr"][:, 0], batch["hr"].shape[-1])
         return torch.cat([batch["hr"], lr])
 
     def reconstruction_loss(self, images: torch.Tensor, sample: bool) -> tuple:

@@ -27,10 +27,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..config import as_plain, config_from_dict, with_overrides
-from ..data.lr_stack import bicubic_upsample
+from ..data.lr_stack import bicubic_upsample, lr_band_count, lr_rgb_view
 from ..errors import UserError, user_errors
 from ..evaluation.metrics import load_lpips, lpips, lpips_unavailable
-from ..models.autoencoder import load_pretrained_vae
+from ..models.autoencoder import downsampling_factor, load_pretrained_vae
+from ..models.condition_encoder import default_widths
 from ..models.denoisers import DENOISERS, Denoiser
 from ..models.portable import portable_config
 from ..models.stable_diffusion import SDBackbone, load_sd_backbone, pretrained_folder_kind
@@ -183,7 +184,7 @@ class DiffusionTask(SatTask):
         self.pipeline = PIPELINES[self.stage](
             vae=self.vae, denoiser=self.network, scheduler=self.noise_scheduler, hr_size=cfg.data.hr_size,
             scale=cfg.data.scale, conditioning=cfg.model.conditioning, sampler=cfg.sampler,
-            training_config=as_plain(cfg))
+            training_config=as_plain(cfg), lr_rgb=cfg.data.get("lr_rgb"))
         self.validation_sampler = with_overrides(cfg, {"sampler.nfe": cfg.train.val_nfe}).sampler
         self.finish_init()
 
@@ -279,10 +280,20 @@ class DiffusionTask(SatTask):
 
     @property
     def cond_channels(self) -> int:
-        """Channels of the LR condition at the latent size (pipelines/base.py `condition_image`)."""
-        if self.cfg.model.conditioning == "latent":
+        """Channels of the LR condition (pipelines/base.py `condition_image`): latent channels, the LR's
+        bands resized to the latent grid, or (multiband) every LR band at the HR size."""
+        conditioning = self.cfg.model.conditioning
+        if conditioning == "latent":
             return self.vae.config.latent_channels
-        return self.cfg.data.channels
+        return lr_band_count(self.cfg.data) if conditioning == "multiband" else self.cfg.data.channels
+
+    @property
+    def condition_embedding_widths(self) -> tuple[int, ...]:
+        """Widths of a condition embedding that brings the condition onto the latent grid: one level
+        when it already is there, log2(VAE factor) + 1 for a multiband LR at HR size (SD ControlNet's)."""
+        if self.cfg.model.conditioning != "multiband":
+            return (32,)
+        return default_widths(downsampling_factor(self.vae))
 
     # ----------------------------------------------------------------------------------- latents
     @torch.no_grad()
@@ -351,6 +362,6 @@ class DiffusionTask(SatTask):
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
         self.log_fidelity(output.image, hr)
         if batch_idx == 0:
-            first_lr = bicubic_upsample(batch["lr"][:, 0], hr.shape[-1])
+            first_lr = bicubic_upsample(lr_rgb_view(batch, self.cfg.data.get("lr_rgb"))["lr"][:, 0], hr.shape[-1])
             self.log_grid("val/samples", [first_lr, output.image, hr],
                           caption="bicubic LR[0] | sample | HR")

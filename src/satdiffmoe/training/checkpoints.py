@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ def load_task(path: str | Path, expect_stage: str | None = None, config: dict | 
         raise UserError(f"{path} is a '{stage}' checkpoint but a '{expect_stage}' checkpoint is needed here; "
                         f"point to the {expect_stage} stage's run folder or .ckpt")
     cls = task_class(stage)
-    if config is None:
-        task = cls(hparams["config"], networks=hparams["networks"])
-    else:
-        task = cls(config, networks=None)
+    with user_errors():  # a model's ValueError (e.g. a config it cannot build) as one line
+        task = cls(hparams["config"], networks=hparams["networks"]) if config is None else cls(config, networks=None)
     _load_weights(task, checkpoint["state_dict"], path)
     task.on_load_checkpoint(checkpoint)
     log.info("loaded %s task from %s", stage, path)

@@ -1,6 +1,6 @@
 """`stage: controlnet` — the ControlNet baseline: a frozen prior steered by one upsampled LR image.
 
-Fair by construction (DESIGN.md section 5, "Baselines"): the same frozen VAE and prior checkpoint as
+Fair by construction (docs/baselines.md): the same frozen VAE and prior checkpoint as
 SatDiffMoE (`init.vae_ckpt`, `init.prior_ckpt`), the same latent condition E(upsample(LR)), the same
 Δt embedding (`ScalarEmbedding`, here added to the ControlNet's timestep embedding), and the loss,
 validation and logging inherited from `DiffusionTask`. Only the ControlNet and the Δt embedding
@@ -63,7 +63,7 @@ class ControlNetTask(ControlledPriorTask):
         # diffusers' own ControlNetModel on a Stable Diffusion prior, ours on a UNet2DModel one
         denoiser = SDControlNetDenoiser if isinstance(prior, SDUNetDenoiser) else ControlNetDenoiser
         return denoiser.from_prior(prior, self.cond_channels, dt_embedding=bool(cfg.model.dt_embedding),
-                                   conditioning_scale=scale)
+                                   conditioning_scale=scale, embedding_widths=self.condition_embedding_widths)
 
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, torch.Tensor]:
         """One LR per scene: with `train_lr_policy=pair` the datamodule already picked it; otherwise a

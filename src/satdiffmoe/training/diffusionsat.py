@@ -49,7 +49,8 @@ class DiffusionSatTask(ControlledPriorTask):
         return DiffusionSatDenoiser.from_prior(prior, self.cond_channels, frames=int(control.frames),
                                                temporal_heads=control.temporal_heads,
                                                metadata_fields=list(control.metadata_fields),
-                                               conditioning_scale=control.conditioning_scale)
+                                               conditioning_scale=control.conditioning_scale,
+                                               embedding_widths=self.condition_embedding_widths)
 
     def training_condition(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Cond, None]:
         return self.pipeline.stack(batch), None

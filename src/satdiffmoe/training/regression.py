@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..data.lr_stack import bicubic_upsample
+from ..data.lr_stack import bicubic_upsample, lr_band_count
+from ..errors import UserError
 from ..evaluation.metrics import MIN_MSE, registered_mse
 from .base import SatTask
 
@@ -53,6 +54,9 @@ class RegressionTask(SatTask):
 
     def __init__(self, config: dict | DictConfig, networks: dict | None = None):
         super().__init__(config, networks)
+        if lr_band_count(self.cfg.data) != self.cfg.data.channels:
+            raise UserError(f"stage={self.stage} maps LR bands to the same HR bands; with data.lr_channels="
+                            f"{self.cfg.data.lr_channels} use a diffusion stage with model.conditioning=multiband")
         if self.uses_lr_stack and self.cfg.data.train_lr_policy == "pair":
             log.warning("stage=%s fuses LR stacks but data.train_lr_policy=pair gives one LR per scene; "
                         "it will not learn to fuse (use data.train_lr_policy=all)", self.stage)
