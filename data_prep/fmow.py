@@ -1,6 +1,7 @@
 """fMoW -> shards, the DiffusionSat / SatDiffMoE setting: fMoW-RGB HR + fMoW-Sentinel LRs of the same place.
 
     satdiffmoe prepare fmow --root RAW --out DIR [--hr-size 256] [--scale 4] [--max-lr 8]
+                            [--lr-bands all [--drop-bands 0 9 10]]
 
 Expected raw layout (the fMoW-RGB and fMoW-Sentinel releases side by side under RAW):
 
@@ -24,6 +25,13 @@ One record per fMoW-RGB image: the HR is that image (centre square, resized to -
 are the Sentinel-2 images of the same category/location in the same split, B4, B3, B2 as RGB, centre
 square resized to hr_size / scale, at most --max-lr of them (the nearest in time, kept in date order).
 Δt = t_Sentinel − t_RGB in days.
+
+Multispectral LR (`--lr-bands all`): the LRs keep every Sentinel-2 band in the file's order (B1..B12
+with B8A), optionally without `--drop-bands` (0-based indices in that order; DiffusionSat drops 0, 9,
+10 = B1, B9, B10, which leaves 10 bands). The records' `meta.lr_bands` and the manifest's `lr_bands`
+name the bands kept, and the manifest's `lr_bands.lr_rgb` is the `data.lr_rgb` to train with (the
+positions of B4, B3, B2: [3, 2, 1] for all 13, [2, 1, 0] without 0, 9, 10). B2, B3, B4 cannot be
+dropped. The default (`--lr-bands rgb`) is B4, B3, B2 only, as above.
 
 Radiometry. The HR JPEG is uint8 (value_max 255). Sentinel DN is stretched per band the way
 DiffusionSat and SatMAE do (SentinelNormalize, diffusionsat/data_util.py ~561): [mean − kσ, mean + kσ]
@@ -62,7 +70,8 @@ from .raster_io import center_square, nonzero_mask, read_raster, resize, resize_
 from .splits import normalise_split
 
 VERSION = "2"
-S2_RGB_BANDS = [4, 3, 2]  # B4, B3, B2 in the 13-band order
+S2_RGB_BANDS = [4, 3, 2]  # B4, B3, B2 in the 13-band order (1-based band numbers)
+S2_BAND_NAMES = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
 # per-band mean / std of fMoW-Sentinel DN, all 13 bands (SatMAE SentinelIndividualImageDataset and
 # DiffusionSat data_util.py SentinelNormalize carry the same numbers)
 S2_MEAN = [1370.19151926, 1184.3824625, 1120.77120066, 1136.26026392, 1263.73947144, 1645.40315151,
@@ -84,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-band stretch [mean − kσ, mean + kσ] -> 0..255 (DiffusionSat's SentinelNormalize, k=2)")
     parser.add_argument("--s2-max", type=float, default=None,
                         help="instead of the stretch: Sentinel DN mapped linearly to 255 (brighter clips)")
+    parser.add_argument("--lr-bands", choices=("rgb", "all"), default="rgb",
+                        help="LR bands: rgb = B4, B3, B2 (as the HR); all = every Sentinel-2 band (multispectral "
+                        "LR; train with data.lr_channels and data.lr_rgb from the manifest's lr_bands)")
+    parser.add_argument("--drop-bands", type=int, nargs="+", default=None,
+                        help="with --lr-bands all: 0-based Sentinel-2 bands to leave out (DiffusionSat: 0 9 10)")
     # the 2σ stretch clips ~2.3 % of a Gaussian band by construction (see the module docstring)
     parser.set_defaults(max_clipped=0.05)
 
@@ -92,6 +106,7 @@ def convert(args: argparse.Namespace) -> dict:
     root = Path(args.root)
     if args.hr_size % args.scale:
         raise UserError(f"--hr-size {args.hr_size} is not a multiple of --scale {args.scale}")
+    lr_bands(args)  # checks --lr-bands / --drop-bands before reading anything
     rgb_root, s2_root = root / args.rgb_dir, root / args.sentinel_dir
     for folder in (rgb_root, s2_root):
         if not folder.is_dir():
@@ -110,15 +125,40 @@ def convert(args: argparse.Namespace) -> dict:
                 lambda item: _image_scene(item[0], item[1], sentinel.get(item[0], []), args),
                 args.skip_bad, desc="fmow")
     return finish(writer, {"value_max": 255, "scale": args.scale, "bands": ["R", "G", "B"], "hr_size": args.hr_size,
-                           "normalisation": _normalisation(args)})
+                           "normalisation": _normalisation(args), "lr_bands": _lr_band_manifest(args)})
+
+
+def lr_bands(args: argparse.Namespace) -> list[int]:
+    """The Sentinel-2 bands the LRs keep, as 1-based band numbers in record order."""
+    drop = list(args.drop_bands or [])
+    if args.lr_bands == "rgb":
+        if drop:
+            raise UserError("--drop-bands needs --lr-bands all (the default keeps only B4, B3, B2)")
+        return list(S2_RGB_BANDS)
+    bad = [b for b in drop if not 0 <= b < len(S2_BAND_NAMES)]
+    if bad:
+        raise UserError(f"--drop-bands {bad}: Sentinel-2 bands are 0..{len(S2_BAND_NAMES) - 1} (0 = B1, 12 = B12)")
+    rgb = [b for b in drop if b + 1 in S2_RGB_BANDS]
+    if rgb:
+        raise UserError(f"--drop-bands {rgb} would drop {', '.join(S2_BAND_NAMES[b] for b in rgb)}; B4, B3, B2 "
+                        "observe the HR's RGB and must stay (DiffusionSat drops 0 9 10)")
+    return [b + 1 for b in range(len(S2_BAND_NAMES)) if b not in drop]
+
+
+def _lr_band_manifest(args: argparse.Namespace) -> dict:
+    """The manifest's `lr_bands`: names and count of the LR bands, and the data.lr_rgb mapping them onto R, G, B."""
+    bands = lr_bands(args)
+    lr_rgb = None if args.lr_bands == "rgb" else [bands.index(b) for b in S2_RGB_BANDS]
+    return {"names": [S2_BAND_NAMES[b - 1] for b in bands], "count": len(bands), "lr_rgb": lr_rgb}
 
 
 def _stretch(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     """(scale, offset) per LR band: record = (DN − offset) · scale."""
+    bands = lr_bands(args)
     if args.s2_max:
-        return [255.0 / args.s2_max] * 3, [0.0] * 3
-    low = [S2_MEAN[b - 1] - args.s2_sigmas * S2_STD[b - 1] for b in S2_RGB_BANDS]
-    high = [S2_MEAN[b - 1] + args.s2_sigmas * S2_STD[b - 1] for b in S2_RGB_BANDS]
+        return [255.0 / args.s2_max] * len(bands), [0.0] * len(bands)
+    low = [S2_MEAN[b - 1] - args.s2_sigmas * S2_STD[b - 1] for b in bands]
+    high = [S2_MEAN[b - 1] + args.s2_sigmas * S2_STD[b - 1] for b in bands]
     return [255.0 / (h - lo) for lo, h in zip(low, high)], low
 
 
@@ -128,7 +168,7 @@ def _normalisation(args: argparse.Namespace) -> dict:
             "lr": "linear DN 0..s2_max -> 0..255" if args.s2_max else
             f"per band [mean − {args.s2_sigmas:g}σ, mean + {args.s2_sigmas:g}σ] of fMoW-Sentinel DN -> 0..255 "
             "(DiffusionSat SentinelNormalize)",
-            "lr_bands": ["B4", "B3", "B2"], "lr_offset_dn": [round(v, 4) for v in offset],
+            "lr_bands": [S2_BAND_NAMES[b - 1] for b in lr_bands(args)], "lr_offset_dn": [round(v, 4) for v in offset],
             "lr_dn_per_value": [round(1 / v, 6) for v in scale], "to_dn": "value · lr_dn_per_value + lr_offset_dn",
             "record": record_normalisation(Normalisation.scale(255, 255.0, "8-bit JPEG", "fMoW-RGB JPEG values"),
                                            _lr_normalisation(args))}
@@ -139,9 +179,10 @@ def _lr_normalisation(args: argparse.Namespace) -> Normalisation:
     as SentinelNormalize uses them), not per image, so one DN means the same in every record."""
     if args.s2_max:
         return Normalisation.scale(255, float(args.s2_max), "Sentinel-2 DN", "DN 0..--s2-max -> 0..255")
-    bands = [b - 1 for b in S2_RGB_BANDS]
+    bands = [b - 1 for b in lr_bands(args)]
+    names = ", ".join(S2_BAND_NAMES[b] for b in bands)
     return Normalisation.stretch([S2_MEAN[b] for b in bands], [S2_STD[b] for b in bands], args.s2_sigmas, 255,
-                                 "Sentinel-2 DN", "fMoW-Sentinel B4, B3, B2; DiffusionSat SentinelNormalize")
+                                 "Sentinel-2 DN", f"fMoW-Sentinel {names}; DiffusionSat SentinelNormalize")
 
 
 def _location_id(folder_name: str) -> str:
@@ -187,8 +228,9 @@ def _image_scene(location: Location, meta_path: Path, sentinel: list[tuple[datet
     lr_size = args.hr_size // args.scale
     lrs, masks, lr_stats = [], [], []
     scale, offset = _stretch(args)
+    bands = lr_bands(args)
     for _, path in chosen:
-        raw, _, _ = center_square(read_raster(path, S2_RGB_BANDS).array)
+        raw, _, _ = center_square(read_raster(path, bands).array)
         valid = finite_pixels(raw) & nonzero_mask(np.nan_to_num(raw)).astype(bool)
         masks.append(resize_mask(valid.astype(np.uint8), (lr_size, lr_size)))
         # resize in float (an integer resize would round and clamp before the stretch), then quantise
@@ -213,6 +255,8 @@ def _image_scene(location: Location, meta_path: Path, sentinel: list[tuple[datet
         "cloud_cover": [round(1.0 - float(m.mean()), 4) for m in lr_mask],
         **_lon_lat(info.get("raw_location")),
     }
+    if args.lr_bands != "rgb":
+        meta["lr_bands"] = [S2_BAND_NAMES[b - 1] for b in bands]
     yield Scene(key=meta_path.name[: -len("_rgb.json")].replace(".", "_"), hr=hr, lr=np.stack(lrs),
                 lr_mask=lr_mask, meta=meta), normalise_split(split_dir, str(meta_path.parent))
 

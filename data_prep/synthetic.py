@@ -10,6 +10,13 @@ image is an independent acquisition of the scene *on its own day*:
 so LR images carry complementary information (different shifts, noise, clouds) and Δt matters
 (season, crop rotation, new buildings). Scene `i` is drawn from a generator seeded by (seed, i), so
 the output does not depend on the number of worker processes.
+
+`--lr-bands 13` writes multispectral LR records (HR stays RGB): the 13 Sentinel-2 bands of
+`synthetic_scene.S2_BANDS`, where B4, B3, B2 (indices 3, 2, 1) are exactly the RGB LR of the default
+output and the other ten are `synthetic_scene.sentinel2_bands` proxies of the same scene, acquired
+through the same clouds, optics, sub-pixel grid and global gain/offset, without sensor noise (they
+draw nothing from the scene's generator, so every other value of the dataset stays as it is).
+The manifest's `lr_bands` names the LR bands and the `data.lr_rgb` to train with ([3, 2, 1]).
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ from tqdm import tqdm
 
 from satdiffmoe.data.record import Scene
 from satdiffmoe.data.shard_writer import ShardSetWriter
-from satdiffmoe.data.synthetic_scene import render, sample_landscape
+from satdiffmoe.data.synthetic_scene import S2_BANDS, S2_RGB, render, sample_landscape, sentinel2_bands
 from satdiffmoe.errors import UserError
 
 log = logging.getLogger(__name__)
 GENERATOR_VERSION = "synthsat-1"
 HR_GSD_M = 2.5
 BANDS = ["red", "green", "blue"]
+LR_BAND_CHOICES = (3, len(S2_BANDS))  # RGB (the HR's bands) or Sentinel-2's 13
 FIRST_HR_DATE = dt.date(2016, 1, 1)
 CLEAR_PROBABILITY = 0.35  # share of LR acquisitions without any cloud
 
@@ -50,6 +58,7 @@ class SynthSatParams:
     max_lr: int = 8
     dt_range_days: float = 730.0
     seed: int = 0
+    lr_bands: int = 3  # 3 = RGB like the HR; 13 = Sentinel-2 bands (B4, B3, B2 = the RGB)
 
     def check(self) -> None:
         if self.hr_size < 8:
@@ -62,6 +71,8 @@ class SynthSatParams:
             raise UserError(f"need 1 <= --min-lr ({self.min_lr}) <= --max-lr ({self.max_lr})")
         if self.dt_range_days <= 0:
             raise UserError(f"--dt-range-days must be > 0, got {self.dt_range_days}")
+        if self.lr_bands not in LR_BAND_CHOICES:
+            raise UserError(f"--lr-bands must be 3 (RGB) or 13 (Sentinel-2 bands), got {self.lr_bands}")
 
 
 def cloud_opacity(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -81,26 +92,53 @@ def cloud_opacity(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip((field - threshold) / (0.5 * field.std() + 1e-8), 0.0, 1.0)
 
 
-def acquire_lr(image: np.ndarray, rng: np.random.Generator, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """One LR acquisition of a C×H×W [0, 1] scene -> (C×h×w float LR, h×w bool clear mask)."""
+def acquire_lr(image: np.ndarray, rng: np.random.Generator, scale: int,
+               extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One LR acquisition of a C×H×W [0, 1] scene -> (C×h×w float LR, h×w bool clear mask).
+
+    `extra` (E×H×W) are further bands seen in the same acquisition: same clouds, optics, sampling
+    grid and global gain/offset, no sensor noise. They draw nothing from `rng` and go through their own
+    filter calls, so the first C bands (and the rest of the dataset) are the same with or without
+    them; the LR is then (C+E)×h×w.
+    """
     channels, size = image.shape[0], image.shape[1]
     alpha = cloud_opacity(rng, size)
-    seen = image * (1 - alpha) + rng.uniform(0.85, 0.97) * alpha
+    cloud = rng.uniform(0.85, 0.97)
+    seen = image * (1 - alpha) + cloud * alpha
     # the cloud opacity goes through the same optics as the pixels, so the mask lines up with the LR
     stack = np.concatenate([seen, alpha[None]])
     sigma = rng.uniform(0.35, 0.6) * scale
-    stack = ndimage.gaussian_filter(stack, (0, sigma, sigma), mode="nearest")  # optics PSF
-    stack = ndimage.uniform_filter(stack, (1, scale, scale), mode="nearest")  # detector pixel area
     # sample the LR pixel centres on a grid shifted by a random sub-pixel offset (in LR pixels: ±0.5)
     low_size = size // scale
     rows = np.arange(low_size) * scale + scale // 2 + rng.uniform(-scale / 2, scale / 2)
     cols = np.arange(low_size) * scale + scale // 2 + rng.uniform(-scale / 2, scale / 2)
-    grid = np.meshgrid(np.arange(channels + 1), rows, cols, indexing="ij")
-    low = ndimage.map_coordinates(stack, grid, order=1, mode="nearest")
+
+    def optics(bands: np.ndarray) -> np.ndarray:
+        bands = ndimage.gaussian_filter(bands, (0, sigma, sigma), mode="nearest")  # optics PSF
+        bands = ndimage.uniform_filter(bands, (1, scale, scale), mode="nearest")  # detector pixel area
+        grid = np.meshgrid(np.arange(bands.shape[0]), rows, cols, indexing="ij")
+        return ndimage.map_coordinates(bands, grid, order=1, mode="nearest")
+
+    low = optics(stack)
     pixels, alpha_low = low[:channels], low[channels]
-    gain = rng.uniform(0.88, 1.12) * rng.uniform(0.97, 1.03, (channels, 1, 1))
-    pixels = pixels * gain + rng.uniform(-0.04, 0.04) + rng.normal(0, rng.uniform(0.005, 0.02), pixels.shape)
+    global_gain = rng.uniform(0.88, 1.12)
+    gain = global_gain * rng.uniform(0.97, 1.03, (channels, 1, 1))
+    offset = rng.uniform(-0.04, 0.04)
+    pixels = pixels * gain + offset + rng.normal(0, rng.uniform(0.005, 0.02), pixels.shape)
+    if extra is not None:
+        pixels = np.concatenate([pixels, optics(extra * (1 - alpha) + cloud * alpha) * global_gain + offset])
     return np.clip(pixels, 0.0, 1.0), alpha_low < 0.05
+
+
+def acquire_bands(image: np.ndarray, rng: np.random.Generator, params: SynthSatParams) -> tuple[np.ndarray, np.ndarray]:
+    """The LR acquisition of an RGB scene in `params.lr_bands` bands (13: `S2_BANDS` order)."""
+    if params.lr_bands == len(BANDS):
+        return acquire_lr(image, rng, params.scale)
+    others = [i for i in range(len(S2_BANDS)) if i not in S2_RGB]
+    low, mask = acquire_lr(image, rng, params.scale, extra=sentinel2_bands(image)[others])
+    bands = np.empty((len(S2_BANDS),) + low.shape[1:], dtype=low.dtype)
+    bands[list(S2_RGB)], bands[others] = low[: len(BANDS)], low[len(BANDS):]
+    return bands, mask
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -115,7 +153,7 @@ def make_scene(params: SynthSatParams, index: int) -> Scene:
     count = int(rng.integers(params.min_lr, params.max_lr + 1))
     range_days = int(params.dt_range_days)
     days = np.sort(rng.integers(-range_days, range_days + 1, count))
-    lrs, masks = zip(*(acquire_lr(render(land, float(day)), rng, params.scale) for day in days))
+    lrs, masks = zip(*(acquire_bands(render(land, float(day)), rng, params) for day in days))
     lr_mask = np.stack(masks).astype(np.uint8)
     meta = {
         "source": "synthetic",
@@ -130,6 +168,8 @@ def make_scene(params: SynthSatParams, index: int) -> Scene:
         "lr_dt": [float(day) for day in days],
         "cloud_cover": [round(1.0 - float(m.mean()), 4) for m in lr_mask],
     }
+    if params.lr_bands != len(BANDS):
+        meta["lr_bands"] = list(S2_BANDS)
     return Scene(
         key=f"synthsat-s{params.seed}-{index:06d}",
         hr=_to_uint8(render(land, 0.0)),
@@ -171,6 +211,13 @@ def _make_scene_star(args) -> Scene:
     return make_scene(*args)
 
 
+def lr_band_manifest(lr_bands: int) -> dict[str, Any]:
+    """The manifest's `lr_bands`: LR band names and count, and the data.lr_rgb that maps them onto the HR."""
+    if lr_bands == len(BANDS):
+        return {"lr_bands": {"names": list(BANDS), "count": len(BANDS), "lr_rgb": None}}
+    return {"lr_bands": {"names": list(S2_BANDS), "count": len(S2_BANDS), "lr_rgb": list(S2_RGB)}}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-scenes", type=int, default=1024, help="scenes in all splits together")
     parser.add_argument("--hr-size", type=int, default=64, help="HR side in pixels")
@@ -185,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="generator processes (output is identical for any value)"
     )
+    parser.add_argument("--lr-bands", type=int, default=3, choices=LR_BAND_CHOICES,
+                        help="LR bands: 3 = RGB like the HR; 13 = Sentinel-2 B1..B12 with B8A (B4, B3, B2 are "
+                        "the RGB LR; train with data.lr_channels=13 data.lr_rgb=[3,2,1])")
 
 
 def convert(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,6 +245,7 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         max_lr=args.max_lr,
         dt_range_days=args.dt_range_days,
         seed=args.seed,
+        lr_bands=args.lr_bands,
     )
     params.check()
     if args.num_scenes < 1:
@@ -208,13 +259,17 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         val_frac=args.val_frac,
         test_frac=args.test_frac,
     )
-    # the writer's __exit__ writes manifest.json; on an exception it leaves the shards without one
-    with ShardSetWriter(
+    writer = ShardSetWriter(
         args.out, source="synthetic", config=config, max_count=args.shard_size, version=GENERATOR_VERSION
-    ) as writer:
+    )
+    try:
         scenes = generate(params, args.num_scenes, args.workers)
         for index, scene in enumerate(tqdm(scenes, total=args.num_scenes, desc="synthsat", unit="scene")):
             writer.write(scene, splits[index])
+    except BaseException:
+        writer.abandon()  # shards without a manifest.json: an incomplete set
+        raise
+    writer.close(lr_band_manifest(params.lr_bands))  # writes manifest.json
     seconds = time.perf_counter() - started
     log.info(
         "generated %d scenes in %.1f s (%.0f scenes/s)", args.num_scenes, seconds, args.num_scenes / seconds

@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..sampling.config import SamplerConfig
 from .schema import (
     BETA_SCHEDULES,
+    CONDITIONINGS,
     LR_POLICIES,
     LR_SCHEDULES,
     STAGES,
@@ -242,6 +243,7 @@ def check_values(cfg: DictConfig) -> None:
     _require(d.train_lr_policy in LR_POLICIES, f"data.train_lr_policy must be one of {LR_POLICIES}")
     _require(d.eval_lr_policy in LR_POLICIES, f"data.eval_lr_policy must be one of {LR_POLICIES}")
     _require(d.num_workers >= 0, "data.num_workers must be >= 0")
+    _check_lr_bands(d)
     _require(t.matmul_precision in ("highest", "high", "medium"),
              f"train.matmul_precision must be highest, high or medium, got {t.matmul_precision}")
     _require(t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
@@ -249,11 +251,30 @@ def check_values(cfg: DictConfig) -> None:
     _require(t.val_every >= 1, "train.val_every must be >= 1")
     _require(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     _require(0.0 <= cfg.model.cond_dropout < 1.0, "model.cond_dropout must be in [0, 1)")
-    _require(cfg.model.conditioning in ("latent", "pixel"), "model.conditioning must be latent or pixel")
+    _require(cfg.model.conditioning in CONDITIONINGS,
+             f"model.conditioning must be one of {', '.join(CONDITIONINGS)}, got {cfg.model.conditioning}")
     _require(cfg.diffusion.prediction_type in ("epsilon", "v_prediction"),
              "diffusion.prediction_type must be epsilon or v_prediction")
     _require(cfg.logging.wandb.mode in ("offline", "online", "disabled"),
              "logging.wandb.mode must be offline, online or disabled")
+
+
+def _check_lr_bands(d: DictConfig) -> None:
+    """data.lr_channels / data.lr_rgb: which LR band observes each HR band (multispectral LR, RGB HR)."""
+    _require(d.channels >= 1, f"data.channels must be >= 1, got {d.channels}")
+    _require(d.lr_channels is None or d.lr_channels >= 1,
+             f"data.lr_channels must be >= 1 (or null = data.channels), got {d.lr_channels}")
+    lr_channels = d.channels if d.lr_channels is None else d.lr_channels
+    if d.lr_rgb is None:
+        _require(lr_channels == d.channels,
+                 f"data.lr_channels={lr_channels} differs from data.channels={d.channels}, so data.lr_rgb must name "
+                 f"the LR band observing each HR band, e.g. data.lr_rgb=[3,2,1] for Sentinel-2 B4,B3,B2 of 13 bands")
+        return
+    lr_rgb = list(d.lr_rgb)
+    _require(len(lr_rgb) == d.channels,
+             f"data.lr_rgb={lr_rgb} must give one LR band per HR band (data.channels={d.channels})")
+    _require(all(0 <= i < lr_channels for i in lr_rgb),
+             f"data.lr_rgb={lr_rgb} must hold LR band indices 0..{lr_channels - 1} (data.lr_channels={lr_channels})")
 
 
 def _check_eval_name(name: str | None) -> None:

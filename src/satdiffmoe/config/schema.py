@@ -17,6 +17,8 @@ STAGES = ("autoencoder", "prior", "satdiffmoe", "controlnet", "diffusionsat", "h
 LR_POLICIES = ("pair", "first_k", "random_k", "nearest_k", "all")
 LR_SCHEDULES = ("constant", "cosine")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPM, DDIM and DPM-Solver all accept
+# latent = E(upsample(LR)); pixel = LR resized to the latent size; multiband = a learned encoder of the LR bands
+CONDITIONINGS = ("latent", "pixel", "multiband")
 
 
 @dataclass
@@ -32,7 +34,9 @@ class DataConfig:
     shards: SplitShards = field(default_factory=SplitShards)
     hr_size: int = 64  # HR side in pixels (records are centre-cropped / checked against it)
     scale: int = 4  # HR size / LR size
-    channels: int = 3
+    channels: int = 3  # bands of the HR images (the target and the VAE's input)
+    lr_channels: int | None = None  # bands of the LR images in the records; None = data.channels
+    lr_rgb: list[int] | None = None  # per HR band, the LR band observing it (S2 B4,B3,B2 of 13: [3, 2, 1]); None = same
     batch_size: int = 16
     eval_batch_size: int = 8
     num_workers: int = 0

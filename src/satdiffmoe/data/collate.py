@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from .lr_stack import lr_band_count
+
 BATCH_KEYS = ("hr", "lr", "lr_mask", "lr_valid", "dt", "lr_cloud", "lr_doy", "gsd", "hr_mask", "key")
 
 
@@ -45,9 +47,10 @@ def random_batch(cfg, scenes: int, branches: int, device: str | torch.device = "
     Δt spread over ±60 days: for benchmarks and tests that need inputs but not data."""
     g = torch.Generator().manual_seed(seed)
     channels, size = cfg.data.channels, cfg.data.hr_size
+    lr_channels = lr_band_count(cfg.data)
     small = size // cfg.data.scale
     batch = {"hr": torch.rand(scenes, channels, size, size, generator=g) * 2 - 1,
-             "lr": torch.rand(scenes, branches, channels, small, small, generator=g) * 2 - 1,
+             "lr": torch.rand(scenes, branches, lr_channels, small, small, generator=g) * 2 - 1,
              "lr_mask": torch.ones(scenes, branches, small, small),
              "lr_valid": torch.ones(scenes, branches, dtype=torch.bool),
              "dt": torch.linspace(-60.0, 60.0, branches).repeat(scenes, 1),

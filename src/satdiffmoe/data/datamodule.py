@@ -79,7 +79,7 @@ class SatDataModule(L.LightningDataModule):
         return self.skip_counters[split].counts()
 
     def _decode(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return decode_sample(raw, self.data.hr_size, self.data.scale, self.data.channels)
+        return decode_sample(raw, self.data.hr_size, self.data.scale, self.data.channels, self.data.lr_channels)
 
     # ---- training ------------------------------------------------------------------------------
     @property

@@ -5,9 +5,14 @@
 * `nearest_in_time`: the first of that order (the ControlNet baseline's input, the bicubic reference).
 * `bicubic_upsample`: LR -> HR size, the pixel-space input of the latent condition and the references.
 * `mean_bicubic_of`: the cloud-masked mean of the bicubic-upsampled LRs.
+* `lr_rgb_view`: a batch whose LRs hold only the bands that observe the HR's, in HR band order
+  (multispectral LR, RGB HR: `data.lr_rgb`), for whatever compares an LR with an HR-band image.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,3 +49,25 @@ def mean_bicubic_of(lr: torch.Tensor, lr_valid: torch.Tensor, lr_mask: torch.Ten
     equal = valid[:, :, None, None, None].float().expand_as(weights)
     weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, equal)
     return (weights * upsampled).sum(1) / weights.sum(1)
+
+
+def lr_band_count(data_cfg: Any) -> int:
+    """Bands of the records' LR images: `data.lr_channels`, or `data.channels` when that is null."""
+    lr_channels = getattr(data_cfg, "lr_channels", None)  # absent in configs stored before the key existed
+    return int(data_cfg.channels if lr_channels is None else lr_channels)
+
+
+def lr_rgb_view(batch: dict[str, Any], lr_rgb: Sequence[int] | None) -> dict[str, Any]:
+    """`batch` with `lr` (B×N×C_lr×h×w) replaced by its bands `lr_rgb`, in that order (B×N×C×h×w).
+
+    `lr_rgb[c]` is the LR band that observes HR band c (`data.lr_rgb`, e.g. [3, 2, 1] for Sentinel-2
+    B4, B3, B2 of 13 bands). None returns `batch` itself: LR and HR share their bands. Every other
+    key is shared with `batch`, not copied.
+    """
+    if lr_rgb is None:
+        return batch
+    lr = batch["lr"]
+    index = [int(i) for i in lr_rgb]
+    if any(not 0 <= i < lr.shape[2] for i in index):
+        raise ValueError(f"lr_rgb={index} selects bands the LR stack does not have ({lr.shape[2]} bands)")
+    return dict(batch, lr=lr[:, :, index])

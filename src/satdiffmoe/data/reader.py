@@ -158,14 +158,17 @@ def _day_of_year(iso: str | None) -> float:
         raise RecordError(f"acquisition time {iso!r} is not an ISO date") from None
 
 
-def decode_sample(raw: dict[str, Any], hr_size: int, scale: int, channels: int) -> dict[str, Any]:
+def decode_sample(raw: dict[str, Any], hr_size: int, scale: int, channels: int,
+                  lr_channels: int | None = None) -> dict[str, Any]:
     """Raw webdataset sample -> validated scene sample (dict of tensors); raises `RecordError`.
 
-    Keys: key, hr (C×H×W), lr (N×C×h×w), lr_mask (N×h×w), dt (N), lr_cloud (N), lr_doy (N), gsd,
-    hr_mask (H×W). Pixels are in [-1, 1] (`record.to_tensors`).
+    Keys: key, hr (C×H×W), lr (N×C_lr×h×w), lr_mask (N×h×w), dt (N), lr_cloud (N), lr_doy (N), gsd,
+    hr_mask (H×W). Pixels are in [-1, 1] (`record.to_tensors`). `lr_channels` None = `channels`.
     """
+    lr_channels = channels if lr_channels is None else lr_channels
     try:
-        scene = centre_crop(decode_scene(raw, expect_scale=scale, expect_channels=channels), hr_size)
+        scene = centre_crop(decode_scene(raw, expect_scale=scale, expect_channels=channels,
+                                         expect_lr_channels=lr_channels), hr_size)
         tensors = to_tensors(scene)
         meta = scene.meta
         count = scene.num_lr
@@ -210,7 +213,7 @@ def check_first_record(url: str, decode: Callable[[dict[str, Any]], Any]) -> Non
     except RecordError as exc:
         raise UserError(
             f"first record of {url} does not fit the config ({exc}); check data.scale, "
-            "data.channels and data.hr_size against the shards' manifest.json"
+            "data.channels, data.lr_channels and data.hr_size against the shards' manifest.json"
         ) from None
 
 

@@ -4,13 +4,15 @@ Keys of a sample in a `.tar` shard (all written by `encode_scene`, read back by 
 
     __key__        scene id (unique within the dataset)
     hr.npy         HR image, C×H×W, uint8 or uint16
-    lr.npy         N LR images, N×C×h×w, same dtype and bands as HR, H = scale·h
+    lr.npy         N LR images, N×C_lr×h×w, same dtype as HR, H = scale·h; C_lr = C unless the LR is
+                   multispectral (meta.lr_bands names its bands; data.lr_rgb maps them onto the HR's)
     lr_mask.npy    N×h×w uint8, 1 = clear/valid pixel (cloud/quality mask), 0 = masked
     hr_mask.npy    optional H×W uint8 validity mask of the HR (PROBA-V status map)
     json           metadata, see `Scene.meta`
 
-`meta` always has: source, scale, bands, value_max (the value that maps to 1.0: 255 for uint8,
-4095 for 12-bit, ...), lr_dt (days, signed, t_LR − t_HR; null = unknown), and may have hr_time,
+`meta` always has: source, scale, bands (the HR's), value_max (the value that maps to 1.0: 255 for uint8,
+4095 for 12-bit, ...), lr_dt (days, signed, t_LR − t_HR; null = unknown), and may have lr_bands (the
+LR's band names; required when the LR has other bands than the HR), hr_time,
 lr_times (ISO dates), gsd (m/px of the HR), lr_gsd, cloud_cover (per LR, 0..1), lon, lat, crs,
 transform (HR affine as 6 numbers), split.
 
@@ -60,7 +62,7 @@ class SceneTensors:
 
     key: str
     hr: torch.Tensor  # C×H×W in [-1, 1]
-    lr: torch.Tensor  # N×C×h×w in [-1, 1]
+    lr: torch.Tensor  # N×C_lr×h×w in [-1, 1]
     lr_mask: torch.Tensor  # N×h×w float {0, 1}
     dt: torch.Tensor  # N float32 days, NaN = unknown
     meta: dict[str, Any] = field(default_factory=dict)
@@ -80,8 +82,13 @@ def _npy_load(data: bytes, name: str) -> np.ndarray:
         raise RecordError(f"{name} is not a readable .npy array ({exc.__class__.__name__})") from None
 
 
-def validate_scene(scene: Scene, expect_scale: int | None = None, expect_channels: int | None = None) -> None:
-    """Raise `RecordError` naming the first inconsistency of `scene`."""
+def validate_scene(scene: Scene, expect_scale: int | None = None, expect_channels: int | None = None,
+                   expect_lr_channels: int | None = None) -> None:
+    """Raise `RecordError` naming the first inconsistency of `scene`.
+
+    The LR may have other bands than the HR (multispectral LR, RGB HR); `expect_lr_channels` is the
+    config's LR band count (data.lr_channels, or data.channels when that is null).
+    """
     hr, lr, mask = scene.hr, scene.lr, scene.lr_mask
     if hr.dtype not in ALLOWED_DTYPES or lr.dtype not in ALLOWED_DTYPES:
         raise RecordError(f"dtype must be uint8 or uint16, got hr {hr.dtype} / lr {lr.dtype}")
@@ -89,10 +96,17 @@ def validate_scene(scene: Scene, expect_scale: int | None = None, expect_channel
         raise RecordError(f"hr must be C×H×W, got shape {tuple(hr.shape)}")
     if lr.ndim != 4 or lr.shape[0] < 1:
         raise RecordError(f"lr must be N×C×h×w with N >= 1, got shape {tuple(lr.shape)}")
-    if lr.shape[1] != hr.shape[0]:
-        raise RecordError(f"lr has {lr.shape[1]} bands but hr has {hr.shape[0]}")
     if expect_channels is not None and hr.shape[0] != expect_channels:
         raise RecordError(f"record has {hr.shape[0]} bands, config expects data.channels={expect_channels}")
+    if expect_lr_channels is not None and lr.shape[1] != expect_lr_channels:
+        raise RecordError(f"record's LR has {lr.shape[1]} bands but the config expects {expect_lr_channels}; "
+                          f"set data.lr_channels={lr.shape[1]} (and data.lr_rgb) to match the shards")
+    lr_bands = scene.meta.get("lr_bands")
+    if lr_bands is None and lr.shape[1] != hr.shape[0]:  # an accident unless the record says otherwise
+        raise RecordError(f"lr has {lr.shape[1]} bands but hr has {hr.shape[0]}; a multispectral LR names its "
+                          "bands in meta.lr_bands")
+    if lr_bands is not None and len(lr_bands) != lr.shape[1]:
+        raise RecordError(f"meta.lr_bands names {len(lr_bands)} bands but lr has {lr.shape[1]}")
     scale = int(scene.meta.get("scale", 0))
     if scale < 1 or hr.shape[1] != lr.shape[2] * scale or hr.shape[2] != lr.shape[3] * scale:
         raise RecordError(f"hr {tuple(hr.shape[1:])} is not scale={scale} × lr {tuple(lr.shape[2:])}")
@@ -130,7 +144,7 @@ def encode_scene(scene: Scene) -> dict[str, Any]:
 
 
 def decode_scene(sample: dict[str, Any], expect_scale: int | None = None,
-                 expect_channels: int | None = None) -> Scene:
+                 expect_channels: int | None = None, expect_lr_channels: int | None = None) -> Scene:
     """Raw WebDataset sample (bytes values) -> validated Scene; raises `RecordError`."""
     missing = [k for k in ("hr.npy", "lr.npy", "lr_mask.npy", "json") if k not in sample]
     if missing:
@@ -147,7 +161,7 @@ def decode_scene(sample: dict[str, Any], expect_scale: int | None = None,
         meta=meta,
         hr_mask=_npy_load(sample["hr_mask.npy"], "hr_mask.npy") if "hr_mask.npy" in sample else None,
     )
-    validate_scene(scene, expect_scale, expect_channels)
+    validate_scene(scene, expect_scale, expect_channels, expect_lr_channels)
     return scene
 
 

@@ -12,6 +12,10 @@ only through `render(landscape, day)`:
   parcels change land cover on a conversion day (fields become construction sites or meadows,
   forest is cleared) and some buildings have a construction day.
 
+`sentinel2_bands(rgb)` extends a rendered RGB scene to the 13 Sentinel-2 bands (for multispectral LR
+records): B4, B3, B2 are the RGB itself, the other ten are fixed weighted band combinations plus a
+vegetation term and an offset (proxies, not a radiative-transfer model).
+
 Day 0 is the HR acquisition. Conversion and construction days are spread uniformly over the whole
 ±range, so the chance that an LR image shows a different scene than the HR grows with |Δt|: Δt
 carries real information. Everything is vectorised numpy; rendering a 64-px scene takes a fraction of a
@@ -240,3 +244,35 @@ def render(land: Landscape, day: float) -> np.ndarray:
     image[shadow] *= SHADOW
     image *= 1.0 + 0.06 * np.cos(2 * np.pi * (doy - 172.0) / YEAR)  # sun elevation
     return np.clip(image, 0.0, 1.0).transpose(2, 0, 1)
+
+
+# Sentinel-2's 13 bands in the fMoW-Sentinel / L1C order; B4, B3, B2 (indices 3, 2, 1) are the RGB.
+S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+S2_RGB = (3, 2, 1)  # index of the band observing red, green, blue: the records' suggested data.lr_rgb
+# The other bands: value = w_r·r + w_g·g + w_b·b + w_veg·veg + offset, clipped to [0, 1], with
+# veg = max(g − (r + b) / 2, 0) a greenness excess (high on canopy, 0 on soil, roads, roofs and water),
+# so the red-edge and NIR bands brighten over vegetation and the SWIR bands darken, as real ones do.
+#                         w_r   w_g   w_b   w_veg  offset
+S2_PROXIES = {"B1":     (0.10, 0.20, 0.60,  0.0,  0.05),   # coastal aerosol: bluish
+              "B5":     (0.60, 0.30, 0.00,  0.6,  0.02),   # red edge 1
+              "B6":     (0.40, 0.30, 0.00,  1.4,  0.04),   # red edge 2
+              "B7":     (0.35, 0.30, 0.00,  1.8,  0.05),   # red edge 3
+              "B8":     (0.30, 0.30, 0.30,  2.0,  0.03),   # NIR
+              "B8A":    (0.30, 0.30, 0.30,  2.1,  0.04),   # narrow NIR
+              "B9":     (0.10, 0.10, 0.10,  0.5,  0.10),   # water vapour: low contrast
+              "B10":    (0.05, 0.05, 0.05,  0.0,  0.02),   # cirrus: nearly flat (clouds show in it)
+              "B11":    (0.70, 0.30, 0.10, -0.4,  0.05),   # SWIR 1
+              "B12":    (0.60, 0.20, 0.10, -0.6,  0.02)}   # SWIR 2
+
+
+def sentinel2_bands(rgb: np.ndarray) -> np.ndarray:
+    """A 3×H×W RGB scene in [0, 1] -> 13×H×W in S2_BANDS order: B4, B3, B2 = rgb exactly, the rest
+    `S2_PROXIES` (deterministic, continuous and piecewise linear in the RGB)."""
+    red, green, blue = rgb
+    veg = np.maximum(green - (red + blue) / 2, 0.0)
+    bands = np.empty((len(S2_BANDS),) + rgb.shape[1:], dtype=rgb.dtype)
+    for index, channel in zip(S2_RGB, rgb):
+        bands[index] = channel
+    for name, (w_r, w_g, w_b, w_veg, offset) in S2_PROXIES.items():
+        bands[S2_BANDS.index(name)] = np.clip(w_r * red + w_g * green + w_b * blue + w_veg * veg + offset, 0.0, 1.0)
+    return bands

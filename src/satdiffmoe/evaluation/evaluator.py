@@ -27,6 +27,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from ..config import as_plain
+from ..data.lr_stack import lr_rgb_view
 from ..errors import UserError
 from . import calibration
 from .dataset import dataset_identity
@@ -142,12 +143,15 @@ class Evaluator:
             generator = torch.Generator(device=device).manual_seed(int(seed))
             for batch in tqdm(scenes, desc=f"evaluating seed {seed}", leave=False):
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                # a multispectral LR is compared with HR-band images through its HR bands (data.lr_rgb):
+                # the references, the LR-consistency metrics and the grid see this view; the model all bands
+                rgb = lr_rgb_view(batch, cfg.data.lr_rgb)
                 if is_reference:
-                    image, uncertainty = REFERENCES[method](batch), None
+                    image, uncertainty = REFERENCES[method](rgb), None
                 else:
                     out = method.sample(batch, cfg.sampler, generator)
                     image, uncertainty, nfe = out.image, out.uncertainty, out.nfe
-                values = suite.per_image(batch, image, uncertainty, unavailable)
+                values = suite.per_image(rgb, image, uncertainty, unavailable)
                 if uncertainty is not None and "ause" in values:
                     ranks = calibration.ranks_anything(uncertainty)  # a constant map has no curve
                     if ranks.any():
@@ -157,7 +161,7 @@ class Evaluator:
                 outputs.append(image.float().cpu())
                 targets.append(batch["hr"].float().cpu())
                 if not grid:
-                    grid = self._grid_batch(batch, image, uncertainty, cfg.eval.grid_scenes)
+                    grid = self._grid_batch(rgb, image, uncertainty, cfg.eval.grid_scenes)
         wall = time.perf_counter() - started  # sampling and per-image metrics; set metrics come after
         set_level = suite.set_level(torch.cat(outputs), torch.cat(targets), unavailable)
         summary = self._summary(method, cfg, rows, set_level, wall, nfe, unavailable)

@@ -2,7 +2,8 @@
 
 Inputs follow `metrics`: images are B×C×H×W in [-1, 1], mapped to [0, 1] (`to_unit`) before any
 score; LR stacks are B×N×C×h×w with `lr_valid` (B×N bool) and an optional `lr_mask` (B×N×h×w,
-1 = clear pixel). Every function returns one float per image (a B tensor), or a dict of them.
+1 = clear pixel), in the output's bands (a multispectral LR's `data.lr_stack.lr_rgb_view`). Every
+function returns one float per image (a B tensor), or a dict of them.
 
 * `sam`, `ergas`, `psnr_ratio`: spectral angle, Wald's ERGAS, and WorldStrat's PSNR against bicubic.
 * `consistency_l1`, `consistency_sam`, `synthesis`, `correctness`: weight-free versions of the

@@ -4,7 +4,8 @@
 means the same thing wherever it is printed. A batch is a dict with the output's comparison data:
 
     hr          B×C×H×W   the HR target in [-1, 1]                (absent: fidelity metrics unavailable)
-    lr          B×N×C×h×w the input LRs, lr_valid B×N, lr_mask B×N×h×w optional (absent: LR metrics unavailable)
+    lr          B×N×C×h×w the input LRs in the output's bands, lr_valid B×N, lr_mask B×N×h×w optional (absent:
+                          LR metrics unavailable); a multispectral LR goes through `data.lr_stack.lr_rgb_view` first
     hr_mask     B×H×W     optional validity of HR pixels (cPSNR, cSSIM)
 
     suite = MetricSuite(cfg.eval)
@@ -79,6 +80,9 @@ class MetricSuite:
         """Every requested per-image metric that can run, name -> B values (NaN = undefined here)."""
         wanted = [m for m in self.metrics if METRICS[m].per_image and m not in unavailable]
         hr, lr = batch.get("hr"), batch.get("lr")
+        if lr is not None and lr.shape[2] != image.shape[1]:
+            raise ValueError(f"the LR has {lr.shape[2]} bands but the output {image.shape[1]}; compare the LR's bands "
+                             "that observe the output's (data.lr_stack.lr_rgb_view with data.lr_rgb)")
         device = (hr if hr is not None else lr).device
         image = image.float().to(device)
         values: dict[str, torch.Tensor] = {}
