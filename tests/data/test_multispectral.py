@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,31 @@ def test_the_metric_suite_refuses_an_lr_in_other_bands_than_the_output():
     with pytest.raises(ValueError, match="lr_rgb_view"):
         suite.per_image(batch, batch["hr"], None, {})
     assert suite.per_image(lr_rgb_view(batch, cfg.data.lr_rgb), batch["hr"], None, {})["lr_psnr"].shape == (2,)
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def test_prepare_train_evaluate_on_13_band_lr(tmp_path):
+    """prepare synthetic --lr-bands 13 -> train satdiffmoe (model.conditioning=multiband) -> evaluate."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "sampling"))  # sampling_toys: the tiny pretrained folders
+    from sampling_toys import TINY_MODEL, save_tiny_pretrained
+
+    from satdiffmoe.cli import main
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    assert main(["prepare", "synthetic", "--out", str(data), "--num-scenes", "12", "--hr-size", "16", "--scale", "4",
+                 "--max-lr", "3", "--val-frac", "0.25", "--test-frac", "0.25", "--lr-bands", "13"]) == 0
+    pretrained = save_tiny_pretrained(tmp_path / "pretrained")
+    config = tmp_path / "exp.yaml"
+    config.write_text("name: ms\n")
+    common = [*TINY_MODEL, "model.conditioning=multiband", *MULTIBAND, f"data.root={data}", f"run_root={runs}",
+              "data.num_lr=2", "data.batch_size=4", "data.epoch_length=8", "data.shuffle_buffer=4", "data.max_lr=3",
+              "data.val_subset=2", "eval.metrics=[psnr,lr_psnr,consistency_l1,psnr_ratio]"]
+    assert main(["train", str(config), "stage=satdiffmoe", "run_id=r1", f"model.vae.pretrained={pretrained / 'vae'}",
+                 f"model.unet.pretrained={pretrained / 'unet'}", "train.max_steps=2", "train.val_every=2",
+                 "train.warmup_steps=0", "train.val_nfe=2", "train.val_lpips=false", *common]) == 0
+    assert main(["evaluate", str(config), f"ckpt={runs / 'ms' / 'r1'}", "sampler.nfe=2",
+                 *[o for o in common if "nfe" not in o]]) == 0
+    results = {p.stem: json.loads(p.read_text()) for p in runs.glob("ms/*/eval/*.json")}
+    assert {"nfe2_fuse1_mean_n2", "mean_bicubic_n2", "bicubic_nearest_n2"} <= set(results)
+    for result in results.values():
+        assert result["num_scenes"] == 3 and "mean" in result["metrics"]["psnr"] and "mean" in result["metrics"]["lr_psnr"]
