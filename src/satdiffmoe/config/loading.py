@@ -216,6 +216,7 @@ def check_values(cfg: DictConfig) -> None:
              f"train.val_nfe={t.val_nfe} must be between 1 and diffusion.num_train_timesteps="
              f"{cfg.diffusion.num_train_timesteps}")
     _require(t.accumulate >= 1, f"train.accumulate must be >= 1, got {t.accumulate}")
+    _require(t.ddp_timeout_s > 0, f"train.ddp_timeout_s must be > 0 seconds, got {t.ddp_timeout_s}")
     _require(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
@@ -253,6 +254,12 @@ def check_values(cfg: DictConfig) -> None:
     _require(0.0 <= cfg.model.cond_dropout < 1.0, "model.cond_dropout must be in [0, 1)")
     _require(cfg.model.conditioning in CONDITIONINGS,
              f"model.conditioning must be one of {', '.join(CONDITIONINGS)}, got {cfg.model.conditioning}")
+    from ..models.trainable import TRAINABLE_MODES  # the modes' one definition
+
+    _require(t.trainable in TRAINABLE_MODES, f"train.trainable must be one of {', '.join(TRAINABLE_MODES)}, "
+                                             f"got {t.trainable}")
+    _require(t.lora_rank >= 1, f"train.lora_rank must be >= 1, got {t.lora_rank}")
+    _require(cfg.model.null_tokens >= 1, f"model.null_tokens must be >= 1, got {cfg.model.null_tokens}")
     _require(cfg.diffusion.prediction_type in ("epsilon", "v_prediction"),
              "diffusion.prediction_type must be epsilon or v_prediction")
     _require(cfg.logging.wandb.mode in ("offline", "online", "disabled"),

@@ -66,7 +66,9 @@ class VAEConfig:
 
 @dataclass
 class UNetConfig:
-    pretrained: str | None = None  # local diffusers UNet2DModel folder for the prior
+    # a local folder: a diffusers UNet2DModel (from-scratch prior), or a Stable Diffusion pipeline folder /
+    # UNet2DConditionModel folder (the SD backbone: its UNet, and its VAE and scheduler unless set otherwise)
+    pretrained: str | None = None
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
     attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
@@ -102,6 +104,10 @@ class ModelConfig:
     conditioning: str = "latent"  # latent = E(upsample(LR)); pixel = LR resized to the latent size
     dt_embedding: bool = True  # Δt through sinusoid(sign·log1p|Δt|) + MLP, added to the time embedding
     metadata_embedding: bool = False  # prior: numeric metadata embedding (DiffusionSat-style)
+    # SD backbones: the fixed prompt fed to cross-attention (encoded once by the folder's text encoder;
+    # without one, `null_tokens` learned tokens are used instead)
+    prompt: str = "a satellite image"
+    null_tokens: int = 77
     cond_dropout: float = 0.1  # probability of dropping the LR condition (classifier-free guidance)
 
 
@@ -140,6 +146,10 @@ class TrainConfig:
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
+    # seconds a DDP rank waits in one collective (gradient all-reduce, broadcast) for the other ranks
+    # before it gives up with one line and stops the ranks it launched; torch's default is 30 min
+    # (training/ddp_failures.py). Must exceed the longest step one rank takes alone (rank 0 saving a checkpoint).
+    ddp_timeout_s: float = 300.0
     channels_last: bool = False
     compile: bool = False
     fused_adamw: bool = False
@@ -154,6 +164,11 @@ class TrainConfig:
     # images any HR-trained autoencoder reconstructs well, so false halves the step cost
     autoencoder_lr_images: bool = True
     val_nfe: int = 20  # DDIM steps of the fast validation sampling
+    # which denoiser weights train (prior, satdiffmoe): all | lora (peft adapters on lora_targets, plus the new
+    # conv_in channels and embeddings) | new_only (the new conv_in channels and embeddings); models/trainable.py
+    trainable: str = "all"
+    lora_rank: int = 8
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     val_lpips: bool = True  # also log val/lpips (AlexNet LPIPS; skipped with a warning where unavailable)
 
 

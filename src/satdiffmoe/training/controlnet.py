@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..models.denoisers import ControlNetDenoiser, SDControlNetDenoiser, SDUNetDenoiser, UNetDenoiser
+from ..models.denoisers import ControlNetDenoiser, SDControlNetDenoiser, SDUNetDenoiser
 from ..pipelines.satdiffmoe import metadata_condition
 from .base import Cond
 from .from_prior import FromPriorTask
@@ -26,29 +25,7 @@ from .from_prior import FromPriorTask
 log = logging.getLogger(__name__)
 
 
-class ControlledPriorTask(FromPriorTask):
-    """What both baselines share: the frozen prior (with its VAE and condition encoder, exactly as
-    SatDiffMoE sees them) that a control branch steers."""
-
-    def load_prior(self) -> UNetDenoiser | SDUNetDenoiser:
-        """The prior to control: the prior stage's checkpoint (`init.prior_ckpt`) or a local UNet folder."""
-        cfg = self.cfg
-        prior = self.prior_network()
-        if prior is None:
-            raise UserError(f"stage={cfg.stage} needs the prior it controls: set init.prior_ckpt=<prior run folder "
-                            "or .ckpt> (the same one SatDiffMoE starts from) or model.unet.pretrained=<folder>")
-        if prior.unet.config.in_channels != self.vae.config.latent_channels:
-            raise UserError(f"the prior takes {prior.unet.config.in_channels} channels but the VAE has "
-                            f"{self.vae.config.latent_channels} latent channels; use the prior trained on this VAE")
-        return prior
-
-    @staticmethod
-    def legacy_prior_config(networks: dict) -> dict:
-        """The prior's denoiser config from a checkpoint written before models/denoisers.py."""
-        return {"unet_config": networks["unet"], "cond_channels": 0, "scalar_names": list(networks["prior_scalars"])}
-
-
-class ControlNetTask(ControlledPriorTask):
+class ControlNetTask(FromPriorTask):
     stage = "controlnet"
     default_denoiser = "ControlNetDenoiser"
 

@@ -3,7 +3,7 @@
 DiffusionSat (Khanna et al., ICLR 2024) conditions a latent diffusion model on numeric metadata
 (sinusoid + MLP embeddings added to the timestep embedding) and on a temporal image stack through a
 3D ControlNet. Here the frozen prior, VAE, condition latents, loss, validation and logging are those
-of SatDiffMoE and the ControlNet baseline (`ControlledPriorTask`); the trainable parts are the
+of SatDiffMoE and the ControlNet baseline (`FromPriorTask`); the trainable parts are the
 `TemporalControlNet` and the per-frame `MetadataEmbedding` (fields `model.controlnet.metadata_fields`),
 composed in models/denoisers.py `DiffusionSatDenoiser`. docs/baselines.md lists where this follows
 the paper and where it differs.
@@ -22,12 +22,12 @@ import torch
 from ..errors import UserError
 from ..models.denoisers import DiffusionSatDenoiser, UNetDenoiser
 from .base import Cond
-from .controlnet import ControlledPriorTask
+from .from_prior import FromPriorTask
 
 log = logging.getLogger(__name__)
 
 
-class DiffusionSatTask(ControlledPriorTask):
+class DiffusionSatTask(FromPriorTask):
     stage = "diffusionsat"
     default_denoiser = "DiffusionSatDenoiser"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from diffusers import AutoencoderKL
 
+from ..errors import UserError
 from ..models.denoisers import SDUNetDenoiser, UNetDenoiser
 from ..models.stable_diffusion import SDConditionalUNet
 from ..models.trainable import merge_lora
@@ -18,6 +19,9 @@ from .base import DiffusionTask
 
 
 class FromPriorTask(DiffusionTask):
+    """The conditional stages' shared start: the prior's VAE, schedule and weights (`prior_network`);
+    the baselines keep that prior frozen and steer it (`load_prior`)."""
+
     def prior_task(self) -> DiffusionTask:
         """The prior task named by `init.prior_ckpt`, loaded once (kept out of the module tree)."""
         if not hasattr(self, "_prior_holder"):
@@ -59,3 +63,20 @@ class FromPriorTask(DiffusionTask):
             self.set_latent_scale(prior.latent_scale)
             return prior.vae
         return super().configure_vae(networks)
+
+    def load_prior(self) -> UNetDenoiser | SDUNetDenoiser:
+        """The prior to control: the prior stage's checkpoint (`init.prior_ckpt`) or a local UNet folder."""
+        cfg = self.cfg
+        prior = self.prior_network()
+        if prior is None:
+            raise UserError(f"stage={cfg.stage} needs the prior it controls: set init.prior_ckpt=<prior run folder "
+                            "or .ckpt> (the same one SatDiffMoE starts from) or model.unet.pretrained=<folder>")
+        if prior.unet.config.in_channels != self.vae.config.latent_channels:
+            raise UserError(f"the prior takes {prior.unet.config.in_channels} channels but the VAE has "
+                            f"{self.vae.config.latent_channels} latent channels; use the prior trained on this VAE")
+        return prior
+
+    @staticmethod
+    def legacy_prior_config(networks: dict) -> dict:
+        """The prior's denoiser config from a checkpoint written before models/denoisers.py."""
+        return {"unet_config": networks["unet"], "cond_channels": 0, "scalar_names": list(networks["prior_scalars"])}
