@@ -241,6 +241,27 @@ class ControlledPriorDenoiser(Denoiser):
         self.prior.requires_grad_(False)
         self.prior.eval()
 
+    @classmethod
+    def assemble(cls, prior: Denoiser, controlnet: nn.Module, **config):
+        """This denoiser around `prior` and a control branch built from it, both with their weights."""
+        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
+                    **config)
+        model.prior.load_state_dict(prior.state_dict())
+        model.controlnet.load_state_dict(controlnet.state_dict())
+        return model
+
+    def control_inputs(self, z_t: torch.Tensor, cond: Cond, dt: torch.Tensor | None):
+        """(control image, Δt embedding or None) of a one-LR ControlNet; the unconditional input is what
+        condition dropout trains: a zero image and an unknown Δt."""
+        if cond is None:
+            image, dt = zero_condition(self.controlnet.config, z_t), None
+        else:
+            image = cond["image"] if isinstance(cond, dict) else cond
+        if not self.config.get("use_dt_embedding"):
+            return image, None
+        unknown = torch.full((z_t.shape[0],), float("nan"), device=z_t.device)
+        return image, self.dt_embedding(dt if dt is not None else unknown)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.prior.eval()  # frozen: its dropout stays off
@@ -273,23 +294,11 @@ class ControlNetDenoiser(ControlledPriorDenoiser):
         downsamples a condition at HR size (a multiband LR) onto the latent grid, as SD's ControlNet."""
         controlnet = UNet2DControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels,
                                                 conditioning_embedding_out_channels=tuple(embedding_widths))
-        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
-                    use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
-        model.prior.load_state_dict(prior.state_dict())
-        model.controlnet.load_state_dict(controlnet.state_dict())
-        return model
+        return cls.assemble(prior, controlnet, use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
-        rows = z_t.shape[0]
-        if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
-            image = zero_condition(self.controlnet.config, z_t)
-            dt = None
-        else:
-            image = cond["image"] if isinstance(cond, dict) else cond
-        extra = None
-        if self.config.use_dt_embedding:
-            extra = self.dt_embedding(dt if dt is not None else torch.full((rows,), float("nan"), device=z_t.device))
+        image, extra = self.control_inputs(z_t, cond, dt)
         control = self.controlnet(z_t, t, image, extra_emb=extra, conditioning_scale=self.config.conditioning_scale)
         return self.prior_output(z_t, t, control, cond)
 
@@ -320,28 +329,16 @@ class SDControlNetDenoiser(ControlledPriorDenoiser):
         labelled = bool(dt_embedding or prior.scalars)
         base = with_extra_sd_inputs(prior.unet, 0, class_embedding=labelled) if labelled else prior.unet
         controlnet = controlnet_from_sd_unet(base, conditioning_channels, tuple(embedding_widths))
-        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
-                    use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
-        model.prior.load_state_dict(prior.state_dict())
-        model.controlnet.load_state_dict(controlnet.state_dict())
-        return model
+        return cls.assemble(prior, controlnet, use_dt_embedding=dt_embedding, conditioning_scale=conditioning_scale)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
         rows = z_t.shape[0]
-        if cond is None:  # unconditional = what condition dropout trains: zero image, unknown Δt
-            image = zero_condition(self.controlnet.config, z_t)
-            dt = None
-        else:
-            image = cond["image"] if isinstance(cond, dict) else cond
+        image, dt_emb = self.control_inputs(z_t, cond, dt)
         scalars = {k: v for k, v in cond.items() if k != "image"} if isinstance(cond, dict) else {}
         prior = self.prior.model
         labels = prior.class_labels(scalars, z_t)
-        control_labels = labels
-        if self.config.use_dt_embedding:
-            unknown = torch.full((rows,), float("nan"), device=z_t.device)
-            dt_emb = self.dt_embedding(dt if dt is not None else unknown)
-            control_labels = dt_emb if labels is None else labels + dt_emb
+        control_labels = labels if dt_emb is None else dt_emb if labels is None else labels + dt_emb
         hidden = prior.encoder_hidden_states(rows, z_t.dtype)
         down, mid = self.controlnet(z_t, t, hidden, controlnet_cond=image.to(z_t.dtype),
                                     conditioning_scale=self.config.conditioning_scale,
@@ -369,11 +366,8 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
         controlnet = TemporalControlNet.from_unet(prior.unet, conditioning_channels=conditioning_channels,
                                                   num_frames=frames, temporal_heads=temporal_heads,
                                                   conditioning_embedding_out_channels=tuple(embedding_widths))
-        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
-                    metadata_fields=list(metadata_fields), conditioning_scale=conditioning_scale)
-        model.prior.load_state_dict(prior.state_dict())
-        model.controlnet.load_state_dict(controlnet.state_dict())
-        return model
+        return cls.assemble(prior, controlnet, metadata_fields=list(metadata_fields),
+                            conditioning_scale=conditioning_scale)
 
     @property
     def frames(self) -> int:
