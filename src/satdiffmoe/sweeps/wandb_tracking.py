@@ -14,17 +14,14 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial
 
+from ..training.loggers import wandb_mode
+
 log = logging.getLogger(__name__)
 
 
 def init_timeout_s() -> float:
     """Seconds wandb.init may wait for the server; `WANDB_INIT_TIMEOUT` overrides."""
     return float(os.environ.get("WANDB_INIT_TIMEOUT") or 10)
-
-
-def wandb_mode(spec: DictConfig) -> str:
-    """`WANDB_MODE` in the environment beats the sweep file (README, "W&B")."""
-    return os.environ.get("WANDB_MODE") or spec.wandb.mode
 
 
 def trial_summary(trial: FrozenTrial, metric_names: list[str]) -> dict[str, object]:
@@ -58,7 +55,7 @@ class TrialRunLogger:
     def _init(self, study: optuna.Study, name: str, job_type: str, config: dict):
         import wandb
 
-        mode = self.mode or wandb_mode(self.spec)
+        mode = self.mode or wandb_mode(self.spec.wandb.mode)
         kwargs = dict(project=self.spec.wandb.project, entity=self.spec.wandb.entity, group=study.study_name,
                       name=name, job_type=job_type, config=config, tags=list(self.spec.wandb.tags),
                       dir=str(self.sweep_dir), reinit="finish_previous")
@@ -76,7 +73,7 @@ class TrialRunLogger:
             return wandb.init(mode="offline", **kwargs)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if wandb_mode(self.spec) == "disabled":
+        if wandb_mode(self.spec.wandb.mode) == "disabled":
             return
         run = self._init(study, f"trial-{trial.number}", "trial", dict(trial.params))
         run.summary.update(trial_summary(trial, study.metric_names or []))
@@ -84,7 +81,7 @@ class TrialRunLogger:
 
     def log_study(self, study: optuna.Study, plots: list[Path]) -> None:
         """The summary run: every trial as a wandb.Table, and the importance / Pareto plots."""
-        if wandb_mode(self.spec) == "disabled":
+        if wandb_mode(self.spec.wandb.mode) == "disabled":
             return
         import wandb
 
@@ -93,4 +90,4 @@ class TrialRunLogger:
         run.log({"trials": wandb.Table(dataframe=frame.astype(str))})
         run.log({f"plots/{path.stem}": wandb.Image(str(path)) for path in plots})
         run.finish()
-        log.info("W&B runs (mode %s) in %s", self.mode or wandb_mode(self.spec), self.sweep_dir / "wandb")
+        log.info("W&B runs (mode %s) in %s", self.mode or wandb_mode(self.spec.wandb.mode), self.sweep_dir / "wandb")

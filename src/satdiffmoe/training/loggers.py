@@ -61,14 +61,15 @@ class JsonlLogger(Logger):
             handle.write(json.dumps(record) + "\n")
 
 
-def wandb_mode(cfg: DictConfig) -> str:
-    """`WANDB_MODE` in the environment beats `logging.wandb.mode` (README, "W&B")."""
-    return os.environ.get("WANDB_MODE") or cfg.logging.wandb.mode
+def wandb_mode(configured: str) -> str:
+    """`WANDB_MODE` in the environment beats the configured mode (`logging.wandb.mode`, a sweep file's
+    `wandb.mode`; README, "W&B")."""
+    return os.environ.get("WANDB_MODE") or configured
 
 
 def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> list[Logger]:
     loggers: list[Logger] = [JsonlLogger(run.metrics_log, clock)]
-    mode = wandb_mode(cfg)
+    mode = wandb_mode(cfg.logging.wandb.mode)
     if mode != "disabled":
         loggers.append(wandb_logger(cfg, run, mode))
     return loggers
