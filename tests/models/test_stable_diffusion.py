@@ -7,7 +7,6 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from tiny_sd import CROSS_ATTENTION_DIM, LATENT_SIZE, TOKENIZER_MAX_LENGTH, tiny_unet, write_tiny_sd
 
-from satdiffmoe.errors import UserError
 from satdiffmoe.models.stable_diffusion import (
     BackboneFolderError,
     SDConditionalUNet,
@@ -79,7 +78,7 @@ def test_unet2dmodel_folder_points_to_the_from_scratch_loader(tmp_path):
 
 def test_pickled_bin_weights_are_refused_with_the_resave_fix(tmp_path):
     tiny_unet().save_pretrained(tmp_path, safe_serialization=False)
-    with pytest.raises(UserError, match="safetensors"):
+    with pytest.raises(BackboneFolderError, match="safetensors"):
         load_sd_backbone(tmp_path)
 
 

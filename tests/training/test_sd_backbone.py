@@ -144,3 +144,15 @@ def test_a_lora_checkpoint_exports_with_its_adapters_merged(sd_folder, tmp_path)
         expected = task.eval().pipeline(lr, dt, nfe=2, generator=torch.Generator().manual_seed(0)).image
         got = pipe(lr, dt, nfe=2, generator=torch.Generator().manual_seed(0)).image
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)  # merging reorders the sums only
+
+
+def test_a_folder_that_is_no_backbone_is_one_line_and_exit_2(tmp_path, capsys):
+    from satdiffmoe.cli import main
+
+    folder = tmp_path / "not-sd"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    code = main(["train", "experiments/quickstart.yaml", "stage=prior", f"model.unet.pretrained={folder}",
+                 f"run_root={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not a UNet" in err[0], err

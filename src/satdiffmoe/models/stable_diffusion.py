@@ -34,7 +34,6 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from torch import nn
 
-from ..errors import UserError
 from .portable import portable_config
 from .time_embedding import ScalarEmbedding
 
@@ -44,11 +43,11 @@ FOLDER_LAYOUT = ("a diffusers Stable Diffusion folder (model_index.json, unet/, 
                  "diffusion_pytorch_model.safetensors)")
 
 
-class BackboneFolderError(UserError, ValueError):
-    """The folder exists but is not a usable SD backbone (the CLI prints it as one line)."""
+class BackboneFolderError(ValueError):
+    """The folder exists but is not a usable SD backbone (`errors.user_errors` makes it one CLI line)."""
 
 
-class BackboneFolderMissing(UserError, FileNotFoundError):
+class BackboneFolderMissing(FileNotFoundError):
     """The folder, or a part of it that its `model_index.json` names, is not there."""
 
 
