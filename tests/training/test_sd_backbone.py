@@ -152,7 +152,8 @@ def test_a_folder_that_is_no_backbone_is_one_line_and_exit_2(tmp_path, capsys):
     folder = tmp_path / "not-sd"
     folder.mkdir()
     (folder / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
-    code = main(["train", "experiments/quickstart.yaml", "stage=prior", f"model.unet.pretrained={folder}",
+    config = Path(__file__).parents[2] / "experiments" / "quickstart.yaml"
+    code = main(["train", str(config), "stage=prior", f"model.unet.pretrained={folder}",
                  f"run_root={tmp_path / 'runs'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not a UNet" in err[0], err
