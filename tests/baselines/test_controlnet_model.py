@@ -62,8 +62,8 @@ def test_config_round_trip_rebuilds_the_same_architecture(prior_unet):
 
 
 def test_skip_block_priors_are_rejected_with_a_clear_error(prior_unet):
-    from satdiffmoe.errors import UserError
+    from satdiffmoe.errors import UserError, user_errors
 
     config = dict(prior_unet.config, down_block_types=("SkipDownBlock2D", "AttnSkipDownBlock2D"))
-    with pytest.raises(UserError, match="skip down blocks"):
+    with pytest.raises(UserError, match="skip down blocks"), user_errors():  # a ValueError, one CLI line
         UNet2DControlNet(config)

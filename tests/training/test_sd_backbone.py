@@ -17,8 +17,7 @@ from sampling_toys import scene_batch  # noqa: E402
 from tiny_sd import write_tiny_sd  # noqa: E402
 
 from satdiffmoe.config import load_config  # noqa: E402
-from satdiffmoe.errors import UserError  # noqa: E402
-from satdiffmoe.models.denoisers import SDControlNetDenoiser, SDUNetDenoiser  # noqa: E402
+from satdiffmoe.models.denoisers import SDControlNetDenoiser, SDDiffusionSatDenoiser, SDUNetDenoiser  # noqa: E402
 from satdiffmoe.models.trainable import count_parameters  # noqa: E402
 from satdiffmoe.pipelines.inputs import SRInputs  # noqa: E402
 from satdiffmoe.training import task_class  # noqa: E402
@@ -26,7 +25,8 @@ from satdiffmoe.training.checkpoints import load_task  # noqa: E402
 
 SD_MODEL = ["data.hr_size=16", "data.scale=4", "data.channels=3", "sampler.nfe=2", "sampler.fusion_every=1",
             "logging.wandb.mode=disabled", "logging.progress_bar=false", "train.ema_decay=0", "train.val_nfe=2",
-            "model.null_tokens=4"]
+            "model.null_tokens=4", "model.controlnet.frames=4", "model.controlnet.temporal_heads=2",
+            "model.metadata_embedding=true"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def sd_folder(tmp_path_factory):
 
 
 def sd_task(folder, stage: str, *overrides: str):
-    cfg = load_config(None, SD_MODEL + [f"stage={stage}", f"model.unet.pretrained={folder}", *overrides])
+    policy = ["data.train_lr_policy=all"] if stage == "diffusionsat" else []
+    cfg = load_config(None, SD_MODEL + policy + [f"stage={stage}", f"model.unet.pretrained={folder}", *overrides])
     torch.manual_seed(0)
     return task_class(stage)(cfg)
 
@@ -62,10 +63,10 @@ def test_the_folder_supplies_unet_vae_and_schedule(sd_folder):
     assert task.latent_shape == (4, 8, 8)
 
 
-@pytest.mark.parametrize("stage", ["prior", "satdiffmoe", "controlnet"])
+@pytest.mark.parametrize("stage", ["prior", "satdiffmoe", "controlnet", "diffusionsat"])
 def test_each_stage_trains_a_step_and_samples_on_the_sd_backbone(sd_folder, tmp_path, stage):
     extra = ()
-    if stage == "controlnet":
+    if stage in ("controlnet", "diffusionsat"):
         prior = save(sd_task(sd_folder, "prior"), tmp_path / "prior.ckpt")
         extra = (f"init.prior_ckpt={prior}",)
     task = sd_task(sd_folder, stage, *extra)
@@ -74,11 +75,12 @@ def test_each_stage_trains_a_step_and_samples_on_the_sd_backbone(sd_folder, tmp_
     with torch.no_grad():
         out = task.sample(batch, task.validation_sampler, torch.Generator().manual_seed(0))
     assert out.image.shape == (2, 3, 16, 16) and torch.isfinite(out.image).all()
-    if stage == "controlnet":
-        assert isinstance(task.network, SDControlNetDenoiser)
+    if stage != "prior":
+        assert isinstance(task.network, {"satdiffmoe": SDUNetDenoiser, "controlnet": SDControlNetDenoiser,
+                                         "diffusionsat": SDDiffusionSatDenoiser}[stage])
 
 
-@pytest.mark.parametrize("stage", ["satdiffmoe", "controlnet"])
+@pytest.mark.parametrize("stage", ["satdiffmoe", "controlnet", "diffusionsat"])
 def test_step_zero_computes_the_pretrained_unet(sd_folder, tmp_path, stage):
     prior = sd_task(sd_folder, "prior").eval()
     ckpt = save(prior, tmp_path / "prior.ckpt")
@@ -91,12 +93,6 @@ def test_step_zero_computes_the_pretrained_unet(sd_folder, tmp_path, stage):
     with torch.no_grad():
         torch.testing.assert_close(task.network(z, t, cond, inputs.dt.flatten()), prior.network(z, t),
                                    rtol=0, atol=1e-5)
-
-
-def test_diffusionsat_on_an_sd_backbone_is_refused_with_one_line(sd_folder, tmp_path):
-    ckpt = save(sd_task(sd_folder, "prior"), tmp_path / "prior.ckpt")
-    with pytest.raises(UserError, match="stage=diffusionsat runs on this project's UNet2DModel prior only"):
-        sd_task(sd_folder, "diffusionsat", f"init.prior_ckpt={ckpt}", "data.train_lr_policy=all")
 
 
 def test_lora_trains_only_adapters_and_new_inputs_and_resumes_exactly(sd_folder, tmp_path):

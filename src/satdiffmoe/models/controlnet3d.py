@@ -15,6 +15,8 @@ Padding is masked, not just zeroed: padded frames are never attended to and neve
 their inputs are replaced by zeros first so that NaN metadata in a padded slot cannot leak through
 `0 * NaN`. There is no positional encoding over the frame axis: a frame's place in time is its Δt /
 day-of-year metadata, so the output does not depend on the order of the stack.
+
+`SDTemporalControlNet` is the same network on a Stable Diffusion backbone (diffusers' `ControlNetModel`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from diffusers import ConfigMixin, ControlNetModel, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.controlnets.controlnet import ControlNetOutput
 from torch import nn
 
 from .controlnet import UNet2DControlNet, timestep_embedding
+from .portable import portable_config
 
 
 class TemporalAttention(nn.Module):
@@ -122,3 +126,72 @@ class TemporalControlNet(UNet2DControlNet):
 
         features = [masked_frame_mean(f, frame_valid) for f in features]
         return self.zero_convs(features, masked_frame_mean(mid, frame_valid), conditioning_scale)
+
+
+class SDTemporalControlNet(ModelMixin, ConfigMixin):
+    """`TemporalControlNet` on a Stable Diffusion backbone: diffusers' `ControlNetModel` (from
+    `ControlNetModel.from_unet` of the SD prior) run on every frame, with the same temporal attention
+    after each down block and the mid block, and the same masked frame mean before its zero convs.
+
+    The frames share the prior's prompt tokens (cross-attention) and its class labels (GSD); each adds
+    its own metadata embedding to the timestep embedding. Returns diffusers' residual pair
+    (down_block_additional_residuals, mid_block_additional_residual).
+    """
+
+    @register_to_config
+    def __init__(self, controlnet_config: dict, num_frames: int = 8, temporal_heads: int = 4):
+        super().__init__()
+        self.controlnet = ControlNetModel.from_config(controlnet_config)
+        config = self.controlnet.config
+        mixed_channels = [*config.block_out_channels, config.block_out_channels[-1]]  # + the mid block
+        self.temporal_layers = nn.ModuleList(
+            TemporalAttention(c, temporal_heads, config.norm_num_groups) for c in mixed_channels)
+
+    @classmethod
+    def from_controlnet(cls, controlnet: ControlNetModel, num_frames: int, temporal_heads: int) -> SDTemporalControlNet:
+        model = cls(controlnet_config=portable_config(controlnet.config), num_frames=num_frames,
+                    temporal_heads=temporal_heads)
+        model.controlnet.load_state_dict(controlnet.state_dict())
+        return model
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.controlnet.time_embedding.linear_2.out_features
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                controlnet_cond: torch.Tensor, frame_valid: torch.Tensor, frame_emb: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None, conditioning_scale: float = 1.0):
+        """sample R×C×h×w; encoder_hidden_states R×L×D; controlnet_cond R×T×Cc×H×W; frame_valid R×T."""
+        net = self.controlnet
+        rows, frames = frame_valid.shape
+        if frames > self.config.num_frames:
+            raise ValueError(f"got {frames} frames, the 3D ControlNet was built for at most {self.config.num_frames}")
+        if not bool(frame_valid.any(dim=1).all()):
+            raise ValueError("every row needs at least one valid frame")
+        keep = frame_valid.view(rows, frames, 1, 1, 1)
+        frames_in = torch.where(keep, controlnet_cond, torch.zeros_like(controlnet_cond)).flatten(0, 1)
+
+        timesteps = torch.as_tensor(timestep, device=sample.device).expand(rows)
+        emb = net.time_embedding(net.time_proj(timesteps).to(sample.dtype))
+        if net.class_embedding is not None:  # identity: the prior's scalar embeddings, as in its own forward
+            emb = emb + net.class_embedding(class_labels).to(emb.dtype)
+        emb = emb.repeat_interleave(frames, dim=0)
+        if frame_emb is not None:
+            frame_emb = torch.where(frame_valid[..., None], frame_emb, torch.zeros_like(frame_emb))
+            emb = emb + frame_emb.flatten(0, 1).to(emb.dtype)
+        text = encoder_hidden_states.repeat_interleave(frames, dim=0)
+
+        hidden = net.conv_in(sample).repeat_interleave(frames, dim=0) + net.controlnet_cond_embedding(frames_in)
+        features = [hidden]
+        for block, temporal in zip(net.down_blocks, self.temporal_layers):
+            if getattr(block, "has_cross_attention", False):
+                hidden, res = block(hidden_states=hidden, temb=emb, encoder_hidden_states=text)
+            else:
+                hidden, res = block(hidden_states=hidden, temb=emb)
+            hidden = temporal(hidden, frame_valid)
+            features += list(res[:-1]) + [hidden]  # the block's last skip is its output: the time-mixed one
+        mid = self.temporal_layers[-1](net.mid_block(hidden, emb, encoder_hidden_states=text), frame_valid)
+
+        down = [zero(masked_frame_mean(f, frame_valid)) * conditioning_scale
+                for f, zero in zip(features, net.controlnet_down_blocks)]
+        return down, net.controlnet_mid_block(masked_frame_mean(mid, frame_valid)) * conditioning_scale

@@ -15,8 +15,9 @@ model, and a pipeline folder holds one under `denoiser/` (pipelines/base.py).
 * `ControlNetDenoiser`: a frozen prior steered by one LR through a `UNet2DControlNet` (+ Δt embedding).
 * `DiffusionSatDenoiser`: a frozen prior steered by a T-frame LR stack through a `TemporalControlNet`
   with per-frame metadata embeddings.
-* `SDUNetDenoiser`, `SDControlNetDenoiser`: the first two on a Stable Diffusion `UNet2DConditionModel`
-  (models/stable_diffusion.py), the ControlNet being diffusers' own `ControlNetModel`.
+* `SDUNetDenoiser`, `SDControlNetDenoiser`, `SDDiffusionSatDenoiser`: the same three on a Stable
+  Diffusion `UNet2DConditionModel` (models/stable_diffusion.py), the ControlNets built on diffusers'
+  own `ControlNetModel`.
 
 A condition `cond` is a tensor (the condition image rows) or a dict: `image` (R×C×h×w, or R×T×C×h×w
 for DiffusionSat), `gsd` (R), DiffusionSat's `valid` (R×T) and `meta_<field>` (R×T).
@@ -33,7 +34,7 @@ from torch import nn
 
 from .condition_encoder import ConditionEncoder
 from .controlnet import UNet2DControlNet, unet_forward_with_control
-from .controlnet3d import TemporalControlNet
+from .controlnet3d import SDTemporalControlNet, TemporalControlNet
 from .metadata_embedding import MetadataEmbedding
 from .portable import portable_config
 from .stable_diffusion import SDConditionalUNet, controlnet_from_sd_unet, with_extra_sd_inputs
@@ -373,6 +374,11 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
     def frames(self) -> int:
         return int(self.controlnet.config.num_frames)
 
+    @property
+    def control_config(self):
+        """The config of the network that takes the frames (its condition channels and embedding)."""
+        return self.controlnet.config
+
     def drop_condition(self, cond: Cond, dt: torch.Tensor | None, drop: torch.Tensor) -> tuple[Cond, None]:
         """Dropped rows: no image, one valid frame, unknown per-frame metadata; the prior's GSD stays."""
         cond = dict(cond)
@@ -386,7 +392,7 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
 
     def unconditional(self, z_t: torch.Tensor) -> dict[str, torch.Tensor]:
         rows, frames = z_t.shape[0], self.frames
-        cond = {"image": zero_condition(self.controlnet.config, z_t)[:, None].expand(-1, frames, -1, -1, -1),
+        cond = {"image": zero_condition(self.control_config, z_t)[:, None].expand(-1, frames, -1, -1, -1),
                 "valid": torch.zeros((rows, frames), dtype=torch.bool, device=z_t.device)}
         cond["valid"][:, 0] = True
         for name in self.metadata.fields:
@@ -404,6 +410,50 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
         return self.prior_output(z_t, t, control, prior_cond)
 
 
+class SDDiffusionSatDenoiser(DiffusionSatDenoiser):
+    """The DiffusionSat baseline on a Stable Diffusion prior: `SDTemporalControlNet` (diffusers'
+    `ControlNetModel` per frame + temporal attention), residuals through diffusers' own arguments."""
+
+    @register_to_config
+    def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
+                 conditioning_scale: float = 1.0):
+        ControlledPriorDenoiser.__init__(self)
+        self.prior = SDUNetDenoiser.from_config(prior_config)
+        self.controlnet = SDTemporalControlNet.from_config(controlnet_config)
+        self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
+        self.freeze_prior()
+
+    @classmethod
+    def from_prior(cls, prior: SDUNetDenoiser, conditioning_channels: int, frames: int, temporal_heads: int,
+                   metadata_fields: Sequence[str], conditioning_scale: float = 1.0,
+                   embedding_widths: Sequence[int] = (32,)) -> SDDiffusionSatDenoiser:
+        labelled = bool(prior.scalars)  # the prior's GSD reaches the ControlNet through an identity class embedding
+        base = with_extra_sd_inputs(prior.unet, 0, class_embedding=True) if labelled else prior.unet
+        controlnet = SDTemporalControlNet.from_controlnet(
+            controlnet_from_sd_unet(base, conditioning_channels, tuple(embedding_widths)), frames, temporal_heads)
+        return cls.assemble(prior, controlnet, metadata_fields=list(metadata_fields),
+                            conditioning_scale=conditioning_scale)
+
+    @property
+    def control_config(self):
+        return self.controlnet.controlnet.config
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond = None,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        prior_cond = cond
+        if cond is None:
+            cond = self.unconditional(z_t)
+        metadata = {key[len("meta_"):]: value for key, value in cond.items() if key.startswith("meta_")}
+        prior = self.prior.model
+        labels = prior.class_labels(prior_cond if isinstance(prior_cond, dict) else {}, z_t)
+        hidden = prior.encoder_hidden_states(z_t.shape[0], z_t.dtype)
+        down, mid = self.controlnet(z_t, t, hidden, cond["image"], cond["valid"], self.metadata(metadata),
+                                    class_labels=labels, conditioning_scale=self.config.conditioning_scale)
+        return prior.unet(z_t, t, hidden, class_labels=labels, down_block_additional_residuals=down,
+                          mid_block_additional_residual=mid).sample
+
+
 # class name -> class: how a checkpoint's stored denoiser config finds its class again
 DENOISERS: dict[str, type[Denoiser]] = {cls.__name__: cls for cls in (
-    UNetDenoiser, SDUNetDenoiser, ControlNetDenoiser, SDControlNetDenoiser, DiffusionSatDenoiser)}
+    UNetDenoiser, SDUNetDenoiser, ControlNetDenoiser, SDControlNetDenoiser, DiffusionSatDenoiser,
+    SDDiffusionSatDenoiser)}

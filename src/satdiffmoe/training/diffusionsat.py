@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..models.denoisers import DiffusionSatDenoiser, UNetDenoiser
+from ..models.denoisers import DiffusionSatDenoiser, SDDiffusionSatDenoiser, SDUNetDenoiser
 from .base import Cond
 from .from_prior import FromPriorTask
 
@@ -42,11 +41,9 @@ class DiffusionSatTask(FromPriorTask):
                 prior_config=self.legacy_prior_config(networks), controlnet_config=networks["controlnet"],
                 metadata_fields=list(control.metadata_fields), conditioning_scale=control.conditioning_scale)
         prior = self.load_prior()
-        if not isinstance(prior, UNetDenoiser):
-            raise UserError("stage=diffusionsat runs on this project's UNet2DModel prior only: its 3D ControlNet "
-                            "(models/controlnet3d.py) has no Stable Diffusion counterpart yet; use stage=controlnet "
-                            "(diffusers' ControlNetModel) on a Stable Diffusion backbone")
-        return DiffusionSatDenoiser.from_prior(prior, self.cond_channels, frames=int(control.frames),
+        # the 3D ControlNet on diffusers' ControlNetModel for a Stable Diffusion prior, on ours otherwise
+        denoiser = SDDiffusionSatDenoiser if isinstance(prior, SDUNetDenoiser) else DiffusionSatDenoiser
+        return denoiser.from_prior(prior, self.cond_channels, frames=int(control.frames),
                                                temporal_heads=control.temporal_heads,
                                                metadata_fields=list(control.metadata_fields),
                                                conditioning_scale=control.conditioning_scale,
