@@ -13,6 +13,9 @@
 
 Converters write one for the HR and one for the LR into manifest.json (`normalisation.record`),
 `forward` maps source values to [-1, 1] (unclipped, unrounded) and `inverse` maps model outputs back.
+`satdiffmoe sample` uses both (`manifest_normalisation`): the LR's `forward` on the input file's raw
+values, the HR's `inverse` on the output, written by `to_units` as integers when the HR's interval is
+one of integers (8-bit JPEG 0..255, 14-bit DN 0..16383) and as float32 otherwise (reflectance 0..1).
 
 **Output matching** (`satdiffmoe sample --match-lr`). `match_mean_std` and `match_histogram` map each
 band of an output onto the distribution of the LR stack's clear pixels, so a model trained on another
@@ -129,6 +132,43 @@ class Normalisation:
 def record_normalisation(hr: Normalisation, lr: Normalisation | None = None) -> dict[str, Any]:
     """The manifest entry `normalisation.record`: {"hr": ..., "lr": ...} (the LR defaults to the HR's)."""
     return {"hr": hr.to_dict(), "lr": (lr or hr).to_dict()}
+
+
+def manifest_normalisation(manifest: dict[str, Any] | None) -> tuple[Normalisation, Normalisation] | None:
+    """(LR, HR) Normalisation of a manifest's `normalisation.record`; None when it records none (or only one)."""
+    record = ((manifest or {}).get("normalisation") or {}).get("record") or {}
+    if "lr" not in record or "hr" not in record:
+        return None
+    return Normalisation.from_dict(record["lr"]), Normalisation.from_dict(record["hr"])
+
+
+def integer_dtype(normalisation: Normalisation) -> np.dtype | None:
+    """uint8 / uint16 when every band's [low, high] is whole numbers in that type's range and above 1
+    (8-bit JPEG 0..255, 14-bit DN 0..16383, value_max 4095); None (float32) otherwise: reflectance
+    0..1, a stretch over mean ± kσ, negative bounds."""
+    bounds = np.asarray(normalisation.low + normalisation.high, dtype=np.float64)
+    if (bounds != np.round(bounds)).any() or bounds.min() < 0 or max(normalisation.high) <= 1:
+        return None
+    for dtype in (np.uint8, np.uint16):
+        if bounds.max() <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return None
+
+
+def to_units(pixels: np.ndarray, normalisation: Normalisation) -> tuple[np.ndarray, int]:
+    """[-1, 1] model outputs (C×H×W) -> (values in the normalisation's units, number of values clipped).
+
+    Values outside [-1, 1] (matching can push tails there) are clipped to it, i.e. to [low, high],
+    the interval the training records held; then `inverse`, rounded into `integer_dtype` when there
+    is one, else float32.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    clipped = int(np.count_nonzero((pixels < -1) | (pixels > 1)))
+    values = normalisation.inverse(np.clip(pixels, -1, 1))
+    dtype = integer_dtype(normalisation)
+    if dtype is None:
+        return values.astype(np.float32), clipped
+    return np.round(values).astype(dtype), clipped
 
 
 # ---------------------------------------------------------------- output matching

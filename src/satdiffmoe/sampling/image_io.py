@@ -2,13 +2,16 @@
 
 Pixels become float32 C×H×W in [-1, 1] like the training data: integer images are divided by their
 dtype's maximum (uint8 255, uint16 65535) unless `value_max` says otherwise (e.g. 4095 for 12-bit
-data stored as uint16); float images are taken to be in [0, 1]. A GeoTIFF's CRS and affine transform
+data stored as uint16); float images are taken to be in [0, 1]. `normalise` replaces that division
+with any map of the file's raw values (e.g. a training manifest's `Normalisation.forward`), and
+`write_values` writes values already in their final units. A GeoTIFF's CRS and affine transform
 travel with the image; the output transform is the input one with pixels `scale` times smaller.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,9 @@ def _value_max(dtype: np.dtype, value_max: float | None) -> float:
     return 1.0
 
 
-def read_raster(path: str | Path, value_max: float | None = None) -> Raster:
+def read_raster(path: str | Path, value_max: float | None = None,
+                normalise: Callable[[np.ndarray], np.ndarray] | None = None) -> Raster:
+    """`normalise` (raw C×H×W values -> [-1, 1]) replaces the division by `value_max` when given."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"input image not found: {path}")
@@ -57,7 +62,7 @@ def read_raster(path: str | Path, value_max: float | None = None) -> Raster:
     except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     top = _value_max(data.dtype, value_max)
-    pixels = data.astype(np.float32) / top * 2 - 1
+    pixels = data.astype(np.float32) / top * 2 - 1 if normalise is None else normalise(data).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise UserError(f"{path} has non-finite pixel values (NaN/inf); fill or mask them first")
     return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top)
@@ -76,10 +81,23 @@ def write_raster(path: str | Path, pixels: np.ndarray, like: Raster | None = Non
     The file appears complete or not at all: it is written beside its target and renamed, so a full
     disk or a kill leaves the previous file (or none), never a 0-byte or truncated image.
     """
-    path = Path(path)
+    return _write_whole(Path(path), lambda partial: _write_raster(partial, pixels, like, scale, value_max, as_float))
+
+
+def write_values(path: str | Path, values: np.ndarray, like: Raster | None = None, scale: int = 1) -> Path:
+    """Write C×H×W values as they are (uint8, uint16 or float32), whole or not at all like write_raster.
+
+    For outputs already in their final units (an HR normalisation's inverse); PNG holds integers only.
+    """
+    if np.issubdtype(values.dtype, np.floating) and Path(path).suffix.lower() in PNG:
+        raise UserError(f"{path}: PNG cannot hold float values; write a .tif instead")
+    return _write_whole(Path(path), lambda partial: _write_data(partial, values, like, scale))
+
+
+def _write_whole(path: Path, write: Callable[[Path], None]) -> Path:
     partial = path.with_name(f".{path.name}.partial{path.suffix}")  # same suffix: the format follows it
     try:
-        _write_raster(partial, pixels, like, scale, value_max, as_float)
+        write(partial)
         os.replace(partial, path)
     except (OSError, rasterio.errors.RasterioError) as exc:
         partial.unlink(missing_ok=True)
@@ -98,6 +116,12 @@ def _write_raster(path: Path, pixels: np.ndarray, like: Raster | None, scale: in
     else:
         dtype = np.uint8 if value_max <= 255 else np.uint16
         data = np.round((np.clip(pixels, -1, 1) + 1) / 2 * value_max).astype(dtype)
+    if as_float and path.suffix.lower() in PNG:  # maps as 8-bit grey, 0..max
+        data = np.round(data / max(float(data.max()), 1e-12) * 255).astype(np.uint8)
+    _write_data(path, data, like, scale)
+
+
+def _write_data(path: Path, data: np.ndarray, like: Raster | None, scale: int) -> None:
     if path.suffix.lower() in GEOTIFF:
         profile = {"driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
                    "dtype": data.dtype.name}
@@ -108,8 +132,6 @@ def _write_raster(path: Path, pixels: np.ndarray, like: Raster | None, scale: in
         with rasterio.open(path, "w", **profile) as target:
             target.write(data)
     elif path.suffix.lower() in PNG:
-        if as_float:  # maps as 8-bit grey, 0..max
-            data = np.round(data / max(float(data.max()), 1e-12) * 255).astype(np.uint8)
         if data.dtype == np.uint16 and data.shape[0] != 1:
             raise UserError(f"{path}: PNG cannot hold {data.shape[0]}-band 16-bit data; write a .tif instead")
         image = data[0] if data.shape[0] == 1 else data[:3].transpose(1, 2, 0)
