@@ -19,6 +19,7 @@ from types import ModuleType
 
 from satdiffmoe.data.shard_writer import SPLITS
 from satdiffmoe.errors import UserError
+from satdiffmoe.interrupts import keeping
 
 from .radiometry import DEFAULT_MAX_CLIPPED
 
@@ -93,15 +94,19 @@ def main(args: argparse.Namespace) -> int:
                         "its shards (files the new manifest does not list are deleted)")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; choose a folder name")
-    manifest = module.convert(options)
-    if options.overwrite:
-        remove_stale_shards(out, manifest)
-    counts = manifest.get("counts", {})
-    skipped = manifest.get("skipped", {}).get("count", 0)
-    print(
-        f"wrote {json.dumps(counts)} scenes to {options.out} (skipped {skipped}); "
-        f"see {options.out}/manifest.json"
-    )
+    earlier = out.is_dir() and any(out.iterdir())
+    before = "its earlier shards and manifest.json are untouched" if earlier else "it holds no shards"
+    with keeping(f"no shard or manifest written to {out}; {before}"):  # the writer deletes its partial shards
+        manifest = module.convert(options)
+    with keeping(f"after the shard set was written in full to {out} (see manifest.json)"):
+        if options.overwrite:  # ShardSetWriter(remove_unlisted=True) did it with the renames; a second look is free
+            remove_stale_shards(out, manifest)
+        counts = manifest.get("counts", {})
+        skipped = manifest.get("skipped", {}).get("count", 0)
+        print(
+            f"wrote {json.dumps(counts)} scenes to {options.out} (skipped {skipped}); "
+            f"see {options.out}/manifest.json"
+        )
     return 0
 
 

@@ -33,28 +33,32 @@ def open_writer(args: argparse.Namespace, source: str, version: str) -> ShardSet
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                if k not in COMMON_OPTIONS and not callable(v)}
     return ShardSetWriter(args.out, source=source, config=options,
-                          max_count=getattr(args, "shard_size", None) or 256, version=version)
+                          max_count=getattr(args, "shard_size", None) or 256, version=version,
+                          remove_unlisted=bool(getattr(args, "overwrite", False)))
 
 
 def write_units(writer: ShardSetWriter, units: Sequence[Unit], unit_key: Callable[[Unit], str],
                 to_scenes: Callable[[Unit], Iterable[tuple[Scene, str]]], skip_bad: bool, desc: str) -> None:
     """Convert and write every unit; a `UserError` is fatal unless `skip_bad`, then it is a counted skip."""
     log.info("%s: converting %d raw scene(s) into %s", desc, len(units), writer.out)
-    for unit in tqdm(units, desc=desc, unit="scene", dynamic_ncols=True):
-        key = unit_key(unit)
-        try:
-            # build every chip of a unit before writing any, so a bad unit never leaves half its chips
-            pairs = list(to_scenes(unit))
-            for scene, _ in pairs:
-                _check_record(scene)
-        except UserError as exc:
-            if not skip_bad:
-                writer.abandon()  # an unclosed tar stream would be flushed into a closed file at exit
-                raise UserError(f"{exc} (scene {key}; pass --skip-bad to skip bad scenes)") from None
-            writer.skip(key, str(exc))
-            continue
-        for scene, split in pairs:
-            writer.write(scene, split)
+    try:
+        for unit in tqdm(units, desc=desc, unit="scene", dynamic_ncols=True):
+            key = unit_key(unit)
+            try:
+                # build every chip of a unit before writing any, so a bad unit never leaves half its chips
+                pairs = list(to_scenes(unit))
+                for scene, _ in pairs:
+                    _check_record(scene)
+            except UserError as exc:
+                if not skip_bad:
+                    raise UserError(f"{exc} (scene {key}; pass --skip-bad to skip bad scenes)") from None
+                writer.skip(key, str(exc))
+                continue
+            for scene, split in pairs:
+                writer.write(scene, split)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: delete the partial shards (an unclosed tar
+        writer.abandon()   # stream would also be flushed into a closed file at exit)
+        raise
 
 
 def _check_record(scene: Scene) -> None:

@@ -11,18 +11,20 @@
 
 Each sub-command is a module in `satdiffmoe/commands/` that registers its own arguments and imports
 its heavy dependencies only when it runs, so `--help` is instant. A `UserError` prints as one line and
-exits 2; `--debug` shows the traceback instead.
+exits 2; `--debug` shows the traceback instead. Ctrl-C and SIGTERM print one line `interrupted: <what was
+kept>` and exit 130 / 143 (interrupts.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
 import sys
 
-from . import commands
+from . import commands, interrupts
 from .errors import UserError
 
 # sub-command name -> its module in satdiffmoe/commands/ (`register(subparsers)`, `run(args) -> int`)
@@ -61,6 +63,21 @@ def one_line(exc: UserError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if interrupts.handled():  # `quickstart` runs the other commands through main(): the outermost reports
+        return _main(argv)
+    try:
+        with interrupts.handling():
+            return _main(argv)
+    except KeyboardInterrupt as exc:
+        line = exc.line if isinstance(exc, interrupts.Interrupted) else "interrupted"
+    # Out of the except block the interrupted frames are released: their progress bars close (and
+    # print) now, so that the line below is the last one on the terminal.
+    gc.collect()
+    print(line, file=sys.stderr, flush=True)
+    return interrupts.exit_status()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to relaunch the same command (DDP sweeps)
@@ -75,9 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..interrupts import held, keeping
 from . import add_command, add_config_arguments
 
 if TYPE_CHECKING:
@@ -128,6 +129,11 @@ def format_metrics(summary: dict[str, Any]) -> str:
 
 
 def run(args) -> int:
+    with keeping("no results written"):  # the precise line, once the eval folder is known, comes from inside
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -146,22 +152,26 @@ def run(args) -> int:
         check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
-    evaluator = Evaluator(cfg)
-    result = evaluator.evaluate(method, cfg)
-    log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
-             result.summary["seconds_per_image"], result.summary["nfe"])
-    references = []
-    if cfg.eval.references:
-        methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
-        for reference in methods:
-            references.append(evaluator.evaluate(reference, cfg))
-            log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
+    with keeping(f"no results written; the evaluations already in {folder} are untouched"):
+        evaluator = Evaluator(cfg)
+        result = evaluator.evaluate(method, cfg)
+        log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
+                 result.summary["seconds_per_image"], result.summary["nfe"])
+        references = []
+        if cfg.eval.references:
+            methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
+            for reference in methods:
+                references.append(evaluator.evaluate(reference, cfg))
+                log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
     # One evaluation = the model's result and its references, written only once all are computed (a
-    # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks.
+    # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks;
+    # Ctrl-C / SIGTERM wait for the whole set (held).
     stamp = {"id": uuid.uuid4().hex, "files": [r.summary["name"] for r in [result, *references]]}
-    for part in [*references, result]:  # the model's JSON last: it is what marks the set complete
-        part.summary["evaluation"] = stamp
-        path = write_result(folder, part, grid=part is result)
-    log.info("wrote %s", ", ".join(f"{name}.json" for name in stamp["files"]))
-    print(path)
+    with keeping(f"after the evaluation was written in full to {folder}"):
+        with held():
+            for part in [*references, result]:  # the model's JSON last: it is what marks the set complete
+                part.summary["evaluation"] = stamp
+                path = write_result(folder, part, grid=part is result)
+        log.info("wrote %s", ", ".join(f"{name}.json" for name in stamp["files"]))
+        print(path)
     return 0

@@ -64,7 +64,14 @@ class Quickstart:
     def _step(self, index: int, total: int, title: str, func) -> None:
         start = time.time()
         print(f"\n=== [{index}/{total}] {title}  (elapsed {start - self.started:.0f} s) ===", flush=True)
-        func()
+        try:
+            func()
+        except KeyboardInterrupt:  # also an inner command's own Interrupted: here, running quickstart again is the fix
+            from ..interrupts import Interrupted
+
+            done = {1: "nothing is finished yet", 2: "step 1 is kept"}.get(index, f"steps 1-{index - 1} are kept")
+            raise Interrupted(f"interrupted in step {index}/{total} ({title}); {done} in {self.out}; run the "
+                              "same `satdiffmoe quickstart` again to continue from there") from None
         self.timings[title] = round(time.time() - start, 1)
         print(f"=== done in {self.timings[title]:.0f} s ===", flush=True)
 

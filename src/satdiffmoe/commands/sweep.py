@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..interrupts import keeping
 from . import add_command
 
 if TYPE_CHECKING:
@@ -85,10 +88,11 @@ def run(args) -> int:
              len(study.get_trials(deepcopy=False)), args.workers)
 
     budgets = split_budget(args.n_trials, args.workers)
-    if args.workers == 1:
-        run_worker(spec, sweep_dir, storage_url, budgets[0], channel)
-    else:
-        _run_processes(spec, sweep_dir, storage_url, budgets, bool(getattr(args, "verbose", False)))
+    with keeping(lambda: _interrupted_line(spec, sweep_dir, storage_url)):
+        if args.workers == 1:
+            run_worker(spec, sweep_dir, storage_url, budgets[0], channel)
+        else:
+            _run_processes(spec, sweep_dir, storage_url, budgets, bool(getattr(args, "verbose", False)))
 
     study = open_study(spec, sweep_dir, storage_url)
     plots = write_results(study, sweep_dir)
@@ -138,12 +142,38 @@ def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -
                for i, budget in enumerate(budgets)]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.join()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM here: the workers fail their running trials, then stop
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        for worker in workers:
+            worker.join()
+        raise
     crashed = [w.name for w in workers if w.exitcode != 0]
     if crashed:
         log.warning("worker(s) %s exited abnormally; their running trials are retried on the next run",
                     ", ".join(crashed))
+
+
+def _interrupted_line(spec, sweep_dir: Path, storage_url) -> str:
+    """What an interrupted sweep kept: Optuna recorded the running trial as FAIL, which the next run
+    queues again (study.requeue_failed); finished trials stay in the study."""
+    from optuna.trial import TrialState
+
+    from ..sweeps.spec import grid_size
+    from ..sweeps.study import open_study
+
+    again = "re-run the same command to continue (the interrupted trial runs again)"
+    try:
+        trials = open_study(spec, sweep_dir, storage_url).get_trials(deepcopy=False)
+    except Exception:  # the storage itself may be what was interrupted
+        return f"the study in {sweep_dir} keeps its finished trials; {again}"
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    total = grid_size(spec) if spec.sampler.name == "grid" and spec.n_trials is None else spec.n_trials
+    return f"after {done} of {total} trials; the study in {sweep_dir} keeps them, {again}"
 
 
 def _summarise(study, sweep_dir: Path) -> int:

@@ -6,14 +6,13 @@
     satdiffmoe train experiments/quickstart.yaml run_id=ae resume=true      # continue the exact run
 
 The task and Trainer come from the library (`training.trainer`); this module adds what only the
-command does: run-folder checks, resuming, Ctrl-C.
+command does: run-folder checks, resuming, Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,8 +56,10 @@ def run(args) -> int:
     from ..config import load_config
     from ..data.datamodule import SatDataModule
     from ..errors import UserError
+    from ..interrupts import Interrupted
     from ..runs import RUN_ID_ENV, RunDir, is_launched_rank, seed_everything
     from ..training.checkpoints import check_fits
+    from ..training.ddp_failures import describe, is_collective_failure
     from ..training.loggers import finish_wandb
     from ..training.trainer import build_task, build_trainer
 
@@ -89,10 +90,16 @@ def run(args) -> int:
     except SystemExit:
         if not trainer.interrupted:
             raise
-        # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown; say what to do, exit 130
-        print(f"interrupted at step {trainer.global_step}; continue with run_id={run.path.name} resume=true "
-              f"(from the last checkpoint in {run.checkpoints})", file=sys.stderr)
-        return 130
+        # Lightning turns Ctrl-C (and SIGTERM, which raises the same KeyboardInterrupt: interrupts.py) into
+        # sys.exit(1) after its graceful shutdown; say what to do, exit 130 / 143
+        raise Interrupted(f"interrupted at step {trainer.global_step}; continue with run_id={run.path.name} "
+                          f"resume=true (from the last checkpoint in {run.checkpoints})") from None
+    except Exception as exc:
+        if trainer.world_size > 1 and is_collective_failure(exc):  # a rank died or hangs (ddp_failures.py)
+            then = (f"; continue with run_id={run.path.name} resume=true once every rank can run"
+                    if run.last_ckpt.is_file() else "; no checkpoint was written yet")
+            raise UserError(describe(exc, cfg.train, trainer.global_rank) + then) from exc
+        raise
     finally:
         os.environ.pop(RUN_ID_ENV, None)
         finish_wandb(trainer.loggers)

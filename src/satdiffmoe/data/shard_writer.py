@@ -15,6 +15,13 @@ fractions, source ranges; see data_prep/radiometry.py). `stats.lr_scenes` holds 
 train records' LR means that `sample` compares a user's input with, and `normalisation.record` how
 record values relate to source units (data/radiometry.py; value / value_max when a converter names
 none).
+
+A shard set appears whole or not at all: shards are written as `.<split>-NNNNNN.tar.partial` and
+renamed, with the manifest written after them, only in `close()` (with Ctrl-C / SIGTERM held off
+for those renames); an error or an interruption before that (`abandon()`) deletes the partial
+files, so the folder keeps what it held before. `remove_unlisted=True` (`prepare --overwrite`) also
+deletes, in that same step, the `<split>-*.tar` the new manifest does not list: the reader globs
+`<split>-*.tar`, so a stale shard left beside the new ones would be read with them.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 import webdataset as wds
 
 from ..errors import UserError
+from ..interrupts import held, keeping
 from .radiometry import Normalisation, band_statistics, record_normalisation, summarise_scenes
 from .record import RECORD_VERSION, Scene, decode_scene, encode_scene
 
@@ -40,7 +48,7 @@ SPLITS = ("train", "val", "test")
 
 class ShardSetWriter:
     def __init__(self, out_dir: str | Path, source: str, config: dict[str, Any] | None = None,
-                 max_count: int = 256, version: str = "1"):
+                 max_count: int = 256, version: str = "1", remove_unlisted: bool = False):
         self.out = Path(out_dir)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -49,8 +57,10 @@ class ShardSetWriter:
         if not os.access(self.out, os.W_OK):
             raise UserError(f"output folder {self.out} is not writable; choose another --out")
         self.source, self.config, self.max_count, self.version = source, dict(config or {}), max_count, version
+        self.remove_unlisted = remove_unlisted
         self._writers: dict[str, wds.ShardWriter] = {}
         self.written: dict[str, list[str]] = defaultdict(list)  # split -> shard file names, as closed
+        self._partials: list[Path] = []  # closed partial shards, renamed by close()
         self.counts: Counter = Counter()
         self.lr_counts: dict[str, list] = defaultdict(list)
         self.skipped: list = []
@@ -67,10 +77,14 @@ class ShardSetWriter:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._writers:
-            pattern = str(self.out / f"{split}-%06d.tar")
+            pattern = str(self.out / f".{split}-%06d.tar.partial")
             self._writers[split] = wds.ShardWriter(pattern, maxcount=self.max_count, verbose=0,
-                                                   post=lambda name: self.written[split].append(Path(name).name))
+                                                   post=lambda name: self._closed(split, name))
         return self._writers[split]
+
+    def _closed(self, split: str, name: str) -> None:
+        self._partials.append(Path(name))
+        self.written[split].append(_final_name(name))
 
     def write(self, scene: Scene, split: str) -> None:
         scene.meta.setdefault("source", self.source)
@@ -102,8 +116,17 @@ class ShardSetWriter:
         log.warning("skipped %s: %s", key, reason)
 
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish the shards and write manifest.json (returned); on any failure, delete the partial shards."""
+        try:
+            return self._publish(extra)
+        except BaseException:
+            self._delete_partials()
+            raise
+
+    def _publish(self, extra: dict[str, Any] | None) -> dict[str, Any]:
         for writer in self._writers.values():
             writer.close()
+        self._writers = {}
         mean = (self._sum / max(self._npix, 1)).tolist() if self._sum is not None else []
         std = (np.sqrt(np.maximum(self._sumsq / max(self._npix, 1) - np.square(mean), 0))).tolist() if mean else []
         reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
@@ -137,8 +160,18 @@ class ShardSetWriter:
             manifest["normalisation"] = {"value_max": value_max, "record": record_normalisation(
                 Normalisation.scale(value_max, description="record values as the source wrote them"))}
         tmp = self.out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, self.out / "manifest.json")
+        try:
+            tmp.write_text(json.dumps(manifest, indent=2))
+            # the shards, the manifest and the stale-shard removal: all of them or none
+            with keeping(f"after the shard set was written in full to {self.out} (see manifest.json)"), held():
+                for partial in self._partials:
+                    os.replace(partial, partial.with_name(_final_name(partial.name)))
+                self._partials = []
+                os.replace(tmp, self.out / "manifest.json")
+                if self.remove_unlisted:
+                    self._remove_unlisted(manifest)
+        finally:
+            tmp.unlink(missing_ok=True)
         total = sum(self.counts.values())
         log.info("wrote %d scenes (%s) to %s; skipped %d", total,
                  ", ".join(f"{s}={self.counts.get(s, 0)}" for s in SPLITS), self.out, len(self.skipped))
@@ -154,9 +187,29 @@ class ShardSetWriter:
             self.abandon()
 
     def abandon(self) -> None:
-        """Close the shards written so far without a manifest (no manifest means "incomplete")."""
+        """Close and delete the shards written so far: the folder keeps what it held before."""
         for writer in self._writers.values():
             writer.close()
+        self._writers = {}
+        self._delete_partials()
+
+    def _delete_partials(self) -> None:
+        for partial in self._partials:
+            partial.unlink(missing_ok=True)
+        self._partials = []
+
+    def _remove_unlisted(self, manifest: dict[str, Any]) -> None:
+        listed = {name for names in manifest["shards"].values() for name in names}
+        stale = [p for split in SPLITS for p in sorted(self.out.glob(f"{split}-*.tar")) if p.name not in listed]
+        for path in stale:
+            path.unlink()
+        if stale:
+            log.warning("--overwrite: deleted %d stale shard(s) from %s", len(stale), self.out)
+
+
+def _final_name(partial: str) -> str:
+    """`/d/.train-000003.tar.partial` -> `train-000003.tar`."""
+    return Path(partial).name[1:].removesuffix(".partial")
 
 
 class _BandStats:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .. import interrupts
 from ..errors import UserError
 from .storage import JOURNAL_PREFIX
 
@@ -89,7 +91,13 @@ def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "satdiffmoe.cli", *argv]
     log.info("training sweep on %d devices: relaunching under torchrun (%s)", nproc, " ".join(command[1:6]))
-    return subprocess.run(command, check=False).returncode
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # pass Ctrl-C / SIGTERM on (torchrun stops its ranks), never SIGKILL torchrun
+        process.send_signal(interrupts.received() or signal.SIGINT)
+        process.wait()
+        raise
 
 
 class TrialChannel:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from .. import interrupts
 from ..errors import UserError
 from .objective import TrialObjective
 from .spec import grid_size, search_space
@@ -130,7 +134,11 @@ def run_worker(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budge
     `channel` (rank 0 of a DDP training sweep) tells the other ranks each trial to train, and to
     stop when the study is done. (If this process dies instead, torchrun ends the other ranks.)
     """
-    ran = _work(spec, sweep_dir, storage_url, budget, channel)
+    try:
+        ran = _work(spec, sweep_dir, storage_url, budget, channel)
+    except KeyboardInterrupt:
+        fail_own_running(open_study(spec, sweep_dir, storage_url))
+        raise
     if channel is not None:
         channel.stop()
     return ran
@@ -154,10 +162,41 @@ def _work(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budget: in
             time.sleep(heartbeat)
             optuna.storages.fail_stale_trials(study)
             continue
-        # `catch`: a crashing trial is recorded as FAIL (with its reason) and the study goes on.
-        study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
+        # `catch`: a crashing trial is recorded as FAIL (with its reason) and the study goes on. Ctrl-C /
+        # SIGTERM are held over Optuna's bookkeeping (a trial interrupted between `ask` and the objective
+        # stayed RUNNING) and take effect inside the objective, where Optuna records the trial as FAIL.
+        with interrupts.held():
+            study.optimize(lambda trial: _interruptible(objective, trial), n_trials=1, callbacks=callbacks,
+                           catch=(Exception,), gc_after_trial=False)
         ran, waiting = ran + 1, False
     return ran
+
+
+def _interruptible(objective, trial):
+    with interrupts.released():
+        return objective(trial)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial stopped by Ctrl-C / SIGTERM with its traceback; the CLI's one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+
+_OPTUNA_TRIAL_LOG = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+if not any(isinstance(f, _NoInterruptTraceback) for f in _OPTUNA_TRIAL_LOG.filters):
+    _OPTUNA_TRIAL_LOG.addFilter(_NoInterruptTraceback())
+
+
+def fail_own_running(study: optuna.Study) -> None:
+    """Fail this process's RUNNING trials after Ctrl-C / SIGTERM, so the next run queues them again at
+    once. Optuna fails a trial interrupted inside the objective itself; this covers an interruption
+    in its bookkeeping around it (ask, tell), which would otherwise wait for the heartbeat check."""
+    me = f"{socket.gethostname()}:{os.getpid()}"  # what the objective records as the trial's "worker"
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") == me:
+            study.tell(trial.number, state=TrialState.FAIL)
 
 
 def worker_process(spec_container: dict, sweep_dir: str, storage_url: str | None, budget: int | None,
@@ -169,7 +208,11 @@ def worker_process(spec_container: dict, sweep_dir: str, storage_url: str | None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)  # K workers on K cores: one thread each avoids oversubscription
-    run_worker(OmegaConf.create(spec_container), Path(sweep_dir), storage_url, budget)
+    with interrupts.handling():  # SIGTERM from the parent (or Ctrl-C): Optuna fails the running trial
+        try:
+            run_worker(OmegaConf.create(spec_container), Path(sweep_dir), storage_url, budget)
+        except KeyboardInterrupt:  # the parent prints the one line; multiprocessing would print a traceback
+            sys.exit(interrupts.exit_status())
 
 
 def split_budget(total: int | None, workers: int) -> list[int | None]:
