@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ..errors import UserError, user_errors
 from ..runs import RunDir
-from . import task_class
+from . import ddp_failures, task_class
 from .atomic_checkpoint_io import AtomicCheckpointIO
 from .callbacks import TrainingClock, build_callbacks
 from .loggers import build_loggers
@@ -67,10 +67,10 @@ def _trainer(cfg: DictConfig, run: RunDir, callbacks: list, clock: TrainingClock
         log_every_n_steps=t.log_every,
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=ddp_failures.strategy(t),  # DDP with the collective timeout train.ddp_timeout_s
         num_nodes=t.num_nodes,
         enable_progress_bar=cfg.logging.progress_bar,
         logger=build_loggers(cfg, run, clock.elapsed),
-        callbacks=callbacks,
+        callbacks=[*callbacks, ddp_failures.StopLaunchedRanks()],
         plugins=[AtomicCheckpointIO()],  # a kill during a save never corrupts last.ckpt
     )
