@@ -260,14 +260,15 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
         test_frac=args.test_frac,
     )
     writer = ShardSetWriter(
-        args.out, source="synthetic", config=config, max_count=args.shard_size, version=GENERATOR_VERSION
+        args.out, source="synthetic", config=config, max_count=args.shard_size, version=GENERATOR_VERSION,
+        remove_unlisted=bool(getattr(args, "overwrite", False)),
     )
     try:
         scenes = generate(params, args.num_scenes, args.workers)
         for index, scene in enumerate(tqdm(scenes, total=args.num_scenes, desc="synthsat", unit="scene")):
             writer.write(scene, splits[index])
     except BaseException:
-        writer.abandon()  # shards without a manifest.json: an incomplete set
+        writer.abandon()  # deletes the partial shards: the folder keeps what it held
         raise
     writer.close(lr_band_manifest(params.lr_bands))  # writes manifest.json
     seconds = time.perf_counter() - started

@@ -148,7 +148,8 @@ class TrainConfig:
     num_nodes: int = 1
     # seconds a DDP rank waits in one collective (gradient all-reduce, broadcast) for the other ranks
     # before it gives up with one line and stops the ranks it launched; torch's default is 30 min
-    # (training/ddp_failures.py). Must exceed the longest step one rank takes alone (rank 0 saving a checkpoint).
+    # (training/ddp_failures.py). Must exceed the longest step one rank takes alone (rank 0 saving a checkpoint)
+    # and the ranks' start-up (the same timeout bounds the rendezvous).
     ddp_timeout_s: float = 300.0
     channels_last: bool = False
     compile: bool = False
