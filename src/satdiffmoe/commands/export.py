@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..interrupts import held, keeping
 from . import add_command
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,11 @@ def check_output(out: Path, overwrite: bool) -> None:
 def run(args) -> int:
     out = Path(args.out)
     check_output(out, args.overwrite)
+    with keeping(f"nothing written; {out} is untouched" if out.exists() else f"nothing written (no {out})"):
+        return _export(args, out)
 
+
+def _export(args, out: Path) -> int:
     from ..training.checkpoints import load_task, resolve_checkpoint
 
     path = resolve_checkpoint(args.ckpt)
@@ -56,18 +61,24 @@ def run(args) -> int:
     if pipe is None:
         raise UserError(f"{path} is a '{task.stage}' checkpoint; export writes diffusion stages "
                         "(prior, satdiffmoe, controlnet, diffusionsat)")
+    from ..models.trainable import merge_lora
+
+    merge_lora(pipe.denoiser)  # LoRA adapters folded into the weights: the folder holds plain diffusers models
     # written next to the target and renamed: an interrupted export never leaves half a folder at --out
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         pipe.save_pretrained(str(partial), safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+        # the old export goes only once the new one takes its place
+        with keeping(f"after {out} was written in full"), held():
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(partial, out)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    log.info("exported the %s pipeline of %s", task.stage, path)
-    print(out)
+    with keeping(f"after {out} was written in full"):
+        log.info("exported the %s pipeline of %s", task.stage, path)
+        print(out)
     return 0

@@ -6,7 +6,8 @@ tiles, and three 400×400 LRs ran for over 17 minutes on CPU before anything sai
 than the training LR size are tiled (sampling/tiling.py), `chunk_size // N` tiles per batch so one
 batch fills one UNet call; the tile count and UNet-call estimate are printed (stderr) before sampling,
 with a progress bar over tiles. GeoTIFF georeferencing is carried to the outputs with `scale`-times
-finer pixels.
+finer pixels. Pixels map to [-1, 1] through the training manifest's LR normalisation and back through
+its HR one (`--normalisation`, data/radiometry.py) unless `--value-max` is given or none is recorded.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..interrupts import held, keeping
 from . import add_command
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..data.radiometry import Normalisation
     from ..sampling.image_io import Raster
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,16 @@ def register(subparsers) -> None:
                         "map's own maximum (255 = its largest value, so PNGs of two runs are not comparable)")
     p.add_argument("--value-max", type=float, default=None,
                    help="pixel value meaning full scale, as the training records' value_max (default: the dtype's "
-                        "maximum, 255 / 65535; e.g. 4095 for 12-bit data stored as uint16)")
+                        "maximum, 255 / 65535; e.g. 4095 for 12-bit data stored as uint16); input and output are "
+                        "then fractions of it, and the training manifest's normalisation is not used")
+    p.add_argument("--normalisation", choices=["manifest", "value-max"], default=None,
+                   help="how pixels map to the model's [-1, 1] and back. manifest (the default when the checkpoint's "
+                        "data.root/manifest.json records normalisation.record and --value-max is not given): the "
+                        "manifest's LR normalisation on the input file's raw values (e.g. Sentinel-2 DN stretched "
+                        "per band over mean ± kσ), clipped to it with a counted warning, and its HR inverse on the "
+                        "output, written in the HR's units: integers for an integer interval (8-bit 0..255, "
+                        "14-bit DN), float32 GeoTIFF otherwise (reflectance 0..1); value-max: fractions of "
+                        "--value-max (default the dtype's maximum) in and out, in the LR's units")
     p.add_argument("--max-side", type=int, default=1024,
                    help="refuse LR images whose longer side exceeds this many px before loading the model "
                         "(default 1024; time grows with the tile count, which is printed before sampling)")
@@ -111,11 +123,13 @@ def check_distinct_outputs(args) -> None:
 
 
 def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequence[float],
-               value_max: float | None = None) -> tuple[list[Raster], np.ndarray]:
+               value_max: float | None = None,
+               lr_normalisation: Normalisation | None = None) -> tuple[list[Raster], np.ndarray]:
     """Read and cross-check the LR images (and masks): equal sizes and bands, one Δt each.
 
     `value_max` is the pixel value meaning full scale (the training records' `value_max`); brighter
-    pixels are clipped, as `satdiffmoe prepare` clips them.
+    pixels are clipped, as `satdiffmoe prepare` clips them. `lr_normalisation` (the training
+    manifest's) replaces it: its `forward` on the raw values, clipped to [-1, 1] as the records were.
     """
     import numpy as np
 
@@ -127,9 +141,14 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
         raise UserError(f"got {len(paths)} --lr images but {len(dts)} --dt values; give one Δt per image")
     if mask_paths and len(mask_paths) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(mask_paths)} --mask files; give one mask per image")
-    rasters = [read_raster(p, value_max) for p in paths]
+    if lr_normalisation is not None:
+        rasters = [read_raster(p, normalise=_manifest_forward(lr_normalisation, p)) for p in paths]
+        for path, raster in zip(paths, rasters):
+            _clip_to_training_interval(path, raster.pixels, lr_normalisation)
+    else:
+        rasters = [read_raster(p, value_max) for p in paths]
     for path, raster in zip(paths, rasters):
-        if raster.pixels.max() > 1:
+        if lr_normalisation is None and raster.pixels.max() > 1:
             log.warning("%s has pixels above --value-max %g (up to %g); they are clipped", path, raster.value_max,
                         (raster.pixels.max() + 1) / 2 * raster.value_max)
             np.clip(raster.pixels, -1, 1, out=raster.pixels)
@@ -150,6 +169,92 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
                             f"{first[1]}×{first[2]}")
         masks[i] = mask
     return rasters, masks
+
+
+def _manifest_forward(normalisation: Normalisation, path: str):
+    """`normalisation.forward` for read_raster, its band-count mismatch as one line naming the file."""
+    def forward(values: np.ndarray) -> np.ndarray:
+        try:
+            return normalisation.forward(values)
+        except ValueError:
+            raise UserError(f"{path} has {values.shape[0]} bands but the training manifest's LR normalisation has "
+                            f"{len(normalisation.low)}; select the training bands first (or pass "
+                            "--normalisation value-max)") from None
+    return forward
+
+
+def _clip_to_training_interval(path: str, pixels: np.ndarray, normalisation: Normalisation) -> None:
+    """Clip manifest-normalised pixels to [-1, 1] in place, as the converter clipped the training records,
+    with a counted warning."""
+    import numpy as np
+
+    outside = int(np.count_nonzero((pixels < -1) | (pixels > 1)))
+    if not outside:
+        return
+    share = outside / pixels.size
+    hint = (f"; most of it is outside: is the input in {normalisation.units}? (else pass --value-max)"
+            if share > 0.5 else "")
+    log.warning("%s: %d of %d values (%.1f %%) lie outside the training LR interval %s; they are clipped to it%s",
+                path, outside, pixels.size, 100 * share, normalisation.summary(), hint)
+    np.clip(pixels, -1, 1, out=pixels)
+
+
+def choose_normalisation(args) -> tuple[Normalisation, Normalisation] | None:
+    """The training manifest's (LR, HR) normalisation to map through, or None for fractions of --value-max.
+
+    Default: the manifest's `normalisation.record` when the model's data.root has one and --value-max
+    is not given; `--normalisation` forces either (manifest without a record is an error). Read from
+    the stored config before the model loads, so its problems are found before sampling.
+    """
+    from ..data.radiometry import integer_dtype, manifest_normalisation, read_manifest
+    from ..sampling.image_io import PNG
+
+    choice = getattr(args, "normalisation", None)
+    if choice == "manifest" and args.value_max is not None:
+        raise UserError("--normalisation manifest maps pixels through the training manifest and --value-max by a "
+                        "full-scale value; give one of them")
+    if choice == "value-max" or (choice is None and args.value_max is not None):
+        return None
+    try:
+        cfg = stored_config(args.ckpt)
+    except (UserError, OSError, ValueError):  # a bad --ckpt is named when the model loads
+        cfg = None
+    root = None if cfg is None else cfg.data.root
+    manifest = None if root is None else read_manifest(root)[0]
+    try:
+        mapping = manifest_normalisation(manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{root}/manifest.json: normalisation.record is malformed ({exc}); fix it, or pass "
+                        "--value-max") from None
+    if mapping is None:
+        if choice == "manifest":
+            raise UserError(f"--normalisation manifest: the model's training data ({root or args.ckpt}) has no "
+                            "manifest.json with normalisation.record; pass --value-max (or --normalisation value-max)")
+        return None
+    if integer_dtype(mapping[1]) is None and Path(args.out).suffix.lower() in PNG:
+        raise UserError(f"--out {args.out}: the model's HR is {mapping[1].summary()} (training manifest), float "
+                        "values a PNG cannot hold; write a .tif, or pass --normalisation value-max")
+    return mapping
+
+
+def describe_mapping(args, mapping: tuple[Normalisation, Normalisation] | None, value_max: float,
+                     manifest_has_one: bool) -> str:
+    """`sample`'s stderr line saying how input pixels became [-1, 1] and how the output was written."""
+    from ..data.radiometry import integer_dtype
+
+    if mapping is not None:
+        lr, hr = mapping
+        dtype = integer_dtype(hr)
+        return (f"input: manifest LR normalisation ({lr.summary()} -> [-1, 1]); output: manifest HR normalisation "
+                f"([-1, 1] -> {hr.summary()}, written as {'float32' if dtype is None else dtype.name})")
+    if not manifest_has_one:
+        why = "no manifest normalisation"
+    elif args.value_max is not None:
+        why = "given, so the manifest normalisation is not used"
+    else:
+        why = "--normalisation value-max, so the manifest normalisation is not used"
+    source = "" if args.value_max is not None else ", the dtype's maximum"
+    return f"input/output: --value-max {value_max:g}{source} ({why})"
 
 
 def stored_config(ckpt: str):
@@ -227,11 +332,19 @@ def tile_sampler(pipe, sampler, dts: Sequence[float], seed: int):
 
 
 def run(args) -> int:
+    outputs = [p for p in (args.out, args.uncertainty) if p]
+    kept = ", ".join(f"{p} is untouched" if Path(p).exists() else f"no {p}" for p in outputs)
+    with keeping(f"nothing written ({kept})"):
+        return _run(args)
+
+
+def _run(args) -> int:
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
     check_distinct_outputs(args)
-    rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max)
+    mapping = choose_normalisation(args)  # (LR, HR) of the training manifest, or None: --value-max
+    rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max, None if mapping is None else mapping[0])
     height, width = rasters[0].pixels.shape[1:]
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))
@@ -239,7 +352,7 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from ..sampling.image_io import write_raster
+    from ..sampling.image_io import write_raster, write_values
     from ..sampling.tiling import sample_tiled
     from ..training.checkpoints import load_sampler
 
@@ -253,8 +366,10 @@ def run(args) -> int:
     if cfg is None:
         raise UserError(f"{args.ckpt} does not record its training config; export it again with this version")
     bands = rasters[0].pixels.shape[0]
-    if bands != cfg.data.channels:
-        raise UserError(f"the LR images have {bands} bands but the model was trained on {cfg.data.channels}; "
+    from ..data.lr_stack import lr_band_count
+
+    if bands != lr_band_count(cfg.data):
+        raise UserError(f"the LR images have {bands} bands but the model was trained on {lr_band_count(cfg.data)}; "
                         "select the training bands first")
     scale = cfg.data.scale
     tile, overlap, tiles = tile_plan(height, width, cfg)
@@ -265,18 +380,34 @@ def run(args) -> int:
           f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
           f"(each over {branches} LR branches)", file=sys.stderr, flush=True)
     lr = torch.from_numpy(np.stack([r.pixels for r in rasters]))
-    from ..data.radiometry import match_output, training_report
+    from ..data.radiometry import match_output, read_manifest, to_units, training_report
 
     for line in training_report(cfg.data.root, (lr.numpy() + 1) / 2, masks):  # what it learnt; far-from-it warning
         print(line, file=sys.stderr, flush=True)
+    recorded = "record" in ((read_manifest(cfg.data.root)[0] or {}).get("normalisation") or {})
+    print(describe_mapping(args, mapping, rasters[0].value_max, recorded), file=sys.stderr, flush=True)
     with torch.no_grad():
         image, uncertainty = sample_tiled(tile_sampler(pipe, sampler, dts, args.seed), lr, torch.from_numpy(masks),
                                           tile=tile, overlap=overlap, scale=scale, batch_size=per_batch,
                                           progress=True)
-    matched = match_output(image.numpy(), lr.numpy(), masks, args.match_lr)  # then written in the LRs' units
-    write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max)
-    if args.uncertainty:
-        # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
-        write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale, as_float=True)
-    print(args.out)
+    # colours are matched to the LR bands that observe the output's (multispectral LR: data.lr_rgb)
+    rgb = lr if cfg.data.get("lr_rgb") is None else lr[:, list(cfg.data.lr_rgb)]
+    matched = match_output(image.numpy(), rgb.numpy(), masks, args.match_lr)  # in [-1, 1], as the model sees
+    if mapping is not None:  # the HR's units through the manifest's inverse, else the LRs' (--value-max)
+        values, clipped = to_units(matched, mapping[1])
+        if clipped:
+            log.warning("%d of %d output values (%.1f %%) lie outside the HR interval %s the training records held "
+                        "(after --match-lr %s); they are clipped to it", clipped, matched.size,
+                        100 * clipped / matched.size, mapping[1].summary(), args.match_lr)
+    with keeping(f"after {args.out} was written in full"):
+        with held():  # each file is written whole (temp + rename); held: an SR image never comes without its map
+            if mapping is None:
+                write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max)
+            else:
+                write_values(args.out, values, like=rasters[0], scale=scale)
+            if args.uncertainty:
+                # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
+                write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale,
+                             as_float=True)
+        print(args.out)
     return 0
