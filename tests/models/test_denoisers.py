@@ -53,3 +53,16 @@ def test_time_delta_embedding_separates_sign_magnitude_and_unknown():
 
 def test_fresh_time_delta_embedding_adds_nothing():
     assert torch.count_nonzero(ScalarEmbedding(32)(torch.tensor([1.0, float("nan")]))) == 0
+
+
+def test_copying_a_network_does_not_move_the_global_rng():
+    # A stage copies its prior and then loads the prior's weights: the copy's throwaway init must not
+    # shift what the genuinely new modules draw (the quickstart's numbers depend on it).
+    unet = tiny_prior().unet
+    torch.manual_seed(5)
+    UNetDenoiser.from_unet(unet, scalar_names=("dt",))
+    after_copy = torch.rand(3)
+    torch.manual_seed(5)
+    ScalarEmbedding(unet.time_embedding.linear_2.out_features)
+    after_new_parts_only = torch.rand(3)
+    assert torch.equal(after_copy, after_new_parts_only)

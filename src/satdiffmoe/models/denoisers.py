@@ -25,7 +25,9 @@ for DiffusionSat), `gsd` (R), DiffusionSat's `valid` (R×T) and `meta_<field>` (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import ConfigMixin, ControlNetModel, ModelMixin, UNet2DModel
@@ -42,6 +44,29 @@ from .time_embedding import ScalarEmbedding
 from .unet import with_extra_inputs
 
 Cond = torch.Tensor | dict[str, torch.Tensor] | None
+
+
+_COPYING = contextvars.ContextVar("denoiser_copying", default=False)
+
+
+@contextlib.contextmanager
+def copying():
+    """Around building a denoiser that copies networks whose weights are loaded right after."""
+    token = _COPYING.set(True)
+    try:
+        yield
+    finally:
+        _COPYING.reset(token)
+
+
+def weights_to_come(build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a network; inside `copying()` (its weights come from the network it copies) without moving
+    torch's global RNG, so the genuinely new modules built after it (embeddings, encoders) draw exactly
+    what they would without the copy, and a stage starts from the random state it always had."""
+    if not _COPYING.get():
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        return build()
 
 
 def split_condition(cond: Cond, dt: torch.Tensor | None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
@@ -119,7 +144,7 @@ class UNetDenoiser(Denoiser):
         scalar_names = list(scalar_names)
         if scalar_names and unet_config.get("class_embed_type") != "identity":
             raise ValueError("scalar embeddings need a UNet2DModel with class_embed_type='identity'")
-        self.unet = UNet2DModel.from_config(unet_config)
+        self.unet = weights_to_come(lambda: UNet2DModel.from_config(unet_config))
         self.cond_channels = int(cond_channels)
         time_embed_dim = self.unet.time_embedding.linear_2.out_features
         self.scalars = nn.ModuleDict({name: ScalarEmbedding(time_embed_dim) for name in scalar_names})
@@ -134,8 +159,9 @@ class UNetDenoiser(Denoiser):
     def from_unet(cls, unet: UNet2DModel, cond_channels: int = 0, scalar_names: Sequence[str] = (),
                   condition_encoder: dict | None = None) -> UNetDenoiser:
         """Wrap a built (or pretrained) UNet, keeping its weights."""
-        model = cls(unet_config=portable_config(unet.config), cond_channels=cond_channels,
-                    scalar_names=list(scalar_names), encoder_config=condition_encoder)
+        with copying():
+            model = cls(unet_config=portable_config(unet.config), cond_channels=cond_channels,
+                        scalar_names=list(scalar_names), encoder_config=condition_encoder)
         model.unet.load_state_dict(unet.state_dict())
         return model
 
@@ -189,13 +215,14 @@ class SDUNetDenoiser(Denoiser):
     @register_to_config
     def __init__(self, backbone: dict, encoder_config: dict | None = None):
         super().__init__()
-        self.model = SDConditionalUNet.from_rebuild_config(backbone)
+        self.model = weights_to_come(lambda: SDConditionalUNet.from_rebuild_config(backbone))
         if encoder_config is not None:  # (a config key named like the module would shadow it)
             self.condition_encoder = ConditionEncoder(**encoder_config)
 
     @classmethod
     def from_model(cls, model: SDConditionalUNet, condition_encoder: dict | None = None) -> SDUNetDenoiser:
-        denoiser = cls(backbone=model.config_for_rebuild(), encoder_config=condition_encoder)
+        with copying():
+            denoiser = cls(backbone=model.config_for_rebuild(), encoder_config=condition_encoder)
         denoiser.model.load_state_dict(model.state_dict())
         return denoiser
 
@@ -245,8 +272,9 @@ class ControlledPriorDenoiser(Denoiser):
     @classmethod
     def assemble(cls, prior: Denoiser, controlnet: nn.Module, **config):
         """This denoiser around `prior` and a control branch built from it, both with their weights."""
-        model = cls(prior_config=portable_config(prior.config), controlnet_config=portable_config(controlnet.config),
-                    **config)
+        with copying():
+            model = cls(prior_config=portable_config(prior.config),
+                        controlnet_config=portable_config(controlnet.config), **config)
         model.prior.load_state_dict(prior.state_dict())
         model.controlnet.load_state_dict(controlnet.state_dict())
         return model
@@ -282,8 +310,8 @@ class ControlNetDenoiser(ControlledPriorDenoiser):
     def __init__(self, prior_config: dict, controlnet_config: dict, use_dt_embedding: bool = True,
                  conditioning_scale: float = 1.0):
         super().__init__()
-        self.prior = UNetDenoiser.from_config(prior_config)
-        self.controlnet = UNet2DControlNet.from_config(controlnet_config)
+        self.prior = weights_to_come(lambda: UNetDenoiser.from_config(prior_config))
+        self.controlnet = weights_to_come(lambda: UNet2DControlNet.from_config(controlnet_config))
         if use_dt_embedding:  # (a config key named like the module would shadow it: diffusers' __getattr__)
             self.dt_embedding = ScalarEmbedding(self.controlnet.time_embed_dim)
         self.freeze_prior()
@@ -317,8 +345,8 @@ class SDControlNetDenoiser(ControlledPriorDenoiser):
     def __init__(self, prior_config: dict, controlnet_config: dict, use_dt_embedding: bool = True,
                  conditioning_scale: float = 1.0):
         super().__init__()
-        self.prior = SDUNetDenoiser.from_config(prior_config)
-        self.controlnet = ControlNetModel.from_config(controlnet_config)
+        self.prior = weights_to_come(lambda: SDUNetDenoiser.from_config(prior_config))
+        self.controlnet = weights_to_come(lambda: ControlNetModel.from_config(controlnet_config))
         if use_dt_embedding:
             self.dt_embedding = ScalarEmbedding(self.controlnet.time_embedding.linear_2.out_features)
         self.freeze_prior()
@@ -355,8 +383,8 @@ class DiffusionSatDenoiser(ControlledPriorDenoiser):
     def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
                  conditioning_scale: float = 1.0):
         super().__init__()
-        self.prior = UNetDenoiser.from_config(prior_config)
-        self.controlnet = TemporalControlNet.from_config(controlnet_config)
+        self.prior = weights_to_come(lambda: UNetDenoiser.from_config(prior_config))
+        self.controlnet = weights_to_come(lambda: TemporalControlNet.from_config(controlnet_config))
         self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
         self.freeze_prior()
 
@@ -418,8 +446,8 @@ class SDDiffusionSatDenoiser(DiffusionSatDenoiser):
     def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
                  conditioning_scale: float = 1.0):
         ControlledPriorDenoiser.__init__(self)
-        self.prior = SDUNetDenoiser.from_config(prior_config)
-        self.controlnet = SDTemporalControlNet.from_config(controlnet_config)
+        self.prior = weights_to_come(lambda: SDUNetDenoiser.from_config(prior_config))
+        self.controlnet = weights_to_come(lambda: SDTemporalControlNet.from_config(controlnet_config))
         self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
         self.freeze_prior()
 
