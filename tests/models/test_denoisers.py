@@ -58,7 +58,7 @@ def test_fresh_time_delta_embedding_adds_nothing():
 def test_copying_a_network_does_not_move_the_global_rng():
     # A stage copies its prior and then loads the prior's weights: the copy's throwaway init must not
     # shift what the genuinely new modules draw (the quickstart's numbers depend on it).
-    unet = tiny_prior().unet
+    unet = tiny_prior(metadata=True).unet  # identity class embedding: scalar embeddings can attach
     torch.manual_seed(5)
     UNetDenoiser.from_unet(unet, scalar_names=("dt",))
     after_copy = torch.rand(3)
