@@ -43,7 +43,7 @@ def storage(request, tmp_path):
 def write_sweep(folder: Path, tiny_runs, study: str) -> Path:
     spec = {
         "study": study, "config": str(TINY_EXPERIMENT), "ckpt": str(tiny_runs["sdm"]),
-        "base_overrides": [f"data.root={tiny_runs['data']}", "eval.seeds=[0,1]"],
+        "base_overrides": [f"data.root={tiny_runs['data']}", "eval.seeds=[0,1,2,3,4,5,6,7,8,9]"],
         "params": {"sampler.fusion_every": {"choices": FUSION}, "data.num_lr": {"choices": NUM_LR}},
         "objectives": [{"metric": "psnr", "direction": "maximize"}],
         "sampler": {"name": "grid"},

@@ -18,6 +18,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..errors import UserError
+from ..interrupts import held
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,11 +34,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # One fixed temp name per target: a leftover from a killed save is overwritten by the next one.
         partial = target.with_name(target.name + ".partial")
         try:
-            with open(partial, "wb") as handle:
+            # held: a Ctrl-C / SIGTERM during the write takes effect once the checkpoint is complete
+            # (raised inside torch.save it surfaced as a bogus "unexpected pos" write error, exit 2)
+            with held(), open(partial, "wb") as handle:
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())  # the rename must never become visible before the data
-            os.replace(partial, target)
+                handle.close()
+                os.replace(partial, target)
         except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
             partial.unlink(missing_ok=True)
             kept = f"the previous {target.name} is kept" if target.is_file() else f"no {target.name} was written"
