@@ -125,7 +125,7 @@ def test_sigterm_during_sweep_keeps_finished_trials_and_fails_the_running_one(ti
     def states() -> list[str]:
         if not database.is_file():
             return []
-        with sqlite3.connect(database, timeout=60) as db:
+        with sqlite3.connect(database, timeout=20 * 60) as db:  # lock wait: a hang guard only
             try:
                 return [state for (state,) in db.execute("SELECT state FROM trials")]
             except sqlite3.OperationalError:  # tables not created yet

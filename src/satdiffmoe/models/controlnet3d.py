@@ -63,6 +63,18 @@ class TemporalAttention(nn.Module):
         return hidden + mixed.reshape(rows * frames, channels, height, width)
 
 
+def checked_frames(controlnet_cond: torch.Tensor, frame_valid: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """R×T×C×H×W condition frames -> (R·T)×C×H×W with padded frames zeroed (NaN never leaks through
+    `0 * NaN`), after checking the stack fits the network and every row has a valid frame."""
+    rows, frames = frame_valid.shape
+    if frames > num_frames:
+        raise ValueError(f"got {frames} frames, the 3D ControlNet was built for at most {num_frames}")
+    if not bool(frame_valid.any(dim=1).all()):
+        raise ValueError("every row needs at least one valid frame")
+    keep = frame_valid.view(rows, frames, 1, 1, 1)
+    return torch.where(keep, controlnet_cond, torch.zeros_like(controlnet_cond)).flatten(0, 1)
+
+
 def masked_frame_mean(features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(R·T)×... per-frame features -> R×... mean over the valid frames of each row."""
     rows, frames = valid.shape
@@ -103,12 +115,7 @@ class TemporalControlNet(UNet2DControlNet):
     ) -> ControlNetOutput:
         """sample R×C×h×w; controlnet_cond R×T×Cc×h×w; frame_valid R×T bool; frame_emb R×T×E metadata."""
         rows, frames = frame_valid.shape
-        if frames > self.config.num_frames:
-            raise ValueError(f"got {frames} frames, the 3D ControlNet was built for at most {self.config.num_frames}")
-        if not bool(frame_valid.any(dim=1).all()):
-            raise ValueError("every row needs at least one valid frame")
-        keep = frame_valid.view(rows, frames, 1, 1, 1)
-        frames_in = torch.where(keep, controlnet_cond, torch.zeros_like(controlnet_cond)).flatten(0, 1)
+        frames_in = checked_frames(controlnet_cond, frame_valid, self.config.num_frames)
 
         emb = timestep_embedding(self, sample, timestep).repeat_interleave(frames, dim=0)
         if frame_emb is not None:
@@ -164,12 +171,7 @@ class SDTemporalControlNet(ModelMixin, ConfigMixin):
         """sample R×C×h×w; encoder_hidden_states R×L×D; controlnet_cond R×T×Cc×H×W; frame_valid R×T."""
         net = self.controlnet
         rows, frames = frame_valid.shape
-        if frames > self.config.num_frames:
-            raise ValueError(f"got {frames} frames, the 3D ControlNet was built for at most {self.config.num_frames}")
-        if not bool(frame_valid.any(dim=1).all()):
-            raise ValueError("every row needs at least one valid frame")
-        keep = frame_valid.view(rows, frames, 1, 1, 1)
-        frames_in = torch.where(keep, controlnet_cond, torch.zeros_like(controlnet_cond)).flatten(0, 1)
+        frames_in = checked_frames(controlnet_cond, frame_valid, self.config.num_frames)
 
         timesteps = torch.as_tensor(timestep, device=sample.device).expand(rows)
         emb = net.time_embedding(net.time_proj(timesteps).to(sample.dtype))

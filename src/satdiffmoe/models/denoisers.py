@@ -379,12 +379,14 @@ class SDControlNetDenoiser(ControlledPriorDenoiser):
 class DiffusionSatDenoiser(ControlledPriorDenoiser):
     """The DiffusionSat baseline: a T-frame stack through a 3D ControlNet with per-frame metadata."""
 
+    prior_class, controlnet_class = UNetDenoiser, TemporalControlNet
+
     @register_to_config
     def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
                  conditioning_scale: float = 1.0):
         super().__init__()
-        self.prior = weights_to_come(lambda: UNetDenoiser.from_config(prior_config))
-        self.controlnet = weights_to_come(lambda: TemporalControlNet.from_config(controlnet_config))
+        self.prior = weights_to_come(lambda: self.prior_class.from_config(prior_config))
+        self.controlnet = weights_to_come(lambda: self.controlnet_class.from_config(controlnet_config))
         self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
         self.freeze_prior()
 
@@ -442,14 +444,7 @@ class SDDiffusionSatDenoiser(DiffusionSatDenoiser):
     """The DiffusionSat baseline on a Stable Diffusion prior: `SDTemporalControlNet` (diffusers'
     `ControlNetModel` per frame + temporal attention), residuals through diffusers' own arguments."""
 
-    @register_to_config
-    def __init__(self, prior_config: dict, controlnet_config: dict, metadata_fields: Sequence[str] = (),
-                 conditioning_scale: float = 1.0):
-        ControlledPriorDenoiser.__init__(self)
-        self.prior = weights_to_come(lambda: SDUNetDenoiser.from_config(prior_config))
-        self.controlnet = weights_to_come(lambda: SDTemporalControlNet.from_config(controlnet_config))
-        self.metadata = MetadataEmbedding(list(metadata_fields), self.controlnet.time_embed_dim)
-        self.freeze_prior()
+    prior_class, controlnet_class = SDUNetDenoiser, SDTemporalControlNet  # DiffusionSatDenoiser builds them
 
     @classmethod
     def from_prior(cls, prior: SDUNetDenoiser, conditioning_channels: int, frames: int, temporal_heads: int,
