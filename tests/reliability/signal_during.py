@@ -1,9 +1,12 @@
-"""Run `satdiffmoe ARGS` with a signal sent to itself right after the first call of MODULE.FUNC returns.
+"""Run `satdiffmoe ARGS` with a signal sent to itself right after the first call of TARGET returns.
 
     python signal_during.py safetensors.torch.save_file SIGTERM export RUN --out DIR
+    python signal_during.py optuna.storages._rdb.storage.RDBStorage._set_trial_attr_without_commit \
+        SIGTERM --arg worker sweep FILE ...     # the first call with "worker" among its arguments
 
-For steps too short to hit from outside (an export's file writes): the signal lands at a known
-point, inside the step, every time.
+TARGET is a module's function or a class's method. For steps too short to hit from outside (an
+export's file writes, one database write): the signal lands at a known point, inside the step,
+every time.
 """
 
 from __future__ import annotations
@@ -17,23 +20,40 @@ import sys
 from satdiffmoe.cli import main
 
 
-def signal_after_first_call(target: str, signum: int) -> None:
-    module_name, name = target.rsplit(".", 1)
-    module = importlib.import_module(module_name)
-    original = getattr(module, name)
+def _owner(target: str):
+    """The module or class holding TARGET's last name (the longest importable prefix is the module)."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ImportError(target)
+
+
+def signal_after_first_call(target: str, signum: int, arg: str | None = None) -> None:
+    owner, name = _owner(target)
+    original = getattr(owner, name)
     sent = []
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         result = original(*args, **kwargs)
-        if not sent:
+        if not sent and (arg is None or arg in args or arg in kwargs.values()):
             sent.append(True)
             os.kill(os.getpid(), signum)  # Python runs the handler at the next bytecode, still in this step
         return result
 
-    setattr(module, name, wrapper)
+    setattr(owner, name, wrapper)
 
 
 if __name__ == "__main__":
-    signal_after_first_call(sys.argv[1], getattr(signal, sys.argv[2]))
-    sys.exit(main(sys.argv[3:]))
+    target, signame, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    arg = None
+    if argv[:1] == ["--arg"]:
+        arg, argv = argv[1], argv[2:]
+    signal_after_first_call(target, getattr(signal, signame), arg)
+    sys.exit(main(argv))

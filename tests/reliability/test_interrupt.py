@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import yaml
 from PIL import Image
 from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, cli_env, start_cli, tiny_args
@@ -139,6 +140,28 @@ def test_sigterm_during_sweep_keeps_finished_trials_and_fails_the_running_one(ti
     trials = states()
     assert int(match.group(1)) == trials.count("COMPLETE") >= 1
     assert "RUNNING" not in trials and trials.count("FAIL") <= 1  # the interrupted trial, queued again on re-run
+
+
+def test_sigterm_inside_a_study_write_lets_the_write_finish(tiny_runs, tmp_path):
+    """A signal inside one of the objective's writes to the study waits until the write is committed
+    (cut off before its commit, the write was lost, and a half-done database session could make
+    Optuna's own FAIL write raise): here the trial's `worker` attribute, written just before sampling."""
+    spec = {"study": "write", "config": str(TINY_EXPERIMENT), "ckpt": str(tiny_runs["sdm"]),
+            "base_overrides": [f"data.root={tiny_runs['data']}"], "sampler": {"name": "grid"},
+            "params": {"sampler.nfe": {"choices": [1, 2]}}, "objectives": [{"metric": "psnr", "direction": "maximize"}]}
+    sweep, database = tmp_path / "sweep.yaml", tmp_path / "study.db"
+    sweep.write_text(yaml.safe_dump(spec))
+    helper = Path(__file__).with_name("signal_during.py")
+    result = subprocess.run([sys.executable, str(helper), "optuna.storages._rdb.storage.RDBStorage."
+                             "_set_trial_attr_without_commit", "SIGTERM", "--arg", "worker", "sweep", str(sweep),
+                             "--out", str(tmp_path / "out"), "--storage", f"sqlite:///{database}"],
+                            capture_output=True, text=True, env=cli_env(), timeout=HANG_GUARD_S, check=False)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("interrupted: after 0 of 2 trials;")
+    (trial,) = optuna.load_study(study_name="write", storage=f"sqlite:///{database}").trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert re.fullmatch(r".+:\d+", trial.user_attrs.get("worker", "")), trial.user_attrs  # host:pid, committed
 
 
 # -------------------------------------------------------------------------------------------- prepare

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -47,7 +48,9 @@ def write_sweep(folder: Path, tiny_runs, study: str) -> Path:
         "params": {"sampler.fusion_every": {"choices": FUSION}, "data.num_lr": {"choices": NUM_LR}},
         "objectives": [{"metric": "psnr", "direction": "maximize"}],
         "sampler": {"name": "grid"},
-        "heartbeat": {"interval": 1, "grace": 2},  # a dead worker's trial is noticed within ~3 s
+        # a dead worker's trial is noticed within ~11 s; a live one's heartbeat thread, starved on a
+        # loaded machine, must not look dead (2 s left it no room)
+        "heartbeat": {"interval": 1, "grace": 10},
     }
     path = folder / f"{study}.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -61,6 +64,34 @@ def study_trials(storage: str, study: str):
         return []
 
 
+def kill_mid_trial(victim, storage: str, study: str, log: Path):
+    """SIGKILL `victim` while one of its trials is RUNNING; returns that trial.
+
+    Once a trial is seen running, the victim is frozen (SIGSTOP) and the storage read again, so the
+    trial it is seen running is still the one it runs when the kill lands: on a loaded machine a
+    trial seen RUNNING could otherwise finish before the kill, and the test would wait for a retry
+    that never comes.
+    """
+    def running() -> list:
+        try:
+            return [t for t in study_trials(storage, study) if t.state == TrialState.RUNNING
+                    and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        except sqlalchemy.exc.OperationalError:  # frozen while it held the SQLite write lock
+            return []
+
+    deadline = time.monotonic() + HANG_GUARD_S  # a hang guard, not a speed check
+    while True:
+        assert time.monotonic() < deadline, "no trial of the victim process was seen RUNNING"
+        assert victim.poll() is None, log.read_text()[-2000:]
+        if running():
+            os.killpg(victim.pid, signal.SIGSTOP)
+            if confirmed := running():
+                os.killpg(victim.pid, signal.SIGKILL)
+                return confirmed[0]
+            os.killpg(victim.pid, signal.SIGCONT)
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_killed_sweep_process_loses_and_repeats_no_trial(storage, tmp_path, tiny_runs):
     study = f"faults_{os.getpid()}_{tmp_path.name[-12:]}".replace("-", "_")
@@ -68,15 +99,7 @@ def test_killed_sweep_process_loses_and_repeats_no_trial(storage, tmp_path, tiny
     processes = [start_cli(["sweep", str(sweep), "--storage", storage, "--out", str(tmp_path / f"out{i}")],
                            tmp_path / f"worker{i}.log") for i in range(2)]
     victim, survivor = processes
-    deadline, killed = time.monotonic() + 200, None
-    while killed is None:
-        assert time.monotonic() < deadline, "no trial of the victim process was seen RUNNING"
-        assert victim.poll() is None, (tmp_path / "worker0.log").read_text()[-2000:]
-        running = [t for t in study_trials(storage, study) if t.state == TrialState.RUNNING
-                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        killed = running[0] if running else None
-        time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)
+    killed = kill_mid_trial(victim, storage, study, tmp_path / "worker0.log")
     victim.wait()
     assert survivor.wait(timeout=HANG_GUARD_S) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
 

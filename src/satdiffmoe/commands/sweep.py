@@ -72,7 +72,7 @@ def run(args) -> int:
             check_distributed_sweep(cfg, storage_url, args.workers, processes, world)
             if world == 1:
                 return relaunch_under_torchrun(processes, args.argv)
-            channel = TrialChannel(cfg.train.accelerator)
+            channel = TrialChannel(cfg.train)
             if rank != 0:
                 return follow_trials(spec, sweep_dir, storage_url, channel)
     try:

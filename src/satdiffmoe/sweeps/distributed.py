@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import interrupts
 from ..errors import UserError
+from ..training import ddp_failures
 from .storage import JOURNAL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,15 @@ def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
 class TrialChannel:
     """Rank 0 -> other ranks: "train this trial" / "stop"; other ranks -> rank 0: what each trained."""
 
-    def __init__(self, accelerator: str):
+    def __init__(self, train: DictConfig):
         if not dist.is_initialized():
-            # The backend Lightning would choose; Lightning reuses an initialised default group.
-            gpu = uses_cuda(accelerator)
+            # The backend Lightning would choose, and the collective timeout it would set
+            # (train.ddp_timeout_s): Lightning reuses an initialised default group as it is, so a rank
+            # left waiting by a failed peer would otherwise wait torch's default 30 minutes.
+            gpu = uses_cuda(train.accelerator)
             if gpu:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            dist.init_process_group("nccl" if gpu else "gloo")
+            dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(seconds=ddp_failures.timeout_s(train)))
         self.rank = dist.get_rank()
         self.group = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
 

@@ -4,6 +4,9 @@
 one `Evaluator` (whose test set is read once); only the config changes from trial to trial. A
 training trial is trained here (training_trial.py), or on every DDP rank (ddp_trials.py), then its
 best checkpoint is evaluated.
+
+The objective runs with Ctrl-C / SIGTERM held (study.py): only its long parts, evaluating and
+training, let them through, never its writes to the study's storage.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
+from .. import interrupts
 from ..errors import UserError
 from ..evaluation.evaluator import Evaluator
 from ..training.checkpoints import load_sampler
@@ -112,7 +116,8 @@ class TrialObjective:
         if self.spec.kind == "train":
             summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
         else:
-            summary = self.evaluator.run(self.task, cfg)
+            with interrupts.released():  # the long part: Ctrl-C / SIGTERM act at once (see study.py)
+                summary = self.evaluator.run(self.task, cfg)
         trial.set_user_attr("eval", summary)
         values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
         log.info("trial %d: %s", trial.number,
@@ -133,4 +138,5 @@ def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, e
     fitted = fit_trial(trial, cfg, spec) if channel is None else lead_trial(channel, trial, cfg, spec, params)
     fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
     trial.set_user_attr("run", str(fitted.run.path))
-    return evaluator().run(load_sampler(fitted.run.path), cfg)
+    with interrupts.released():
+        return evaluator().run(load_sampler(fitted.run.path), cfg)

@@ -163,18 +163,15 @@ def _work(spec: DictConfig, sweep_dir: Path, storage_url: str | None, budget: in
             optuna.storages.fail_stale_trials(study)
             continue
         # `catch`: a crashing trial is recorded as FAIL (with its reason) and the study goes on. Ctrl-C /
-        # SIGTERM are held over Optuna's bookkeeping (a trial interrupted between `ask` and the objective
-        # stayed RUNNING) and take effect inside the objective, where Optuna records the trial as FAIL.
+        # SIGTERM are held over every write to the storage, Optuna's and the objective's: one landing
+        # inside a write left the trial RUNNING (between `ask` and the objective), or its database
+        # session half-committed, so that Optuna's own FAIL write then raised (seen on a loaded
+        # machine). They take effect inside the objective's long parts (`interrupts.released()`),
+        # where Optuna records the trial as FAIL.
         with interrupts.held():
-            study.optimize(lambda trial: _interruptible(objective, trial), n_trials=1, callbacks=callbacks,
-                           catch=(Exception,), gc_after_trial=False)
+            study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(Exception,), gc_after_trial=False)
         ran, waiting = ran + 1, False
     return ran
-
-
-def _interruptible(objective, trial):
-    with interrupts.released():
-        return objective(trial)
 
 
 class _NoInterruptTraceback(logging.Filter):

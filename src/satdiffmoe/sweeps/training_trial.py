@@ -22,6 +22,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna_integration import PyTorchLightningPruningCallback
 
+from .. import interrupts
 from ..config import with_overrides
 from ..data.datamodule import SatDataModule
 from ..runs import RunDir, seed_everything
@@ -38,6 +39,16 @@ class FittedTrial:
     pruning: PyTorchLightningPruningCallback
 
 
+class HeldPruningCallback(PyTorchLightningPruningCallback):
+    """Reports to the study with Ctrl-C / SIGTERM held until the write is done: a signal inside it
+    would leave the storage's session half-committed, and Optuna's FAIL write for the trial would
+    then raise."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        with interrupts.held():
+            super().on_validation_end(trainer, pl_module)
+
+
 def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedTrial:
     """Train `cfg` with the pruning callback attached (stopped early when the pruner says so)."""
     # The training run's own W&B run goes to a sibling group, keeping one run per trial in the study group.
@@ -45,11 +56,12 @@ def fit_trial(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig) -> FittedT
     run = RunDir.create(cfg)
     seed_everything(cfg.seed)
     task = build_task(cfg)
-    pruning = PyTorchLightningPruningCallback(trial, monitor=spec.prune_monitor)
+    pruning = HeldPruningCallback(trial, monitor=spec.prune_monitor)
     trainer = build_trainer(cfg, run, *task.monitor(), callbacks=[pruning])
     log.info("trial %d: training in %s", trial.number, run.path)
     try:
-        trainer.fit(task, datamodule=SatDataModule(cfg))
+        with interrupts.released():  # the objective holds signals over its storage writes (study.py)
+            trainer.fit(task, datamodule=SatDataModule(cfg))
     finally:
         finish_wandb(trainer.loggers)
     return FittedTrial(task, run, pruning)

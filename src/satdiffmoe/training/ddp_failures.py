@@ -16,7 +16,7 @@ Measured with 2 gloo ranks on CPU (tests/reliability/test_ddp_hang.py):
 The same timeout bounds how long rank 0 waits for the other ranks to start (the rendezvous): on a
 machine loaded to 2x, rank 1 needed over 20 s to start; the 300 s default leaves room for both.
 Training sweeps on several devices create the process group themselves (sweeps/distributed.py,
-TrialChannel), with torch's default timeout, which Lightning then reuses.
+TrialChannel), with this same timeout, and Lightning reuses that group.
 """
 
 from __future__ import annotations
