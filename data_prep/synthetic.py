@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from satdiffmoe.data.record import Scene
 from satdiffmoe.data.shard_writer import ShardSetWriter
-from satdiffmoe.data.synthetic_scene import S2_BANDS, S2_RGB, render, sample_landscape, sentinel2_bands
+from satdiffmoe.data.synthetic_scene import S2_BANDS, S2_RGB, Landscape, render, sample_landscape, sentinel2_bands
 from satdiffmoe.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,30 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(image * 255.0).astype(np.uint8)
 
 
-def make_scene(params: SynthSatParams, index: int) -> Scene:
-    """Scene number `index` of the dataset defined by `params` (pure function of both)."""
+@dataclass
+class ScenePlan:
+    """What scene `index` is before any acquisition: its place, HR date and LR days (Δt)."""
+
+    land: Landscape
+    hr_date: dt.date
+    days: np.ndarray  # sorted LR days relative to the HR date
+    rng: np.random.Generator  # continues into the acquisitions (clouds, shifts, noise)
+
+
+def plan_scene(params: SynthSatParams, index: int) -> ScenePlan:
     rng = np.random.default_rng([params.seed, index])
     hr_date = FIRST_HR_DATE + dt.timedelta(days=int(rng.integers(0, 6 * 365)))
     land = sample_landscape(rng, params.hr_size, hr_date.timetuple().tm_yday - 1, params.dt_range_days)
     count = int(rng.integers(params.min_lr, params.max_lr + 1))
     range_days = int(params.dt_range_days)
     days = np.sort(rng.integers(-range_days, range_days + 1, count))
+    return ScenePlan(land, hr_date, days, rng)
+
+
+def make_scene(params: SynthSatParams, index: int) -> Scene:
+    """Scene number `index` of the dataset defined by `params` (pure function of both)."""
+    plan = plan_scene(params, index)
+    land, hr_date, days, rng = plan.land, plan.hr_date, plan.days, plan.rng
     lrs, masks = zip(*(acquire_bands(render(land, float(day)), rng, params) for day in days))
     lr_mask = np.stack(masks).astype(np.uint8)
     meta = {
