@@ -27,11 +27,18 @@ sampler: {name: grid}
 """
 
 
-@pytest.mark.parametrize("folder, name", [(REPO / "sweeps", "fusion_ablation"), (REPO / "sweeps", "consensus_rules"),
-                                          (REPO / "sweeps", "train_lr"), (PRESETS / "sweeps", "quickstart_fusion")])
-def test_shipped_sweep_files_load(folder, name):
-    spec = load_sweep(folder / f"{name}.yaml")
-    assert spec.study == name
+SHIPPED = sorted([*(REPO / "sweeps").glob("*.yaml"), *(PRESETS / "sweeps").glob("*.yaml")])
+
+
+def test_every_shipped_sweep_is_tested():
+    assert {p.stem for p in SHIPPED} >= {"fusion_ablation", "consensus_rules", "train_lr", "quickstart_fusion",
+                                         "quickstart_sampler_variants"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_sweep_files_load(path):
+    spec = load_sweep(path)
+    assert spec.study == path.stem
 
 
 def test_fusion_ablation_grid_is_6_by_4_by_4():
