@@ -31,10 +31,18 @@ def _default_sigint() -> None:
 
 def start_cli(args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
     """`satdiffmoe ARGS` in a child process whose stdout+stderr go to `log_path`."""
+    return _start(["-m", "satdiffmoe.cli", *args], log_path, **env)
+
+
+def start_script(script: Path, args: list[str], log_path: Path, **env: str) -> subprocess.Popen:
+    """A fault-injection wrapper of the CLI (signal_during.py, pause_during.py), like `start_cli`."""
+    return _start([str(script), *args], log_path, **env)
+
+
+def _start(argv: list[str], log_path: Path, **env: str) -> subprocess.Popen:
     with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "satdiffmoe.cli", *args], stdout=handle,
-                                stderr=subprocess.STDOUT, env=cli_env(**env), cwd=REPO, start_new_session=True,
-                                preexec_fn=_default_sigint)
+        return subprocess.Popen([sys.executable, *argv], stdout=handle, stderr=subprocess.STDOUT, env=cli_env(**env),
+                                cwd=REPO, start_new_session=True, preexec_fn=_default_sigint)
 
 
 def run_cli(args: list[str], timeout: float = HANG_GUARD_S, **env: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ import sys
 from satdiffmoe.cli import main
 
 
-def _owner(target: str):
+def owner_of(target: str):
     """The module or class holding TARGET's last name (the longest importable prefix is the module)."""
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
@@ -35,7 +35,7 @@ def _owner(target: str):
 
 
 def signal_after_first_call(target: str, signum: int, arg: str | None = None) -> None:
-    owner, name = _owner(target)
+    owner, name = owner_of(target)
     original = getattr(owner, name)
     sent = []
 

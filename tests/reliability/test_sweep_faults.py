@@ -13,12 +13,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy.exc
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from postgres_server import Unavailable, start_postgres
-from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, start_cli
+from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, start_cli, start_script
+
+PAUSE_DURING = Path(__file__).with_name("pause_during.py")
+EVALUATE = "satdiffmoe.evaluation.evaluator.Evaluator.run"  # where the victim is caught: mid-trial
 
 FUSION, NUM_LR = [1, "off"], [1, 2, 3]
 GRID = sorted(itertools.product(["1", "off"], NUM_LR))
@@ -64,42 +66,31 @@ def study_trials(storage: str, study: str):
         return []
 
 
-def kill_mid_trial(victim, storage: str, study: str, log: Path):
-    """SIGKILL `victim` while one of its trials is RUNNING; returns that trial.
-
-    Once a trial is seen running, the victim is frozen (SIGSTOP) and the storage read again, so the
-    trial it is seen running is still the one it runs when the kill lands: on a loaded machine a
-    trial seen RUNNING could otherwise finish before the kill, and the test would wait for a retry
-    that never comes.
-    """
-    def running() -> list:
-        try:
-            return [t for t in study_trials(storage, study) if t.state == TrialState.RUNNING
-                    and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        except sqlalchemy.exc.OperationalError:  # frozen while it held the SQLite write lock
-            return []
-
+def wait_until(ready, process, log: Path, what: str) -> None:
     deadline = time.monotonic() + HANG_GUARD_S  # a hang guard, not a speed check
-    while True:
-        assert time.monotonic() < deadline, "no trial of the victim process was seen RUNNING"
-        assert victim.poll() is None, log.read_text()[-2000:]
-        if running():
-            os.killpg(victim.pid, signal.SIGSTOP)
-            if confirmed := running():
-                os.killpg(victim.pid, signal.SIGKILL)
-                return confirmed[0]
-            os.killpg(victim.pid, signal.SIGCONT)
-        time.sleep(0.05)
+    while not ready():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        assert process.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
 def test_killed_sweep_process_loses_and_repeats_no_trial(storage, tmp_path, tiny_runs):
     study = f"faults_{os.getpid()}_{tmp_path.name[-12:]}".replace("-", "_")
     sweep = write_sweep(tmp_path, tiny_runs, study)
-    processes = [start_cli(["sweep", str(sweep), "--storage", storage, "--out", str(tmp_path / f"out{i}")],
-                           tmp_path / f"worker{i}.log") for i in range(2)]
-    victim, survivor = processes
-    killed = kill_mid_trial(victim, storage, study, tmp_path / "worker0.log")
+    # The victim pauses inside its first trial's evaluation (pause_during.py), so it is caught mid-trial
+    # however fast trials are: waiting from outside for a trial seen RUNNING raced with a trial lasting a
+    # second on a loaded machine. The survivor starts once it is paused, and works beside it for a trial.
+    marker, logs = tmp_path / "victim_paused", [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    sweep_args = ["sweep", str(sweep), "--storage", storage, "--out"]
+    victim = start_script(PAUSE_DURING, [EVALUATE, str(marker), *sweep_args, str(tmp_path / "out0")], logs[0])
+    wait_until(marker.is_file, victim, logs[0], "the victim reached a trial's evaluation")
+    survivor = start_cli([*sweep_args, str(tmp_path / "out1")], logs[1])
+    wait_until(lambda: any(t.state == TrialState.COMPLETE for t in study_trials(storage, study)), survivor, logs[1],
+               "the survivor completed a trial")
+    (killed,) = [t for t in study_trials(storage, study) if t.state == TrialState.RUNNING
+                 and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+    os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert survivor.wait(timeout=HANG_GUARD_S) == 0, (tmp_path / "worker1.log").read_text()[-3000:]
 
