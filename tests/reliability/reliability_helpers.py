@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 TINY_EXPERIMENT = Path(__file__).with_name("tiny.yaml")
@@ -43,6 +45,16 @@ def _start(argv: list[str], log_path: Path, **env: str) -> subprocess.Popen:
     with open(log_path, "wb") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([sys.executable, *argv], stdout=handle, stderr=subprocess.STDOUT, env=cli_env(**env),
                                 cwd=REPO, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def wait_for(process: subprocess.Popen, log: Path, ready: Callable[[], bool], what: str = "the awaited progress") -> None:
+    """Poll `ready` until it holds; fail with the log's tail if `process` exits first or nothing happens
+    within the hang guard (never a speed check)."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not ready():
+        assert process.poll() is None, f"exited before {what}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within the hang guard:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
 
 
 def run_cli(args: list[str], timeout: float = HANG_GUARD_S, **env: str) -> subprocess.CompletedProcess:

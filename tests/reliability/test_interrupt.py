@@ -13,26 +13,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import yaml
 from PIL import Image
-from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, cli_env, start_cli, tiny_args
+from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, cli_env, start_cli, tiny_args, wait_for
 
 from satdiffmoe.cli import main
 
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def wait_for(process: subprocess.Popen, log: Path, ready) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S  # a hang guard, not a speed check
-    while not ready():
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
 
 
 def interrupt(process: subprocess.Popen, log: Path, signum: int) -> str:

@@ -10,26 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import HANG_GUARD_S, start_cli, tiny_args
+from reliability_helpers import start_cli, tiny_args, wait_for
 
 from satdiffmoe.cli import main
 from satdiffmoe.reports.sources import read_training_run
 
 VAL_EVERY = 3  # checkpoints (last.ckpt + top-k) are written at every validation
 EXTRA_STEPS = 3
-
-
-def wait_for(condition, process, log: Path, timeout: float = HANG_GUARD_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"training made no progress:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
 
 
 def logged_steps(metrics: Path) -> list:
@@ -54,10 +45,11 @@ def killed_run(tiny_runs, tmp_path_factory):
                                              run_id="kill")], log)
     last = run / "checkpoints" / "last.ckpt"
     try:
-        wait_for(lambda: last.is_file() and torch.load(last, weights_only=True)["global_step"] >= 2 * VAL_EVERY,
-                 process, log)
+        wait_for(process, log, lambda: last.is_file() and torch.load(last, weights_only=True)["global_step"]
+                 >= 2 * VAL_EVERY, "a second validation checkpoint")
         saved = torch.load(last, weights_only=True)["global_step"]
-        wait_for(lambda: max(logged_steps(run / "metrics.jsonl"), default=0) > saved + 1, process, log)
+        wait_for(process, log, lambda: max(logged_steps(run / "metrics.jsonl"), default=0) > saved + 1,
+                 "training steps after that checkpoint")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
