@@ -99,6 +99,10 @@ def test_diffusionsat_is_one_branch_holding_the_stack(pretrained_dirs):
     assert inputs.cond["image"].shape == (2, 1, 4, 4, 8, 8)  # B×1×T×C×h×w with T = 4
     assert inputs.cond["valid"][:, 0].sum(1).tolist() == [1, 3]
     assert set(inputs.cond) >= {"meta_dt", "meta_gsd", "meta_cloud_cover", "meta_day_of_year"}
+    # data consistency sees the same T frames as the condition, in the same order
+    assert inputs.lr.shape == (2, 4, 3, 4, 4) and torch.equal(inputs.lr_valid, inputs.cond["valid"][:, 0])
+    assert torch.equal(inputs.lr[1, :3].sort(0).values, batch["lr"][1].sort(0).values)
+    assert (inputs.lr[0, 1:] == 0).all() and inputs.lr_mask.shape == (2, 4, 4, 4)
     with torch.no_grad():
         sample = task.sample(batch, task.validation_sampler, torch.Generator().manual_seed(0))
     assert sample.image.shape == (2, 3, 16, 16) and torch.isfinite(sample.image).all()

@@ -102,3 +102,24 @@ def test_optimized_ignores_padding_branches():
 def test_unknown_rule_names_the_valid_ones():
     with pytest.raises(UserError, match="mean, time_weighted, mask_weighted, optimized"):
         fuse_estimates(estimates(), "median", FusionContext(valid=all_valid()))
+
+
+def test_optimized_fits_every_observed_lr_of_a_single_branch_and_skips_unobserved_slots():
+    # DiffusionSat: one branch, its LRs are the T frames it is conditioned on (lr_valid, not valid)
+    x0 = estimates(branches=1)
+    lrs = torch.randn(1, 3, 2, 2, 2, generator=torch.Generator().manual_seed(4))
+    observed = torch.tensor([[True, True, False]])
+    context = FusionContext(valid=all_valid(branches=1), lr=lrs, lr_valid=observed, optimize_steps=20, dc_weight=5.0)
+    fused = fuse_estimates(x0, "optimized", context)
+    down = F.interpolate(fused, size=(2, 2), mode="area")
+    target = lrs[:, :2].mean(1)  # the least-squares fit of two equally weighted observations
+    start = F.interpolate(x0[:, 0], size=(2, 2), mode="area")
+    assert (down - target).abs().mean() < 0.5 * (start - target).abs().mean()
+    # the unobserved slot does not count, whatever it holds
+    garbage = lrs.clone()
+    garbage[:, 2] = 1e3
+    torch.testing.assert_close(fuse_estimates(x0, "optimized", FusionContext(
+        valid=all_valid(branches=1), lr=garbage, lr_valid=observed, optimize_steps=20, dc_weight=5.0)), fused)
+    # observations that belong to no branch carry no per-branch mask: mask weighting is the plain mean
+    assert torch.equal(fuse_estimates(x0, "mask_weighted", FusionContext(
+        valid=all_valid(branches=1), lr_mask=torch.zeros(1, 3, 2, 2), lr_valid=observed)), x0[:, 0])

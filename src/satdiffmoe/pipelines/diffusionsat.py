@@ -2,11 +2,13 @@
 
 A scene is ONE branch whose condition holds the whole stack: T frames (the denoiser's
 `num_frames`; the T nearest in time when a scene has more, padded with `valid = False` when it has
-fewer), each with its per-frame metadata. The nearest LR rides along for data consistency.
+fewer), each with its per-frame metadata. Data consistency compares the branch with all T frames;
+its Δt is the nearest frame's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,10 +33,9 @@ def pad_frames(values: torch.Tensor, frames: int, fill: float | bool = 0) -> tor
 class DiffusionSatPipeline(LatentSRPipeline):
     stage = "diffusionsat"
 
-    def stack(self, inputs: SRInputs | dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The T-frame condition: image B×T×C×h×w, valid B×T, one B×T tensor per metadata field (and the
-        prior's GSD when it embeds one). Training builds its condition with this same function."""
-        batch = inputs.as_dict() if isinstance(inputs, SRInputs) else inputs
+    def frames(self, batch: dict[str, torch.Tensor]) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        """(take, valid): `take` maps a B×N×... tensor to its T frames, the T nearest in time (padded
+        when a scene has fewer); valid is B×T."""
         frames = self.denoiser.frames
         valid = pad_frames(batch["lr_valid"].bool(), frames, False)
         order = time_order(pad_frames(batch["dt"], frames), valid)[:, :frames]
@@ -44,9 +45,16 @@ class DiffusionSatPipeline(LatentSRPipeline):
             index = order.view(*order.shape, *([1] * (values.ndim - 2))).expand(-1, -1, *values.shape[2:])
             return values.gather(1, index)
 
+        return take, valid.gather(1, order)
+
+    def stack(self, inputs: SRInputs | dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The T-frame condition: image B×T×C×h×w, valid B×T, one B×T tensor per metadata field (and the
+        prior's GSD when it embeds one). Training builds its condition with this same function."""
+        batch = inputs.as_dict() if isinstance(inputs, SRInputs) else inputs
+        take, valid = self.frames(batch)
         lr = take(batch["lr"])
         images = self.condition_image(lr.flatten(0, 1)).unflatten(0, lr.shape[:2])
-        cond = {"image": images, "valid": valid.gather(1, order)}
+        cond = {"image": images, "valid": valid}
         metadata = frame_metadata(batch, self.denoiser.metadata.fields)
         cond.update({f"meta_{name}": take(value) for name, value in metadata.items()})
         if self.denoiser.prior.scalars:
@@ -54,8 +62,11 @@ class DiffusionSatPipeline(LatentSRPipeline):
         return cond
 
     def branches(self, inputs: SRInputs, sampler: SamplerConfig) -> BranchInputs:
+        """One branch per scene; data consistency compares it with every frame it is conditioned on,
+        as SatDiffMoE's consensus does with its N LRs (the same observations for both methods)."""
         cond = {key: value[:, None] for key, value in self.stack(inputs).items()}
+        take, valid = self.frames(inputs.as_dict())
         nearest = inputs.select(nearest_in_time(inputs.dt, inputs.lr_valid)[:, None])
         return BranchInputs(cond=cond, dt=nearest.dt,
                             valid=torch.ones(inputs.num_scenes, 1, dtype=torch.bool, device=inputs.lr.device),
-                            lr=self.consistency_lr(nearest.lr), lr_mask=nearest.lr_mask)
+                            lr=self.consistency_lr(take(inputs.lr)), lr_mask=take(inputs.lr_mask), lr_valid=valid)

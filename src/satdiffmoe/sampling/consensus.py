@@ -27,8 +27,9 @@ class FusionContext:
 
     valid: torch.Tensor  # B×N bool
     dt: torch.Tensor | None = None  # B×N days, NaN = unknown
-    lr: torch.Tensor | None = None  # B×N×C×h×w in [-1, 1]
-    lr_mask: torch.Tensor | None = None  # B×N×h×w, 1 = clear pixel
+    lr: torch.Tensor | None = None  # B×M×C×h×w in [-1, 1]
+    lr_mask: torch.Tensor | None = None  # B×M×h×w, 1 = clear pixel
+    lr_valid: torch.Tensor | None = None  # B×M bool: observations not tied to branches; None: M = N, `valid`
     tau: float = 180.0
     decode: Decoder | None = None  # None: latent space is image space
     optimize_steps: int = 5
@@ -66,7 +67,7 @@ def time_weights(context: FusionContext) -> torch.Tensor:
 def mask_weights(context: FusionContext, latent_size: tuple[int, int]) -> torch.Tensor:
     """Per-pixel weights B×N×1×h×w: the clear fraction of each latent pixel's LR footprint."""
     valid = context.valid.float()
-    if context.lr_mask is None:
+    if context.lr_mask is None or context.lr_valid is not None:  # no mask belongs to a branch
         return valid[:, :, None, None, None].expand(-1, -1, 1, *latent_size)
     batch, branches = context.lr_mask.shape[:2]
     if (batch, branches) != tuple(context.valid.shape):
@@ -94,7 +95,9 @@ def mask_weighted_consensus(x0: torch.Tensor, context: FusionContext) -> torch.T
 
 def optimized_objective(x: torch.Tensor, x0: torch.Tensor, context: FusionContext,
                         weights: torch.Tensor) -> torch.Tensor:
-    """Per-scene Σ_i w_i‖x − x0_i‖² + λ Σ_i ‖m_i ⊙ (Down(D(x)) − LR_i)‖² (w normalised to sum 1)."""
+    """Per-scene Σ_i w_i‖x − x0_i‖² + λ Σ_j ‖m_j ⊙ (Down(D(x)) − LR_j)‖² (w normalised to sum 1).
+
+    i runs over the branches, j over the observed LRs: the branches' own LRs, or `lr_valid`'s."""
     w = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
     prior = (w[:, :, None, None, None] * (x[:, None] - x0) ** 2).flatten(1).sum(1)
     if context.lr is None or context.dc_weight == 0:
@@ -103,7 +106,8 @@ def optimized_objective(x: torch.Tensor, x0: torch.Tensor, context: FusionContex
     lr_size = tuple(context.lr.shape[-2:])
     down = F.interpolate(image, size=lr_size, mode="area")  # the sensor's box-filter footprint
     masks = context.lr_mask if context.lr_mask is not None else torch.ones_like(context.lr[:, :, 0])
-    masks = masks * context.valid[:, :, None, None].to(masks.dtype)
+    observed = context.valid if context.lr_valid is None else context.lr_valid
+    masks = masks * observed[:, :, None, None].to(masks.dtype)
     residual = masks[:, :, None] * (down[:, None] - context.lr)
     return prior + context.dc_weight * (residual ** 2).flatten(1).sum(1)
 

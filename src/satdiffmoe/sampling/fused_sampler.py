@@ -78,8 +78,11 @@ class BranchInputs:
     cond: Cond  # tensor or dict of tensors, one row per branch
     dt: torch.Tensor  # B×N days, NaN = unknown
     valid: torch.Tensor  # B×N bool, False = padding (never computed, never fused)
-    lr: torch.Tensor | None = None  # B×N×C×h×w in [-1, 1] (data consistency, references)
-    lr_mask: torch.Tensor | None = None  # B×N×h×w, 1 = clear pixel
+    lr: torch.Tensor | None = None  # B×M×C×h×w in [-1, 1] (data consistency, references)
+    lr_mask: torch.Tensor | None = None  # B×M×h×w, 1 = clear pixel
+    # B×M bool when the LRs are observations of the scene rather than one per branch (DiffusionSat: one
+    # branch sees T frames); None: M = N and an LR counts where its branch is valid
+    lr_valid: torch.Tensor | None = None
 
 
 @dataclass
@@ -303,7 +306,7 @@ class FusedSampler:
             def decode(latent):
                 return self.vae.decode(latent / self.latent_scale).sample
         return FusionContext(
-            valid=inputs.valid, dt=inputs.dt, lr=inputs.lr, lr_mask=inputs.lr_mask,
+            valid=inputs.valid, dt=inputs.dt, lr=inputs.lr, lr_mask=inputs.lr_mask, lr_valid=inputs.lr_valid,
             tau=self.cfg.tau, decode=decode,
             optimize_steps=self.cfg.optimize_steps,
             optimize_lr=self.cfg.optimize_lr,
@@ -317,7 +320,7 @@ class FusedSampler:
         valid = inputs.valid.bool()
         if valid.dim() != 2 or not valid.any(1).all():
             raise UserError("every scene needs at least one valid LR branch (BranchInputs.valid is B×N)")
-        inputs = BranchInputs(inputs.cond, inputs.dt, valid, inputs.lr, inputs.lr_mask)
+        inputs = dataclasses.replace(inputs, valid=valid)
         batch, branches = valid.shape
         device = valid.device
         steps = self.cfg.nfe
