@@ -25,8 +25,7 @@ def vae_folder(tmp_path_factory):
 
 
 def fit(tmp_path, vae_folder, callback, steps, ckpt_path=None):
-    """Train the tiny prior `steps` steps; a checkpoint every 2 steps (mid-training: at the end of
-    training both EMA callbacks copy the average into the module, so raw and average coincide)."""
+    """Train the tiny prior `steps` steps; a checkpoint every 2 steps."""
     torch.manual_seed(0)
     task = build_task(tiny_config(tmp_path, "stage=prior", f"model.vae.pretrained={vae_folder}"))
     every_two = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=2, save_top_k=-1)
@@ -59,3 +58,23 @@ def test_a_checkpoint_of_lightnings_ema_resumes_with_the_same_average(tmp_path, 
     expected, actual = reference.state_dict(), resumed.state_dict()
     for name, value in expected.items():
         torch.testing.assert_close(actual[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_last_checkpoint_written_at_the_end_of_training_keeps_the_raw_weights(tmp_path, vae_folder):
+    """No validation or epoch end before `max_steps`: ModelCheckpoint writes `last.ckpt` in its own
+    `on_train_end`, after the EMA has handed the module its average (the CI failure of stop 25)."""
+    torch.manual_seed(0)
+    ema = TrainableEMA(DECAY)
+    task = build_task(tiny_config(tmp_path, "stage=prior", f"model.vae.pretrained={vae_folder}"))
+    last_only = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=0, save_last=True)  # saved in on_train_end only
+    trainer = pl.Trainer(max_steps=3, callbacks=[ema, last_only], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(task, FixedDataModule(tiny_batch(), steps_per_epoch=10))
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert checkpoint["global_step"] == 3 and int(checkpoint["averaging_state"]["n_averaged"]) == 3
+    assert any(not torch.equal(averaged[k], raw[k]) for k in ema.names)
+    # the module leaves `fit` with the average, the raw weights are the ones a resume trains on
+    live = task.state_dict()
+    assert all(torch.equal(live[k], averaged[k]) for k in averaged)
+    assert all(torch.equal(raw[k], value) for k, value in zip(ema.names, ema.average))

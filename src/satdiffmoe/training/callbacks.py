@@ -117,6 +117,7 @@ class TrainableEMA(Callback):
         self.average: list[torch.Tensor] = []
         self.n_averaged = 0
         self.latest_update_step = 0
+        self.holds_raw = False  # True once training ended: module and `self.average` swapped
 
     def _current(self, pl_module: pl.LightningModule) -> list[torch.Tensor]:
         """The live trainable tensors; the average follows them to their device (`setup` runs before
@@ -129,6 +130,7 @@ class TrainableEMA(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
+            self.holds_raw = False
             self.names = [name for name, p in pl_module.named_parameters() if p.requires_grad]
             self.average = [p.clone() for p in self._current(pl_module)]
 
@@ -152,16 +154,20 @@ class TrainableEMA(Callback):
             average.copy_(held)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.average:
+        if self.average and not self.holds_raw:
             self._swap(pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.average:
+        if self.average and not self.holds_raw:
             self._swap(pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for average, current in zip(self.average, self._current(pl_module)):
-            current.copy_(average)
+        # The module leaves `fit` holding the average. A swap, not a copy: `ModelCheckpoint` runs its
+        # own `on_train_end` after this one (Lightning orders checkpoint callbacks last) and may write
+        # `last.ckpt` there, whose `current_model_state` must still be the raw weights.
+        if self.average and not self.holds_raw:
+            self._swap(pl_module)
+            self.holds_raw = True
 
     def state_dict(self) -> dict[str, Any]:
         return {"latest_update_step": self.latest_update_step}
@@ -172,10 +178,12 @@ class TrainableEMA(Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         if not self.average:
             return
-        checkpoint["current_model_state"] = checkpoint["state_dict"]
-        averaged = dict(checkpoint["state_dict"])
-        averaged.update({name: value.detach().clone() for name, value in zip(self.names, self.average)})
-        checkpoint["state_dict"] = averaged
+        held = {name: value.detach().clone() for name, value in zip(self.names, self.average)}
+        if self.holds_raw:  # after training: the module holds the average, `self.average` the raw weights
+            checkpoint["current_model_state"] = {**checkpoint["state_dict"], **held}
+        else:
+            checkpoint["current_model_state"] = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **held}
         checkpoint["averaging_state"] = {"n_averaged": torch.tensor(self.n_averaged, dtype=torch.long)}
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
