@@ -17,14 +17,14 @@ from reliability_helpers import HANG_GUARD_S, cli_env, error_lines, tiny_args
 def test_a_stuck_rank_stops_the_ddp_run_with_one_line(tiny_runs, tmp_path):
     stall = Path(__file__).with_name("stall_rank.py")  # rank 1 sleeps from step 1 on
     args = tiny_args(tmp_path, tiny_runs["data"], "stage=autoencoder", "train.devices=2", "train.strategy=ddp",
-                     "train.ddp_timeout_s=60", "train.max_steps=1000", "train.val_every=1000", run_id="stuck")
+                     "train.ddp_timeout_s=30", "train.max_steps=1000", "train.val_every=1000", run_id="stuck")
     result = subprocess.run([sys.executable, str(stall), "train", *args], capture_output=True, text=True,
                             env=cli_env(), timeout=HANG_GUARD_S, check=False)
-    # (60 s: the timeout also bounds how long rank 0 waits for rank 1 to start; on a loaded machine a
+    # (30 s: the timeout also bounds how long rank 0 waits for rank 1 to start; on a loaded machine a
     # start beyond it ends the run the same way, with the same line)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in error_lines(result.stderr) if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
     assert errors[0].startswith("error: DDP rank 0 stopped: another rank died, or did not join a collective within "
-                                "train.ddp_timeout_s=60 s (")
+                                "train.ddp_timeout_s=30 s (")
