@@ -107,7 +107,7 @@ def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_pat
     config = tmp_path / "exp.yaml"
     config.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY_MODEL[:4])))
     code = main(["evaluate", str(config), f"ckpt={ckpt}", f"data.root={shards}", "data.num_lr=2",
-                 "sampler.nfe=2", "eval.name=mine", "eval.references=true",
+                 "sampler.nfe=2", "eval.name=mine", "eval.references=true", "eval.metrics=[psnr]",  # names only
                  *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
     assert code == 0
     folder = ckpt.parent.parent / "eval"
