@@ -3,18 +3,20 @@
 import json
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from training_toys import FixedDataModule, tiny_batch, tiny_config
 
 from satdiffmoe.runs import RunDir, seed_everything
+from satdiffmoe.training.checkpoints import resolve_checkpoint
 from satdiffmoe.training.loggers import finish_wandb
 from satdiffmoe.training.trainer import build_task, build_trainer
 
 
-def fit(cfg, ckpt_path=None):
+def fit(cfg, ckpt_path=None, monitor=None, callbacks=()):
     run = RunDir.create(cfg)
     seed_everything(cfg.seed)  # as `satdiffmoe train` does: new layers initialise identically
     task = build_task(cfg)
-    trainer = build_trainer(cfg, run, *task.monitor())
+    trainer = build_trainer(cfg, run, *(monitor or task.monitor()), callbacks=callbacks)
     try:
         trainer.fit(task, datamodule=FixedDataModule(tiny_batch()), ckpt_path=ckpt_path)
     finally:
@@ -59,3 +61,25 @@ def test_training_creates_a_wandb_offline_run_in_the_run_folder(tmp_path, traine
     offline = list((run.path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("run-*.wandb"))  # the event log `wandb sync` uploads
+
+
+class WorseningScore(Callback):
+    """A validation metric that only gets worse: the first validation is the best there will be."""
+
+    def __init__(self):
+        self.score = 0.0
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self.score -= 1.0
+        pl_module.log("probe/score", self.score)
+
+
+def test_last_ckpt_follows_every_validation_while_the_best_stays(tmp_path):
+    """Lightning >= 2.6 writes `save_last` only when a top-k checkpoint is saved at the same step; a run
+    whose validation stops improving must still resume from its latest validation, not its best."""
+    cfg = tiny_config(tmp_path, "stage=autoencoder", "train.max_steps=6", "train.ckpt_top_k=1", "run_id=worse")
+    run, _, _ = fit(cfg, monitor=("probe/score", "max"), callbacks=[WorseningScore()])
+    assert torch.load(run.last_ckpt, weights_only=True)["global_step"] == 6  # validations at 2, 4, 6
+    best = resolve_checkpoint(run.path)
+    assert best.name == "step000002.ckpt" and torch.load(best, weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in run.checkpoints.glob("*.ckpt")) == ["last.ckpt", "step000002.ckpt"]

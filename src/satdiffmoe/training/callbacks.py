@@ -211,8 +211,14 @@ def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: st
         ParameterCounts(),
         DivergenceGuard(every=t.log_every),
         LearningRateMonitor(logging_interval="step"),
+        # the train.ckpt_top_k best validations
         ModelCheckpoint(dirpath=run.checkpoints, filename="step{step:06d}", auto_insert_metric_name=False,
-                        monitor=monitor, mode=monitor_mode, save_top_k=t.ckpt_top_k, save_last=True),
+                        monitor=monitor, mode=monitor_mode, save_top_k=t.ckpt_top_k),
+        # last.ckpt after every validation, what `resume=true` continues from. Not `save_last=True`:
+        # since Lightning 2.6 that writes last.ckpt only at steps where a top-k checkpoint is saved,
+        # so a run that stopped improving would resume from its best step and train it again.
+        ModelCheckpoint(dirpath=run.checkpoints, filename=run.last_ckpt.stem, monitor=None, save_top_k=1,
+                        save_on_train_epoch_end=False, enable_version_counter=False),
     ]
     if t.ema_decay > 0:
         # validation and checkpoints see the averaged weights, resume restores both
