@@ -74,12 +74,20 @@ class WorseningScore(Callback):
         pl_module.log("probe/score", self.score)
 
 
-def test_last_ckpt_follows_every_validation_while_the_best_stays(tmp_path):
+def test_last_ckpt_follows_every_validation_and_the_final_step_while_the_best_stays(tmp_path):
     """Lightning >= 2.6 writes `save_last` only when a top-k checkpoint is saved at the same step; a run
-    whose validation stops improving must still resume from its latest validation, not its best."""
+    whose validation stops improving must still resume from its latest validation, not its best, and
+    the steps after the last validation are saved when training ends."""
     cfg = tiny_config(tmp_path, "stage=autoencoder", "train.max_steps=6", "train.ckpt_top_k=1", "run_id=worse")
     run, _, _ = fit(cfg, monitor=("probe/score", "max"), callbacks=[WorseningScore()])
     assert torch.load(run.last_ckpt, weights_only=True)["global_step"] == 6  # validations at 2, 4, 6
     best = resolve_checkpoint(run.path)
     assert best.name == "step000002.ckpt" and torch.load(best, weights_only=True)["global_step"] == 2
     assert sorted(p.name for p in run.checkpoints.glob("*.ckpt")) == ["last.ckpt", "step000002.ckpt"]
+
+    cfg = tiny_config(tmp_path, "stage=autoencoder", "train.max_steps=7", "train.ema_decay=0.5", "run_id=odd")
+    run, _, _ = fit(cfg)
+    last = torch.load(run.last_ckpt, weights_only=True)
+    assert last["global_step"] == 7 and int(last["averaging_state"]["n_averaged"]) == 7
+    # written after the EMA handed the module its average: the raw weights are still kept beside it
+    assert any(not torch.equal(last["state_dict"][k], last["current_model_state"][k]) for k in last["state_dict"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -201,6 +202,32 @@ class TrainableEMA(Callback):
         # else: not written with an EMA; as Lightning's, the first update then copies the live weights
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` after every validation and at the end of training: what `resume=true` continues from.
+
+    Not `save_last=True` on the top-k callback: since Lightning 2.6 that refreshes last.ckpt only at
+    steps where a top-k checkpoint is saved, so a run that stopped improving would resume from its
+    best step, and the steps after the last validation (max_steps not a multiple of val_every) were
+    never saved. Runs after TrainableEMA's `on_train_end` (Lightning orders checkpoint callbacks last).
+    """
+
+    def __init__(self, path: Path):
+        super().__init__(dirpath=path.parent, filename=path.stem, monitor=None, save_top_k=1,
+                         save_on_train_epoch_end=False, enable_version_counter=False)
+        self.path = path
+        self.saved_step = -1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.global_step != self.saved_step:  # steps trained since the last validation
+            trainer.save_checkpoint(self.path)
+            self.saved_step = trainer.global_step
+
+
 def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: str, clock: TrainingClock) -> list[Callback]:
     t = cfg.train
     from ..data.datamodule import SkippedRecordsCallback  # counts records the reader skipped
@@ -214,11 +241,7 @@ def build_callbacks(cfg: DictConfig, run: RunDir, monitor: str, monitor_mode: st
         # the train.ckpt_top_k best validations
         ModelCheckpoint(dirpath=run.checkpoints, filename="step{step:06d}", auto_insert_metric_name=False,
                         monitor=monitor, mode=monitor_mode, save_top_k=t.ckpt_top_k),
-        # last.ckpt after every validation, what `resume=true` continues from. Not `save_last=True`:
-        # since Lightning 2.6 that writes last.ckpt only at steps where a top-k checkpoint is saved,
-        # so a run that stopped improving would resume from its best step and train it again.
-        ModelCheckpoint(dirpath=run.checkpoints, filename=run.last_ckpt.stem, monitor=None, save_top_k=1,
-                        save_on_train_epoch_end=False, enable_version_counter=False),
+        LastCheckpoint(run.last_ckpt),
     ]
     if t.ema_decay > 0:
         # validation and checkpoints see the averaged weights, resume restores both
