@@ -233,7 +233,7 @@ def measure_stage(stage: str, config: str, overrides: list[str], variants: list[
     return row
 
 
-def measure_sampling(config: str, overrides: list[str], device: torch.device, nfe: int = NFE) -> dict[str, Any]:
+def measure_sampling(config: str, overrides: list[str], device: torch.device, nfe: int) -> dict[str, Any]:
     """Seconds per image (one scene) over N and sampler.precision, and the fusion overhead."""
     release(device)
     cfg = load_config(ROOT / config, overrides)

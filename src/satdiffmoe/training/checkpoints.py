@@ -37,8 +37,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not last.is_file():
         raise UserError(f"no checkpoint at {path} (expected a .ckpt file or a run folder with checkpoints/last.ckpt)")
     for key, state in _read(last).get("callbacks", {}).items():
-        # the top-k callback's best; the last.ckpt writer (monitor None) names last.ckpt itself
-        if key.startswith("ModelCheckpoint") and state.get("monitor") and state.get("best_model_path"):
+        # the top-k callback's best (LastCheckpoint's state is keyed "LastCheckpoint{...}")
+        if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
             best = folder / Path(state["best_model_path"]).name  # the run folder may have moved
             if best.is_file():
                 return best
