@@ -46,9 +46,13 @@ def reference_ddim(denoise, cond, dt, shape, seed, nfe, prediction_type="epsilon
     scheduler.set_timesteps(nfe)
     generator = torch.Generator().manual_seed(seed)
     z = randn_tensor(shape, generator=generator)
+    # the sampler's later draws come from a generator per branch row, seeded from the stream after the
+    # initial latents (sampling/noise.py)
+    rows = [torch.Generator().manual_seed(int(torch.randint(0, 2 ** 63 - 1, (1,), generator=generator)))
+            for _ in range(shape[0])]
     for t in scheduler.timesteps:
         out = denoise(z, t.expand(shape[0]), cond, dt)
-        z = scheduler.step(out, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
+        z = scheduler.step(out, t, z, eta=eta, generator=rows if eta > 0 else None).prev_sample
     return z
 
 

@@ -16,6 +16,7 @@ from sampling_toys import (
 
 from satdiffmoe.errors import UserError
 from satdiffmoe.sampling import BranchInputs, FusedSampler
+from satdiffmoe.sampling.noise import BranchNoise
 
 SIDE = 64  # 4096 i.i.d. pixels = 4096 samples of a 1-D distribution per run
 
@@ -94,9 +95,9 @@ def test_dpm_solver_never_reads_a_fusion_jump_as_curvature():
     cond, nfe, every = two_constant_branches(), 6, 2
     denoise = ConstantEstimateDenoiser()
     run(denoise, cond, nfe=nfe, fusion_every=every, scheduler="dpm", shared_noise=False)
-    scheduler = DPMSolverMultistepScheduler.from_config(SCHEDULE, final_sigmas_type="zero")
-    scheduler.set_timesteps(nfe)
-    steps = scheduler.timesteps
+    grid = DDIMScheduler.from_config(SCHEDULE)  # the sampler hands DPM-Solver++ DDIM's grid
+    grid.set_timesteps(nfe)
+    steps = grid.timesteps
     for k in range(nfe - 1):
         (alpha, sigma), (alpha_prev, sigma_prev) = alphas_sigmas(steps[k]), alphas_sigmas(steps[k + 1])
         z = denoise.inputs[k].view(2, 1, SIDE, SIDE)
@@ -112,13 +113,27 @@ def test_dpm_fusion_of_identical_branches_is_diffusers_multistep_dpm(toy):
     torch.testing.assert_close(fused.latent, alone.latent, atol=1e-5, rtol=1e-5)
 
 
-def test_fusion_drop_zero_is_plain_fusion_and_drop_is_reproducible(toy):
+def test_fusion_drop_that_drops_nothing_is_plain_fusion_and_drop_is_reproducible(toy):
     cond = torch.randn(4, 2, 8, 8, generator=torch.Generator().manual_seed(5))
     plain = run(toy, cond, fusion_every=1)
-    torch.testing.assert_close(run(toy, cond, fusion_every=1, fusion_drop=0.0).latent, plain.latent)
+    # a drop probability > 0 takes the DiffusionDrop path; at 1e-9 it keeps every branch
+    torch.testing.assert_close(run(toy, cond, fusion_every=1, fusion_drop=1e-9).latent, plain.latent)
     dropped = run(toy, cond, fusion_every=1, fusion_drop=0.5, seed=7)
     torch.testing.assert_close(run(toy, cond, fusion_every=1, fusion_drop=0.5, seed=7).latent, dropped.latent)
     assert (dropped.latent - plain.latent).abs().max() > 1e-3
+
+
+def test_fusion_drop_consensus_is_the_mean_of_a_kept_subset():
+    # constant estimates c_1..c_3: the last consensus is the mean of the branches that stayed in
+    cond = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    subsets = [[i for i in range(3) if mask >> i & 1] for mask in range(1, 8)]
+    seen = set()
+    for seed in range(8):
+        latent = run(ConstantEstimateDenoiser(), cond, nfe=3, fusion_every=1, fusion_drop=0.5, seed=seed).latent[0]
+        errors = [(latent - cond[subset].mean(0)).abs().max().item() for subset in subsets]
+        assert min(errors) < 1e-5
+        seen.add(tuple(subsets[errors.index(min(errors))]))
+    assert len(seen) > 1  # some fusions left branches out
 
 
 def test_fusion_drop_keeps_at_least_one_branch_per_scene():
@@ -145,3 +160,67 @@ def test_single_branch_with_keep_is_still_plain_ddim(toy):
 def test_unknown_eps_after_fusion_is_a_user_error(toy):
     with pytest.raises(UserError, match="rederive, keep"):
         run(toy, torch.zeros(1, 2, 8, 8), eps_after_fusion="swap")
+
+
+def test_renoise_replaces_that_fraction_of_the_direction_with_the_branch_own_noise():
+    # z' = alpha' c_bar + sigma' (sqrt(1 - r²) (z - alpha c_bar)/sigma + r xi), xi the row generator's draw
+    cond, nfe, r = two_constant_branches(), 5, 0.6
+    denoise = ConstantEstimateDenoiser()
+    run(denoise, cond, nfe=nfe, fusion_every=1, renoise=r, shared_noise=False)
+    noise = BranchNoise(torch.Generator().manual_seed(0), 1, 2, (1, SIDE, SIDE), False, torch.device("cpu"))
+    grid = DDIMScheduler.from_config(SCHEDULE)
+    grid.set_timesteps(nfe)
+    steps = grid.timesteps
+    for k in range(nfe - 1):
+        xi = noise.randn((1, 2, 1, SIDE, SIDE))[0]
+        (alpha, sigma), (alpha_prev, sigma_prev) = alphas_sigmas(steps[k]), alphas_sigmas(steps[k + 1])
+        z, c_bar = denoise.inputs[k].view(2, 1, SIDE, SIDE), cond.mean(0)
+        direction = (1 - r ** 2) ** 0.5 * (z - alpha * c_bar) / sigma + r * xi
+        expected = alpha_prev * c_bar + sigma_prev * direction
+        torch.testing.assert_close(denoise.inputs[k + 1].view(2, 1, SIDE, SIDE), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("renoise", [-0.1, 1.5])
+def test_renoise_outside_zero_one_is_refused(toy, renoise):
+    with pytest.raises(UserError, match=r"renoise must be in \[0, 1\]"):
+        run(toy, torch.zeros(1, 2, 8, 8), renoise=renoise)
+
+
+def test_eta_with_dpm_solver_is_refused_not_ignored(toy):
+    with pytest.raises(UserError, match="eta=0.5 needs sampler.scheduler=ddim"):
+        run(toy, torch.zeros(1, 2, 8, 8), scheduler="dpm", eta=0.5)
+
+
+class RecordingDenoiser:
+    """The toy network (its estimate depends on the state), recording each call's (z, t, eps)."""
+
+    def __init__(self, network):
+        self.network, self.calls = network, []
+
+    def __call__(self, z, t, cond, dt):
+        eps = self.network(z, t, cond, dt)
+        self.calls.append((z.clone(), int(t[0]), eps.clone()))
+        return eps
+
+
+def first_order_dpm(z, t, t_next, eps):
+    """DPM-Solver++ at first order from state z with data prediction x0 = (z - sigma eps)/alpha."""
+    (alpha, sigma), (alpha_next, sigma_next) = alphas_sigmas(t), alphas_sigmas(t_next)
+    x0 = (z - sigma * eps) / alpha
+    return alpha_next * x0 + sigma_next * (z - alpha * x0) / sigma
+
+
+@pytest.mark.parametrize("jump", [{"eps_after_fusion": "keep"}, {"renoise": 0.5}])
+def test_dpm_solver_restarts_at_first_order_after_a_state_jump(toy, jump):
+    # fusion at steps 0 and 3 of 7: the step after each jump (1 and 4) must be first order; step 2 is
+    # second order again (its two estimates come from the same trajectory)
+    cond = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    denoise = RecordingDenoiser(toy)
+    with torch.no_grad():
+        run(denoise, cond, nfe=7, fusion_every=3, scheduler="dpm", shared_noise=False, **jump)
+    calls = denoise.calls
+    for k in (1, 4):
+        (z, t, eps), (z_next, t_next, _) = calls[k], calls[k + 1]
+        torch.testing.assert_close(z_next, first_order_dpm(z, t, t_next, eps), atol=1e-5, rtol=1e-5)
+    (z, t, eps), (z_next, t_next, _) = calls[2], calls[3]
+    assert (z_next - first_order_dpm(z, t, t_next, eps)).abs().max() > 1e-4

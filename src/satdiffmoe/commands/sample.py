@@ -281,6 +281,15 @@ def stored_config(ckpt: str):
     return config_from_dict(as_plain(config)) if config is not None else None
 
 
+def describe_sampler(sampler, overridden: dict) -> str:
+    """One line: the settings this run samples with, and which came from the command line (the rest
+    are the model's own, the ones its evaluation used)."""
+    shown = ("nfe", "scheduler", "timestep_spacing", "fusion_every", "consensus", "guidance_scale")
+    settings = " ".join(f"{key}={getattr(sampler, key)}" for key in shown)
+    given = ", ".join(sorted(overridden)) or "none"
+    return f"sampler: {settings} (the model's own settings; overridden here: {given})"
+
+
 def sampler_overrides(overrides: Sequence[str]) -> dict:
     """`sampler.key=value` arguments -> {key: value}; anything else cannot apply to a trained model."""
     from omegaconf import OmegaConf
@@ -376,6 +385,7 @@ def _run(args) -> int:
     branches = len(rasters)
     per_batch = max(1, sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
     nfe = sampler.network_evaluations  # guidance: a second, unconditional call per step
+    print(describe_sampler(sampler, sampler_settings), file=sys.stderr, flush=True)
     print(f"{branches} LR images of {height}×{width} px -> {scale * height}×{scale * width} px: {tiles} tiles of "
           f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
           f"(each over {branches} LR branches)", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import as_plain
 from ..data.lr_stack import lr_rgb_view
 from ..errors import UserError
+from ..sampling.noise import scene_generators
 from . import calibration
 from .dataset import dataset_identity
 from .references import REFERENCES, bicubic_nearest
@@ -136,11 +137,10 @@ class Evaluator:
         has_uncertainty = not is_reference and getattr(method, "produces_uncertainty", True)
         unavailable = suite.unavailable(int(hr.shape[1]), min(hr.shape[-2:]), has_uncertainty=has_uncertainty)
 
-        rows, outputs, targets, grid, nfe = [], [], [], {}, 0
+        rows, outputs, targets, grid, nfe, timesteps = [], [], [], {}, 0, None
         curves: list[calibration.Sparsification] = []
         started = time.perf_counter()
         for seed in cfg.eval.seeds:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
             for batch in tqdm(scenes, desc=f"evaluating seed {seed}", leave=False):
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 # a multispectral LR is compared with HR-band images through its HR bands (data.lr_rgb):
@@ -148,9 +148,10 @@ class Evaluator:
                 rgb = lr_rgb_view(batch, cfg.data.lr_rgb)
                 if is_reference:
                     image, uncertainty = REFERENCES[method](rgb), None
-                else:
-                    out = method.sample(batch, cfg.sampler, generator)
+                else:  # each scene's noise from (seed, scene key): every row of a sweep sees the same noise
+                    out = method.sample(batch, cfg.sampler, scene_generators(seed, batch["key"], device))
                     image, uncertainty, nfe = out.image, out.uncertainty, out.nfe
+                    timesteps = getattr(out, "timesteps", None)
                 values = suite.per_image(rgb, image, uncertainty, unavailable)
                 if uncertainty is not None and "ause" in values:
                     ranks = calibration.ranks_anything(uncertainty)  # a constant map has no curve
@@ -165,6 +166,8 @@ class Evaluator:
         wall = time.perf_counter() - started  # sampling and per-image metrics; set metrics come after
         set_level = suite.set_level(torch.cat(outputs), torch.cat(targets), unavailable)
         summary = self._summary(method, cfg, rows, set_level, wall, nfe, unavailable)
+        if timesteps is not None:
+            summary["timesteps"] = [int(t) for t in timesteps]
         if curves:
             summary["sparsification"] = _mean_curve(curves)
         return EvalResult(summary=summary, rows=rows, grid=grid)

@@ -43,6 +43,7 @@ class SRPipelineOutput(BaseOutput):
     branch_images: torch.Tensor | None = None  # B×N×C×H×W per-branch estimates before the last fusion
     latent: torch.Tensor | None = None  # B×C×h×w final consensus latent
     nfe: int = 0  # denoiser evaluations per branch (guidance counts twice)
+    timesteps: list[int] | None = None  # the training-schedule timesteps sampled, first to last
 
 
 class LatentSRPipeline(DiffusionPipeline):
@@ -114,11 +115,11 @@ class LatentSRPipeline(DiffusionPipeline):
 
     # ---------------------------------------------------------------------------------- sampling
     def sampler_config(self, sampler: Any = None, **overrides: Any) -> SamplerConfig:
-        """This pipeline's default sampler settings, updated by `sampler` (a dict or any config node:
-        its keys win) and keyword overrides."""
+        """This pipeline's own sampler settings (what it was trained and evaluated with), updated by the
+        keys `sampler` names (a dict or config node: only its keys; an instance: all of them) and by
+        keyword overrides. An unnamed key keeps the pipeline's value, never the library default."""
         settings = dict(self.config.sampler)
-        if sampler is not None:
-            settings.update(SamplerConfig.from_any(sampler).to_dict())
+        settings.update(SamplerConfig.named_settings(sampler))
         settings.update(overrides)
         return SamplerConfig.from_any(settings).check(self.scheduler.config.num_train_timesteps)
 
@@ -138,11 +139,12 @@ class LatentSRPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, lr: Any, dt: Any = None, lr_mask: Any = None, lr_valid: Any = None, gsd: Any = None,
                  lr_doy: Any = None, lr_cloud: Any = None, *, sampler: Any = None,
-                 generator: torch.Generator | None = None, progress: bool = False, **sampler_overrides: Any
-                 ) -> SRPipelineOutput:
+                 generator: torch.Generator | list[torch.Generator] | None = None, progress: bool = False,
+                 **sampler_overrides: Any) -> SRPipelineOutput:
         """Super-resolve B scenes. `lr` is in [-1, 1] (B×N×C×h×w, one scene's N×C×h×w, or a list of
         C×h×w); sampler settings come from this pipeline's config, `sampler=` and keyword overrides
-        (e.g. `nfe=25, fusion_every=5`)."""
+        (e.g. `nfe=25, fusion_every=5`). `generator`: a list of B (one per scene, each scene's noise
+        then its own whatever the batch; `sampling.noise.scene_generators`) or one for the batch."""
         inputs = lr if isinstance(lr, SRInputs) else SRInputs.build(
             lr, dt, lr_mask, lr_valid, gsd, lr_doy, lr_cloud)
         inputs = inputs.to(self.device)
@@ -150,11 +152,12 @@ class LatentSRPipeline(DiffusionPipeline):
         out = self.fused_sampler(settings, progress).sample(self.branches(inputs, settings), self.latent_shape,
                                                             generator)
         return SRPipelineOutput(image=out.image, uncertainty=out.uncertainty, branch_images=out.branch_images,
-                                latent=out.latent, nfe=out.nfe)
+                                latent=out.latent, nfe=out.nfe, timesteps=out.timesteps)
 
     def sample(self, batch: dict[str, Any], sampler: Any = None,
-               generator: torch.Generator | None = None) -> SRPipelineOutput:
-        """A `SatDataModule` batch through the pipeline (what validation, `evaluate` and sweeps call)."""
+               generator: torch.Generator | list[torch.Generator] | None = None) -> SRPipelineOutput:
+        """A `SatDataModule` batch through the pipeline (what validation, `evaluate` and sweeps call;
+        they pass one generator per scene, seeded by the scene's key)."""
         return self(SRInputs.from_batch(batch), sampler=sampler, generator=generator)
 
     def parameters(self):

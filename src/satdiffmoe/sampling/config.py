@@ -19,12 +19,17 @@ from typing import Any
 SCHEDULERS = ("ddim", "dpm")
 EPS_AFTER_FUSION = ("rederive", "keep")
 PRECISIONS = ("32", "bf16")
+# diffusers' `timestep_spacing`: how `nfe` steps are placed on the training schedule (Lin et al. 2024,
+# "Common Diffusion Noise Schedules and Sample Steps are Flawed", table 2). `leading` at nfe 10 of 1000
+# starts at t = 900, where the model never saw pure noise; `trailing` starts at t = 999.
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
 @dataclass
 class SamplerConfig:
     nfe: int = 50  # UNet evaluations per branch (DDIM steps)
     scheduler: str = "ddim"  # ddim | dpm (DPM-Solver++ via diffusers)
+    timestep_spacing: str = "leading"  # leading | trailing | linspace, for either scheduler (README "Sampling")
     fusion_every: int | None = 5  # fuse every k steps; null/0 = off (independent branches)
     consensus: str = "mean"  # mean | time_weighted | mask_weighted | optimized (sampling/consensus.py)
     tau: float = 180.0  # days; time_weighted w_i ∝ exp(-|Δt_i|/τ)
@@ -43,21 +48,27 @@ class SamplerConfig:
     precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
 
     @classmethod
+    def named_settings(cls, value: Any = None) -> dict[str, Any]:
+        """The settings `value` itself names, defaults not filled in: every field of an instance, the
+        keys of a dict or an OmegaConf node, nothing for None. What may override another config's."""
+        if value is None:
+            return {}
+        if isinstance(value, cls):
+            return dataclasses.asdict(value)
+        if not isinstance(value, dict):
+            from omegaconf import OmegaConf
+
+            value = OmegaConf.to_container(value, resolve=True)
+        return dict(value)
+
+    @classmethod
     def from_any(cls, value: Any = None, **overrides: Any) -> SamplerConfig:
         """An instance from None (defaults), a dict, an OmegaConf node or an instance; keys outside the
-        dataclass are an error naming them."""
+        dataclass are an error naming them. Unnamed keys get the defaults: to update another config,
+        merge `named_settings` into it instead."""
         if isinstance(value, cls) and not overrides:
             return value
-        if value is None:
-            fields = {}
-        elif isinstance(value, cls):
-            fields = dataclasses.asdict(value)
-        else:
-            if not isinstance(value, dict):
-                from omegaconf import OmegaConf
-
-                value = OmegaConf.to_container(value, resolve=True)
-            fields = dict(value)
+        fields = cls.named_settings(value)
         fields.update(overrides)
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -104,6 +115,8 @@ class SamplerConfig:
             (num_train_timesteps is None or self.nfe <= num_train_timesteps,
              f"sampler.nfe={self.nfe} exceeds diffusion.num_train_timesteps={num_train_timesteps}"),
             (self.scheduler in SCHEDULERS, f"sampler.scheduler must be ddim or dpm, got {self.scheduler}"),
+            (self.timestep_spacing in TIMESTEP_SPACINGS,
+             f"sampler.timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, got {self.timestep_spacing}"),
             (self.fusion_every is None or self.fusion_every >= 0,
              f"sampler.fusion_every must be >= 1 (or null/0 for no fusion), got {self.fusion_every}"),
             (self.consensus in CONSENSUS_RULES,
@@ -111,7 +124,11 @@ class SamplerConfig:
             (self.tau > 0, f"sampler.tau must be > 0 days, got {self.tau}"),
             (0.0 <= self.pull <= 1.0, f"sampler.pull must be in [0, 1], got {self.pull}"),
             (self.eta >= 0.0, f"sampler.eta must be >= 0, got {self.eta}"),
-            (self.renoise >= 0, f"sampler.renoise must be >= 0 (0 = off), got {self.renoise}"),
+            # DPM-Solver++ (2M) is deterministic: an eta would be ignored without a word
+            (self.eta == 0.0 or self.scheduler == "ddim",
+             f"sampler.eta={self.eta} needs sampler.scheduler=ddim (DPM-Solver++ has no eta); set sampler.eta=0"),
+            # sqrt(1 - r²) d + r xi is unit-variance noise only for r <= 1
+            (0.0 <= self.renoise <= 1.0, f"sampler.renoise must be in [0, 1] (0 = off), got {self.renoise}"),
             (self.eps_after_fusion in EPS_AFTER_FUSION,
              f"sampler.eps_after_fusion must be one of {', '.join(EPS_AFTER_FUSION)}, got {self.eps_after_fusion}"),
             (0 <= self.fusion_drop < 1, f"sampler.fusion_drop must be in [0, 1), got {self.fusion_drop}"),

@@ -25,7 +25,13 @@ which would read a fusion jump x0_bar - x0_i as curvature of the trajectory, at 
 at the step after it. Around every fusion step `_dpm_step` therefore shifts the stored history by the
 jump (the update uses the fused level with the branch's own slope) and afterwards stores the
 branch's raw model estimate, so a jump never enters a difference; without fusion (or with branches
-that agree) it is diffusers' own multistep update, bit for bit.
+that agree) it is diffusers' own multistep update, bit for bit. A jump of the state itself
+(`eps_after_fusion: keep`, re-noising) leaves no history worth shifting: the solver restarts at
+first order for that step and the next.
+
+The timestep grid is `timestep_spacing` (leading | trailing | linspace) by DDIM's rule for both
+schedulers, and every output says which timesteps it sampled. Randomness is drawn per scene and
+per (scene, branch) row (sampling/noise.py), so a scene's noise does not depend on its batch or on N.
 
 Two deliberate scheduler settings: `set_alpha_to_one=True` (the last DDIM step lands on ᾱ = 1 and
 returns the clean estimate, so the output is D(x0_bar) and plain DDIM agree) and no sample clipping
@@ -55,12 +61,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .config import SamplerConfig
 from .consensus import FusionContext, fuse_estimates
+from .noise import BranchNoise, GeneratorLike
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class SamplerOutput:
     latent: torch.Tensor  # B×C×h×w final consensus latent
     branch_images: torch.Tensor  # B×N×C×H×W: D(x0_i) of the final step before fusion (0 on padding)
     nfe: int  # denoiser evaluations per branch
+    timesteps: list[int] = dataclasses.field(default_factory=list)  # the grid sampled, first to last
 
 
 def _take_rows(cond: Cond, rows: torch.Tensor | slice) -> Cond:
@@ -154,39 +161,58 @@ class FusedSampler:
         self.bf16 = self.cfg.precision == "bf16"
 
     # ----------------------------------------------------------------------------------- scheduler
-    def make_scheduler(self):
-        kind = self.cfg.scheduler
+    def make_scheduler(self, device: torch.device | str | None = None):
+        """The configured diffusers scheduler with its timesteps set: `timestep_spacing` places the
+        `nfe` steps by DDIM's rule for both schedulers (DPM-Solver++ is handed DDIM's grid: diffusers'
+        own `leading` and `linspace` differ between the two classes), so changing the solver never
+        silently changes the grid."""
+        kind, steps = self.cfg.scheduler, self.cfg.nfe
+        ddim = DDIMScheduler.from_config(self.scheduler_config, prediction_type="epsilon", set_alpha_to_one=True,
+                                         clip_sample=False, thresholding=False,
+                                         timestep_spacing=self.cfg.timestep_spacing)
+        ddim.set_timesteps(steps, device=device)
         if kind == "ddim":
-            return DDIMScheduler.from_config(self.scheduler_config, prediction_type="epsilon",
-                                             set_alpha_to_one=True, clip_sample=False, thresholding=False)
+            return ddim
         if kind == "dpm":
-            return DPMSolverMultistepScheduler.from_config(
+            dpm = DPMSolverMultistepScheduler.from_config(
                 self.scheduler_config, prediction_type="epsilon", algorithm_type="dpmsolver++",
                 final_sigmas_type="zero", thresholding=False)
+            dpm.set_timesteps(timesteps=ddim.timesteps.tolist(), device=device)
+            return dpm
         raise UserError(f"sampler.scheduler must be ddim or dpm, got {kind!r}")
 
-    def _step(self, scheduler, eps: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-              generator: torch.Generator | None) -> torch.Tensor:
+    def _step(self, scheduler, eps: torch.Tensor, t: torch.Tensor, z: torch.Tensor, noise: BranchNoise) -> torch.Tensor:
+        """One scheduler update of the B·N flattened rows; DDIM's eta noise comes from each row's generator."""
         if isinstance(scheduler, DDIMScheduler):
             eta = self.cfg.eta
-            return scheduler.step(eps, t, z, eta=eta, generator=generator if eta > 0 else None).prev_sample
-        return scheduler.step(eps, t, z, generator=generator).prev_sample
+            return scheduler.step(eps, t, z, eta=eta, generator=noise.rows if eta > 0 else None).prev_sample
+        return scheduler.step(eps, t, z).prev_sample  # DPM-Solver++ (2M) draws nothing (config.check refuses eta)
 
     def _dpm_step(self, scheduler: DPMSolverMultistepScheduler, eps: torch.Tensor, t: torch.Tensor,
-                  z: torch.Tensor, raw_x0: torch.Tensor, jump: torch.Tensor, generator) -> torch.Tensor:
+                  z: torch.Tensor, raw_x0: torch.Tensor, jump: torch.Tensor, state_jumped: bool,
+                  noise: BranchNoise) -> torch.Tensor:
         """A DPM-Solver++ step at a fusion step whose fused estimate is raw_x0 + jump (rows flattened).
 
         diffusers' `step` shifts `model_outputs` (the stored data predictions) by one and appends the
         x0 it recovers from (z, eps), the fused one. Shifting the surviving history by the same jump
         makes its finite differences those of the branch's raw estimates; afterwards the history holds
         raw estimates again, so the next step's difference does not see the jump either.
+
+        When the state itself jumped (`eps_after_fusion: keep`, or re-noising), the stored estimates
+        belong to another trajectory, and no shift makes a difference between them meaningful: the
+        solver restarts at first order for this step and the next (an empty history, as at t = T).
         """
         history = scheduler.model_outputs
+        if state_jumped:
+            _restart_multistep(scheduler)
+            z_prev = self._step(scheduler, eps, t, z, noise)
+            _restart_multistep(scheduler)
+            return z_prev
         saved = list(history)
         for j in range(1, len(history)):
             if history[j] is not None:
                 history[j] = history[j] + jump
-        z_prev = self._step(scheduler, eps, t, z, generator)
+        z_prev = self._step(scheduler, eps, t, z, noise)
         history[:-1] = saved[1:]
         history[-1] = raw_x0
         return z_prev
@@ -261,15 +287,8 @@ class FusedSampler:
         return torch.cat(images)
 
     # -------------------------------------------------------------------------------------- fusion
-    def _initial_noise(self, shape: tuple, shared: bool, generator, device, dtype) -> torch.Tensor:
-        batch, branches = shape[:2]
-        if shared:  # same noise for every branch of a scene (identical LRs -> identical branches)
-            noise = randn_tensor((batch, 1) + shape[2:], generator=generator, device=device, dtype=dtype)
-            return noise.expand(shape).clone()
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
     def _after_fusion(self, z: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor,
-                      sigma: torch.Tensor, last: bool, generator) -> tuple[torch.Tensor, torch.Tensor]:
+                      sigma: torch.Tensor, last: bool, noise: BranchNoise) -> tuple[torch.Tensor, torch.Tensor]:
         """(state, epsilon) to step from, with (state - sigma epsilon)/alpha = the fused x0 exactly.
 
         The direction is re-derived from the state (default) or the network's own eps (`keep`,
@@ -282,18 +301,18 @@ class FusedSampler:
             return z, (z - alpha * x0) / sigma  # the state already holds the fused x0 with this epsilon
         direction = eps if mode == "keep" else (z - alpha * x0) / sigma
         if strength > 0:
-            xi = randn_tensor(direction.shape, generator=generator, device=direction.device, dtype=direction.dtype)
+            xi = noise.randn(direction.shape)
             direction = math.sqrt(max(0.0, 1.0 - strength ** 2)) * direction + strength * xi
         return alpha * x0 + sigma * direction, direction
 
-    def _fusion_subset(self, context: FusionContext, generator) -> FusionContext:
+    def _fusion_subset(self, context: FusionContext, noise: BranchNoise) -> FusionContext:
         """DiffusionDrop: each valid branch sits out this fusion with probability `fusion_drop`
         (at least one stays per scene); the dropped ones are still pulled onto the consensus."""
         drop = self.cfg.fusion_drop
         if drop <= 0:
             return context
         valid = context.valid
-        scores = torch.rand(valid.shape, generator=generator, device=valid.device)
+        scores = noise.rand()
         kept = valid & (scores >= drop)
         scores = scores.masked_fill(~valid, -1.0)
         rescue = torch.zeros_like(kept).scatter_(1, scores.argmax(1, keepdim=True), True)
@@ -314,26 +333,24 @@ class FusedSampler:
 
     # ------------------------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, inputs: BranchInputs, latent_shape: tuple, generator: torch.Generator | None = None
-               ) -> SamplerOutput:
-        """Sample B scenes with N branches each; `latent_shape` = (C, h, w) of one latent."""
+    def sample(self, inputs: BranchInputs, latent_shape: tuple, generator: GeneratorLike = None) -> SamplerOutput:
+        """Sample B scenes with N branches each; `latent_shape` = (C, h, w) of one latent. `generator`:
+        one per scene (a list: each scene's noise is its own, sampling/noise.py) or one for the batch."""
         valid = inputs.valid.bool()
         if valid.dim() != 2 or not valid.any(1).all():
             raise UserError("every scene needs at least one valid LR branch (BranchInputs.valid is B×N)")
         inputs = dataclasses.replace(inputs, valid=valid)
         batch, branches = valid.shape
         device = valid.device
-        steps = self.cfg.nfe
         fusion_every = self.cfg.fusion_every or 0
         rule = self.cfg.consensus
         pull = self.cfg.pull
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(steps, device=device)
+        scheduler = self.make_scheduler(device)
         context = self.fusion_context(inputs)
 
-        shape = (batch, branches) + tuple(latent_shape)
-        z = self._initial_noise(shape, self.cfg.shared_noise, generator, device,
-                                torch.float32) * scheduler.init_noise_sigma
+        noise = BranchNoise(generator, batch, branches, tuple(latent_shape), self.cfg.shared_noise, device)
+        z = noise.initial * scheduler.init_noise_sigma
+        state_jumps = self.cfg.eps_after_fusion == "keep" or self.cfg.renoise > 0
         x0_final = x0_bar = None
         spread, fusions = torch.zeros((batch,) + tuple(latent_shape), device=device), 0
         timesteps = scheduler.timesteps
@@ -346,23 +363,25 @@ class FusedSampler:
             if last:
                 x0_final = x0
             if not (fusion_every and (k % fusion_every == 0 or last)):
-                z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), generator).view_as(z)
+                z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), noise).view_as(z)
                 continue
             spread, fusions = spread + branch_variance(x0, valid), fusions + 1
-            x0_bar = fuse_estimates(x0, rule, self._fusion_subset(context, generator))
+            x0_bar = fuse_estimates(x0, rule, self._fusion_subset(context, noise))
             fused = (1 - pull) * x0 + pull * x0_bar[:, None]
-            state, direction = self._after_fusion(z, eps, fused, alpha, sigma, last, generator)
+            state, direction = self._after_fusion(z, eps, fused, alpha, sigma, last, noise)
             if isinstance(scheduler, DPMSolverMultistepScheduler):
                 z = self._dpm_step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), x0.flatten(0, 1),
-                                   (fused - x0).flatten(0, 1), generator).view_as(z)
+                                   (fused - x0).flatten(0, 1), state_jumps and not last, noise).view_as(z)
             else:
-                z = self._step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), generator).view_as(z)
+                z = self._step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), noise).view_as(z)
         if not fusions:  # fusion off: the spread of the final branch estimates
             spread, fusions = branch_variance(x0_final, valid), 1
-        return self._finish(z, x0_final, x0_bar if fusion_every else None, valid, steps, spread / fusions)
+        out = self._finish(z, x0_final, x0_bar if fusion_every else None, valid, spread / fusions)
+        out.timesteps = [int(t) for t in timesteps]
+        return out
 
     def _finish(self, z: torch.Tensor, x0_final: torch.Tensor, x0_bar: torch.Tensor | None,
-                valid: torch.Tensor, steps: int, variance: torch.Tensor) -> SamplerOutput:
+                valid: torch.Tensor, variance: torch.Tensor) -> SamplerOutput:
         batch, branches = valid.shape
         rows = valid.flatten()
         weights = valid.to(z.dtype)[:, :, None, None, None]
@@ -388,3 +407,9 @@ class FusedSampler:
         nfe = self.cfg.network_evaluations
         return SamplerOutput(image=image, uncertainty=uncertainty, latent=latent,
                              branch_images=branch_images, nfe=nfe)
+
+
+def _restart_multistep(scheduler: DPMSolverMultistepScheduler) -> None:
+    """Forget DPM-Solver++'s stored estimates: its next update is first order, as at the first step."""
+    scheduler.model_outputs = [None] * len(scheduler.model_outputs)
+    scheduler.lower_order_nums = 0

@@ -37,6 +37,7 @@ from ..models.portable import portable_config
 from ..models.stable_diffusion import SDBackbone, load_sd_backbone, pretrained_folder_kind
 from ..models.trainable import apply_trainable
 from ..pipelines.registry import PIPELINES
+from ..sampling.noise import scene_generators
 from .loggers import log_image_grid
 from .optim import configure_adamw
 
@@ -353,10 +354,11 @@ class DiffusionTask(SatTask):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         size = batch["hr"].shape[0]
-        # a fixed generator per validation batch: curves move because the model does, not the noise
+        # fixed noise per validation scene: curves move because the model does, not the noise, and a
+        # scene's sample does not depend on its rank or batch (sampling/noise.py)
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + batch_idx)
         loss = self.diffusion_loss(batch, generator, dropout=0.0)
-        output = self.sample(batch, self.validation_sampler, generator)
+        output = self.sample(batch, self.validation_sampler, scene_generators(self.cfg.seed, batch["key"], self.device))
         hr = batch["hr"]
         self.val_loss.update(loss.detach(), weight=size)
         self.log("val/loss", self.val_loss, on_epoch=True, batch_size=size)
