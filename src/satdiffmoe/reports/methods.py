@@ -18,10 +18,13 @@ from .tables import Cell, Row, Table, mark_best
 log = logging.getLogger(__name__)
 
 REFERENCES = ("bicubic_nearest", "mean_bicubic", "autoencoder")
+# free uncertainty maps scored against a model's error (evaluation/uncertainty_references.py): rows of
+# the calibration table only, after the model rows
+UNCERTAINTY_REFERENCES = ("unc_constant", "unc_lr_std")
 # sees the HR (D(E(HR))): the cap of every latent method, shown for scale and never marked best
 ORACLES = ("autoencoder",)
 METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "autoencoder", "srcnn", "highresnet", "rams", "controlnet", "diffusionsat",
-                "satdiffmoe")
+                "satdiffmoe", *UNCERTAINTY_REFERENCES)
 
 
 def row_label(summary: EvalSummary) -> str:
@@ -71,12 +74,17 @@ GROUP_NOTES = {
     "calibration": ["per-scene Spearman ρ between the uncertainty map and |output − HR|, and the area between "
                     "its sparsification curve and the oracle's (AUSE, lower is better)"],
 }
+FREE_MAPS_NOTE = ("free maps (constant; per-pixel std of the bicubic LRs across dates) are scored against the "
+                  "error of the evaluation named in their eval column (…_unc_*); a constant map has no ρ and the "
+                  "AUSE of a random ranking")
 
 
 def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> Table | None:
     """One metric group's comparison (None when no evaluation has a metric of that group); the
     fidelity table also carries the NFE, parameter counts and sampling time."""
     summaries = sorted(summaries, key=_order)
+    if group != "calibration":
+        summaries = [s for s in summaries if s.method not in UNCERTAINTY_REFERENCES]
     present = {m for s in summaries for m in s.metrics}
     metrics = [m for m in ordered_metrics(present) if (METRICS[m].group if m in METRICS else "fidelity") == group]
     if not metrics:
@@ -113,6 +121,8 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity") -> 
     if len(contenders) < len(summaries):
         table.notes.append("the autoencoder row reconstructs the HR itself (the cap of every latent method); "
                            "it is never marked best")
+    if any(s.method in UNCERTAINTY_REFERENCES for s in summaries):
+        table.notes.append(FREE_MAPS_NOTE)
     if left_out:
         table.notes.append(f"not shown, no value in this table: {', '.join(left_out)} ({'; '.join(why)})")
     warning = scene_count_warning(summaries)

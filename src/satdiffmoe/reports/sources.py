@@ -214,7 +214,8 @@ METRIC_ORDER = tuple(METRICS)
 METHOD_NAMES = {"satdiffmoe": "SatDiffMoE", "controlnet": "ControlNet", "diffusionsat": "DiffusionSat",
                 "highresnet": "HighRes-net", "rams": "RAMS", "srcnn": "SRCNN",
                 "bicubic_nearest": "Bicubic (nearest LR)", "mean_bicubic": "Mean of bicubic LRs",
-                "autoencoder": "Autoencoder reconstruction of the HR"}
+                "autoencoder": "Autoencoder reconstruction of the HR",
+                "unc_constant": "Constant uncertainty map", "unc_lr_std": "Std of the bicubic LRs"}
 
 
 def method_name(method: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 SCHEDULERS = ("ddim", "dpm")
 EPS_AFTER_FUSION = ("rederive", "keep")
 PRECISIONS = ("32", "bf16")
+UNCERTAINTY_MAPS = ("latent", "pixel", "latent+lr", "pixel+lr")  # defined in sampling/uncertainty.py
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SamplerConfig:
     chunk_size: int = 64  # max (scene × branch) rows per UNet call
     late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
     precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
+    uncertainty: str = "latent"  # the map's definition: latent | pixel | latent+lr | pixel+lr (sampling/uncertainty.py)
 
     @classmethod
     def from_any(cls, value: Any = None, **overrides: Any) -> SamplerConfig:
@@ -121,6 +123,8 @@ class SamplerConfig:
             (self.dc_weight >= 0, f"sampler.dc_weight must be >= 0, got {self.dc_weight}"),
             (self.chunk_size >= 1, "sampler.chunk_size must be >= 1"),
             (self.precision in PRECISIONS, f"sampler.precision must be 32 or bf16, got {self.precision}"),
+            (self.uncertainty in UNCERTAINTY_MAPS,
+             f"sampler.uncertainty must be one of {', '.join(UNCERTAINTY_MAPS)}, got {self.uncertainty}"),
         ]
         for ok, message in rules:
             if not ok:
