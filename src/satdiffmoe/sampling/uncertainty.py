@@ -61,12 +61,13 @@ def mix(branch: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
 class BranchSpread:
     """Accumulates the branch spread during sampling (`add` at every step) and makes the map (`finish`)."""
 
-    def __init__(self, kind: str, steps: int, fusion_every: int | None, decode: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, kind: str, steps: int, fusion_every: int | None, decode: Callable[[torch.Tensor], torch.Tensor],
+                 pixel_steps: int | None = None):
         self.space, _, extra = kind.partition("+")
         self.with_lr = extra == "lr"
         self.decode, self.last = decode, steps - 1
         fused = fusion_steps(steps, fusion_every)
-        self.tracked = set(fused if self.space == "latent" else fused[-PIXEL_STEPS:])
+        self.tracked = set(fused if self.space == "latent" else fused[-(pixel_steps or PIXEL_STEPS):])
         self.total: torch.Tensor | None = None
         self.count = 0
 
