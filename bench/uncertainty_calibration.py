@@ -59,6 +59,23 @@ class EverySpread:
         return maps["latent"]
 
 
+def candidates(out, rgb) -> dict[str, torch.Tensor]:
+    """Maps from the output alone or against the LRs (exploration beside the branch spreads)."""
+    import torch.nn.functional as F
+
+    from satdiffmoe.data.lr_stack import mean_bicubic_of
+
+    image = out.image.float()
+    reference = mean_bicubic_of(rgb["lr"], rgb["lr_valid"], rgb.get("lr_mask"), tuple(image.shape[-2:]))
+    residual = (image - reference).abs().mean(1, keepdim=True) / 2
+    local_mean = F.avg_pool2d(image, 3, 1, 1, count_include_pad=False)
+    local_std = (F.avg_pool2d(image ** 2, 3, 1, 1, count_include_pad=False) - local_mean ** 2).clamp_min(0).sqrt()
+    branches = out.branch_images.float()
+    branch_residual = (branches - image[:, None]).abs().mean(2).mean(1, keepdim=True) / 2
+    return {"|output − mean LR|": residual, "local std of output": local_std.mean(1, keepdim=True),
+            "mean |branch − output|": branch_residual}
+
+
 def score(uncertainty: torch.Tensor, error: torch.Tensor, mask_constant: bool) -> dict[str, torch.Tensor]:
     rho = calibration.spearman(uncertainty, error)
     ause = calibration.ause(uncertainty, error)
@@ -72,6 +89,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save", default=None, help="also torch.save the outputs, maps and LR stacks (.pt)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = load_config(args.config, args.overrides)
@@ -81,12 +99,17 @@ def main() -> None:
     values: dict[str, dict[str, list[float]]] = {}
     generator = torch.Generator().manual_seed(int(cfg.eval.seeds[0]))
     started = time.perf_counter()
+    saved = []
     for batch in evaluator.scenes(cfg):
         out = method.sample(batch, cfg.sampler, generator)
         rgb = lr_rgb_view(batch, cfg.data.lr_rgb)
         error = absolute_error(out.image, batch["hr"])
         maps = dict(MAPS.pop())
         maps.update({name: make(rgb) for name, make in UNCERTAINTY_REFERENCES.items()})
+        maps.update(candidates(out, rgb))
+        if args.save:
+            saved.append({"image": out.image, "branch_images": out.branch_images, "hr": batch["hr"],
+                          "lr": rgb["lr"], "lr_valid": rgb["lr_valid"], "maps": maps})
         for name, uncertainty in maps.items():
             for metric, per_image in score(uncertainty.float(), error, name in VARIANTS).items():
                 values.setdefault(name, {}).setdefault(metric, []).extend(per_image.tolist())
@@ -99,6 +122,8 @@ def main() -> None:
         cells = [f"{e['mean']:.3f} ± {e['ci95'] or 0:.3f}" if "mean" in e else "undefined" for e in metrics.values()]
         print(f"{name:24s} {cells[0]:>16s} {cells[1]:>16s} {SECONDS.get(name, 0.0):8.2f}")
     print(f"sampling and scoring: {wall:.1f} s for {report['scenes']} scenes")
+    if args.save:
+        torch.save(saved, args.save)
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)

@@ -101,6 +101,22 @@ def test_pixel_plus_lr_mixes_the_sampler_map_with_the_lr_stack(toy):
         uncertainty(toy, cond, fusion_every=3, uncertainty="pixel+lr")
 
 
+def test_local_std_is_the_windowed_std_in_unit_range():
+    image = -torch.ones(1, 1, 12, 12)
+    image[..., 6:] = 1.0  # two flat halves in [-1, 1]: 0 and 1 in unit range
+    texture = U.local_std(image, window=5)
+    assert texture[..., 6, 0] == 0 and texture[..., 6, 11] == 0  # windows inside one half
+    # column 5 sees columns 3..7: three at 0, two at 1 -> std sqrt(0.4 · 0.6)
+    torch.testing.assert_close(texture[..., 6, 5], torch.tensor([[0.24 ** 0.5]]))
+
+
+def test_texture_map_is_the_local_std_of_the_returned_image(toy):
+    sampler = FusedSampler(toy, SCHEDULE, "epsilon", sampler_cfg(nfe=4, uncertainty="texture"))
+    out = sampler.sample(inputs_for(four_lrs()), (C, H, W), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.uncertainty, U.local_std(out.image))
+    assert out.uncertainty.shape == (1, 1, H, W) and (out.uncertainty > 0).any()
+
+
 def test_unknown_uncertainty_option_is_refused():
     with pytest.raises(ValueError, match="sampler.uncertainty must be one of latent, pixel"):
         SamplerConfig(uncertainty="seeds").check()
@@ -109,11 +125,11 @@ def test_unknown_uncertainty_option_is_refused():
 def test_identical_branches_have_zero_uncertainty(toy):
     repeated = four_lrs()[:, :1].expand(1, 4, C, H, W).clone()
     for fusion_every in (1, 3, None):
-        assert uncertainty(toy, repeated, fusion_every=fusion_every).abs().max() < 1e-6
+        assert uncertainty(toy, repeated, fusion_every=fusion_every, uncertainty="latent").abs().max() < 1e-6
 
 
 def test_one_branch_has_zero_uncertainty(toy):
-    assert uncertainty(toy, four_lrs()[:, :1], fusion_every=2).abs().max() == 0
+    assert uncertainty(toy, four_lrs()[:, :1], fusion_every=2, uncertainty="latent").abs().max() == 0
 
 
 def test_without_fusion_it_is_the_spread_of_the_final_branch_samples(toy):
@@ -121,4 +137,5 @@ def test_without_fusion_it_is_the_spread_of_the_final_branch_samples(toy):
     finals = torch.stack([reference_ddim(toy, cond[:, i], torch.zeros(1), (1, C, H, W), seed=0, nfe=10)
                           for i in range(4)], 1)
     expected = finals.std(1, unbiased=False).mean(1, keepdim=True)
-    torch.testing.assert_close(uncertainty(toy, cond, fusion_every=None), expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(uncertainty(toy, cond, fusion_every=None, uncertainty="latent"), expected,
+                               atol=1e-5, rtol=1e-4)

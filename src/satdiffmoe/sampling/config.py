@@ -19,7 +19,7 @@ from typing import Any
 SCHEDULERS = ("ddim", "dpm")
 EPS_AFTER_FUSION = ("rederive", "keep")
 PRECISIONS = ("32", "bf16")
-UNCERTAINTY_MAPS = ("latent", "pixel", "latent+lr", "pixel+lr")  # defined in sampling/uncertainty.py
+UNCERTAINTY_MAPS = ("latent", "pixel", "latent+lr", "pixel+lr", "texture")  # defined in sampling/uncertainty.py
 
 
 @dataclass
@@ -42,7 +42,9 @@ class SamplerConfig:
     chunk_size: int = 64  # max (scene × branch) rows per UNet call
     late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
     precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
-    uncertainty: str = "latent"  # the map's definition: latent | pixel | latent+lr | pixel+lr (sampling/uncertainty.py)
+    # the map's definition: texture | latent | pixel | latent+lr | pixel+lr (sampling/uncertainty.py);
+    # texture ranks the error best on the quickstart's validation split (README "Evaluation and metrics")
+    uncertainty: str = "texture"
 
     @classmethod
     def from_any(cls, value: Any = None, **overrides: Any) -> SamplerConfig:

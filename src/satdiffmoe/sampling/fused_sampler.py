@@ -31,8 +31,9 @@ Two deliberate scheduler settings: `set_alpha_to_one=True` (the last DDIM step l
 returns the clean estimate, so the output is D(x0_bar) and plain DDIM agree) and no sample clipping
 (clipping to [-1, 1] is meaningless for latents; decoded images are clamped instead).
 
-The uncertainty map (`sampler.uncertainty`) is a spread of the branches' estimates before fusion:
-sampling/uncertainty.py defines each option (`latent`, the default, costs nothing; `pixel` decodes).
+The uncertainty map (`sampler.uncertainty`; most options a spread of the branches' estimates before
+fusion): sampling/uncertainty.py defines each option (`texture`, the default, and `latent` cost nothing; `pixel`
+over earlier fusion steps decodes).
 
 With N = 1, or fusion off (`fusion_every` null/0), every branch is plain conditional DDIM. With
 fusion off the returned image is the mean of the branches' decoded images ("late fusion").
@@ -357,7 +358,6 @@ class FusedSampler:
         branch_images = estimates.new_zeros((batch * branches,) + estimates.shape[1:])
         branch_images[rows] = estimates
         branch_images = branch_images.view(batch, branches, *estimates.shape[1:])
-        uncertainty = spread.finish(x0_final, branch_images, valid, inputs)
 
         if x0_bar is not None:
             latent, image = x0_bar, self.decode(x0_bar).clamp(-1, 1)
@@ -367,6 +367,7 @@ class FusedSampler:
             decoded[rows] = final
             image = (decoded.view(batch, branches, *final.shape[1:]) * weights).sum(1) / count
             latent = (z * weights).sum(1) / count
+        uncertainty = spread.finish(x0_final, branch_images, valid, inputs, image)
         nfe = self.cfg.network_evaluations
         return SamplerOutput(image=image, uncertainty=uncertainty, latent=latent,
                              branch_images=branch_images, nfe=nfe)
