@@ -84,7 +84,7 @@ class BranchInputs:
 @dataclass
 class SamplerOutput:
     image: torch.Tensor  # B×C×H×W in [-1, 1]: D(x0_bar) (fusion off: mean of branch images)
-    uncertainty: torch.Tensor  # B×1×H×W: the branches' spread (`sampler.uncertainty`)
+    uncertainty: torch.Tensor  # B×1×H×W: the `sampler.uncertainty` map (sampling/uncertainty.py)
     latent: torch.Tensor  # B×C×h×w final consensus latent
     branch_images: torch.Tensor  # B×N×C×H×W: D(x0_i) of the final step before fusion (0 on padding)
     nfe: int  # denoiser evaluations per branch
