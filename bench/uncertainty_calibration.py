@@ -8,7 +8,8 @@ draw), so one sampling run per scene yields every map: the sampler's accumulator
 that runs every definition of sampling/uncertainty.py side by side (`pixel` over the last 1, 2 and
 all fusion steps). Each map is scored as `evaluate` scores the model's (per-scene Spearman ρ and AUSE
 against |output − HR|, mean and 95% t-interval over scenes), beside the free maps of
-evaluation/uncertainty_references.py. The seconds each accumulator spends (the `pixel` decodes) are
+evaluation/uncertainty_references.py and of a few maps computed from the output itself (exploration,
+`candidates`). The seconds each accumulator spends (the `pixel` decodes) are
 timed against the whole sampling time.
 """
 
@@ -31,7 +32,8 @@ from satdiffmoe.sampling.uncertainty import BranchSpread
 from satdiffmoe.training.checkpoints import load_sampler
 
 VARIANTS = {"latent": ("latent", None), "pixel (last step)": ("pixel", 1), "pixel (last 2 fusions)": ("pixel", 2),
-            "pixel (all fusions)": ("pixel", 1000), "latent+lr": ("latent+lr", None), "pixel+lr": ("pixel+lr", 1)}
+            "pixel (all fusions)": ("pixel", 1000), "latent+lr": ("latent+lr", None), "pixel+lr": ("pixel+lr", 1),
+            "texture": ("texture", None)}
 MAPS: list[dict[str, torch.Tensor]] = []
 SECONDS: dict[str, float] = {name: 0.0 for name in VARIANTS}
 
@@ -49,11 +51,11 @@ class EverySpread:
             part.add(k, x0, valid)
             SECONDS[name] += time.perf_counter() - started
 
-    def finish(self, x0_final, branch_images, valid, inputs):
+    def finish(self, x0_final, branch_images, valid, inputs, image):
         maps = {}
         for name, part in self.parts.items():
             started = time.perf_counter()
-            maps[name] = part.finish(x0_final, branch_images, valid, inputs)
+            maps[name] = part.finish(x0_final, branch_images, valid, inputs, image)
             SECONDS[name] += time.perf_counter() - started
         MAPS.append(maps)
         return maps["latent"]

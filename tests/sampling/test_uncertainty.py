@@ -91,14 +91,15 @@ def test_bicubic_spread_uses_the_valid_lrs_only_in_unit_range():
     assert bicubic_spread_of(lr, torch.tensor([[True, False, False]]), (8, 8)).abs().max() == 0
 
 
-def test_pixel_plus_lr_mixes_the_sampler_map_with_the_lr_stack(toy):
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_plus_lr_mixes_the_sampler_map_with_the_lr_stack(toy, space):
     cond = four_lrs()
     lr = torch.randn(1, 4, C, 4, 4, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
-    pixel = uncertainty(toy, cond, lr=lr, fusion_every=3, uncertainty="pixel")
-    expected = U.mix(pixel, bicubic_spread_of(lr, torch.ones(1, 4, dtype=torch.bool), (H, W)))
-    torch.testing.assert_close(uncertainty(toy, cond, lr=lr, fusion_every=3, uncertainty="pixel+lr"), expected)
+    branch = uncertainty(toy, cond, lr=lr, fusion_every=3, uncertainty=space)
+    expected = U.mix(branch, bicubic_spread_of(lr, torch.ones(1, 4, dtype=torch.bool), (H, W)))
+    torch.testing.assert_close(uncertainty(toy, cond, lr=lr, fusion_every=3, uncertainty=f"{space}+lr"), expected)
     with pytest.raises(UserError, match="needs the LR stack"):
-        uncertainty(toy, cond, fusion_every=3, uncertainty="pixel+lr")
+        uncertainty(toy, cond, fusion_every=3, uncertainty=f"{space}+lr")
 
 
 def test_local_std_is_the_windowed_std_in_unit_range():
