@@ -76,7 +76,8 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     config = tmp_path / "exp.yaml"
     config.write_text(OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY_MODEL[:4])))
     code = main(["evaluate", str(config), f"ckpt={ckpt}", f"data.root={shards}", "data.num_lr=2",
-                 "eval.seeds=[0,1]", "sampler.nfe=2", *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
+                 "eval.seeds=[0,1]", "sampler.nfe=2", "sampler.uncertainty=latent",
+                 *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
     assert code == 0
     folder = ckpt.parent.parent / "eval"  # the checkpoint's own run folder
     summary = json.loads((folder / "nfe2_fuse1_mean_n2.json").read_text())
@@ -88,7 +89,7 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     assert list(summary["metrics"]) == list(METRICS)
     assert summary["metrics"]["kid"]["std"] >= 0 and summary["metrics"]["sam"]["mean"] >= 0
     assert 0 <= summary["metrics"]["improvement"]["mean"] <= 100
-    # the shards repeat one LR, so every branch agrees: a zero map ranks nothing, so neither its rank
+    # the shards repeat one LR, so every branch agrees: a zero (latent) map ranks nothing, so neither its rank
     # correlation nor its sparsification area is a number
     assert summary["metrics"]["unc_spearman"]["unavailable"].startswith("undefined on every scene")
     assert summary["metrics"]["ause"]["unavailable"].startswith("undefined on every scene")
@@ -100,6 +101,14 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     reconstruction = json.loads((folder / "autoencoder_reconstruction.json").read_text())
     assert reconstruction["method"] == "autoencoder" and reconstruction["params"]["trainable"] == 0
     assert "unavailable" in reconstruction["metrics"]["ause"]
+    # the free uncertainty maps, scored against this model's error on the same scenes and seeds; its
+    # LRs are all alike, so the LR spread is constant too: both rank at random (AUSE), neither has a ρ
+    for reference in ("unc_constant", "unc_lr_std"):
+        free = json.loads((folder / f"nfe2_fuse1_mean_n2_{reference}.json").read_text())
+        assert free["method"] == reference and free["uncertainty_of"] == "nfe2_fuse1_mean_n2"
+        assert set(free["metrics"]) == {"unc_spearman", "ause"} and free["metrics"]["ause"]["mean"] > 0
+        assert "unavailable" in free["metrics"]["unc_spearman"]
+        assert len((folder / f"nfe2_fuse1_mean_n2_{reference}.jsonl").read_text().splitlines()) == 2 * SCENES
 
 
 def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_path, tiny_ckpt):

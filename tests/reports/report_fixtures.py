@@ -80,3 +80,37 @@ def write_eval_summary(folder: Path, name: str, method: str, psnr: float, **kwar
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(eval_summary(name, method, psnr, **kwargs)))
     return path
+
+
+SCENE_OFFSETS = [5.0 * i for i in range(8)]  # per-scene PSNR spread (dB): far larger than any config effect
+
+
+def scene_columns(psnr: float, keys=None) -> dict:
+    """A trial's `scenes` attribute: scene s has psnr + SCENE_OFFSETS[s] - mean offset (mean stays psnr)."""
+    keys = keys or [f"s{i}" for i in range(len(SCENE_OFFSETS))]
+    centre = sum(SCENE_OFFSETS) / len(SCENE_OFFSETS)
+    values = [psnr + SCENE_OFFSETS[i] - centre for i in range(len(keys))]
+    return {"key": keys, "seed": [0] * len(keys), "psnr": values, "lpips": [10.0 / v for v in values]}
+
+
+def write_eval_rows(folder: Path, name: str, psnr: float, keys=None, seeds=(0,)) -> Path:
+    """eval/<name>.jsonl beside <name>.json: per-scene rows built like `scene_columns`."""
+    columns = scene_columns(psnr, keys)
+    rows = [{"key": k, "seed": seed, "num_lr": 4, "psnr": p + seed, "lpips": lp}
+            for seed in seeds for k, p, lp in zip(columns["key"], columns["psnr"], columns["lpips"])]
+    path = folder / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def add_scene_trials(study: optuna.Study, nfes=(10, 50)) -> None:
+    """fusion_every ∈ {1, 5, off} × nfe, one seed, each trial with its per-scene values."""
+    distributions = {"sampler.fusion_every": CategoricalDistribution([1, 5, "off"]),
+                     "sampler.nfe": CategoricalDistribution(list(nfes))}
+    for fusion_every in (1, 5, "off"):
+        for nfe in nfes:
+            psnr = psnr_of(fusion_every, nfe, 0)
+            summary = eval_summary("t", "satdiffmoe", psnr, nfe=nfe, fusion_every=fusion_every)
+            study.add_trial(create_trial(
+                params={"sampler.fusion_every": fusion_every, "sampler.nfe": nfe}, distributions=distributions,
+                values=[psnr], user_attrs={"eval": summary, "scenes": scene_columns(psnr)}))

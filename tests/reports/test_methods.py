@@ -96,3 +96,25 @@ def test_rows_with_no_value_in_a_group_table_are_left_out_and_named(write_eval, 
     assert [r.label for r in table.rows] == ["SatDiffMoE (N = all)"]
     assert any(note.startswith("not shown, no value in this table: Bicubic (nearest LR)") for note in table.notes)
     assert len(methods_table(read_eval_summaries([str(tmp_path / "evals")])).rows) == 5  # fidelity: every row
+
+
+def test_free_uncertainty_maps_are_rows_of_the_calibration_table_only(write_eval, tmp_path):
+    _write_all(write_eval)
+    ours = write_eval("evals", "zz_ours_all", "satdiffmoe", 27.0, num_lr=-1, trainable=900)
+    summary = json.loads(ours.read_text())
+    summary["metrics"]["unc_spearman"] = {"mean": 0.1, "std": 0.1, "ci95": 0.05, "n": 8}
+    ours.write_text(json.dumps(summary))
+    for method, rho in (("unc_constant", None), ("unc_lr_std", 0.4)):
+        free = {key: summary[key] for key in ("num_scenes", "seeds", "num_lr", "ckpt")}
+        free.update(name=f"zz_ours_all_{method}", method=method, nfe=0, uncertainty_of="zz_ours_all",
+                    metrics={"unc_spearman": {"unavailable": "undefined: a constant map ranks no pixel"} if rho is None
+                             else {"mean": rho, "std": 0.1, "ci95": 0.05, "n": 8},
+                             "ause": {"mean": 0.5 if rho is None else 0.3, "std": 0.1, "ci95": 0.05, "n": 8}})
+        (tmp_path / "evals" / f"zz_ours_all_{method}.json").write_text(json.dumps(free))
+    summaries = read_eval_summaries([str(tmp_path / "evals")])
+    calibration = methods_table(summaries, "calibration")
+    assert [r.label for r in calibration.rows] == [
+        "SatDiffMoE (N = all)", "Constant uncertainty map (N = all)", "Std of the bicubic LRs (N = all)"]
+    assert calibration.cell(1, 1).unavailable.startswith("undefined") and calibration.cell(2, 1).best
+    assert any(note.startswith("free maps") for note in calibration.notes)
+    assert len(methods_table(summaries).rows) == 5  # never in the fidelity table

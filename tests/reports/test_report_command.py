@@ -100,3 +100,25 @@ def test_json_that_is_not_an_eval_summary_is_a_one_line_error(tmp_path, capsys):
     bad = Path(tmp_path / "x.json")
     bad.write_text('{"name": "x"}')
     assert "not an evaluation summary" in _fails(["report", "--evals", str(bad), "--out", str(tmp_path / "o")], capsys)
+
+
+def test_reference_options_reach_the_delta_columns_and_the_regenerate_line(tmp_path):
+    from report_fixtures import add_scene_trials, write_eval_rows
+
+    (tmp_path / "sweep").mkdir()
+    add_scene_trials(optuna.create_study(study_name="fusion", storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}"))
+    for name, method, psnr in (("ours", "satdiffmoe", 27.0), ("cn", "controlnet", 25.0)):
+        write_eval_summary(tmp_path / "evals", name, method, psnr, num_lr=8)
+        write_eval_rows(tmp_path / "evals", name, psnr)
+    out = tmp_path / "report"
+    with redirect_stdout(io.StringIO()):
+        assert main(["report", "--study", str(tmp_path / "sweep"), "--evals", str(tmp_path / "evals"),
+                     "--ablation-reference", "sampler.fusion_every=1", "--methods-reference", "cn",
+                     "--out", str(out)]) == 0
+    ablation = (out / "ablation_fusion_sampler_fusion_every.md").read_text()
+    assert "reference: fusion every (steps) = 1 (the report's setting)" in ablation
+    assert "| 5 |" in ablation and "+1.000 [+1.000, +1.000]*" in ablation  # fusion 5 vs 1: +1 dB on every scene
+    methods = (out / "methods.csv").read_text()
+    assert "Δ PSNR (dB) ci_low" in methods and "+2.000" in (out / "methods.md").read_text()
+    assert "--ablation-reference sampler.fusion_every=1 --methods-reference cn" in (out / "report.md").read_text()
+    assert main(["report", "--evals", str(tmp_path / "evals"), "--ablation-reference", "oops", "--out", str(out)]) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler
 from sampling_toys import (
     SCHEDULE,
     ConstantEstimateDenoiser,

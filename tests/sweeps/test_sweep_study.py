@@ -45,6 +45,11 @@ def test_grid_study_enumerates_its_grid_exactly_once(pareto_sweep):
     assert param_sets(complete) == full_grid()
     assert all(t.user_attrs["eval"]["metrics"]["psnr"]["mean"] == t.values[0] for t in complete)
     assert {t.user_attrs["eval"]["num_lr"] for t in complete} == {1, 2}
+    # per-scene values for the reports' paired Δ: one column per headline per-image metric, aligned by row
+    for t in complete:
+        scenes, summary = t.user_attrs["scenes"], t.user_attrs["eval"]
+        assert len(scenes["key"]) == summary["num_scenes"] * len(summary["seeds"]) == len(scenes["psnr"])
+        assert sum(scenes["psnr"]) / len(scenes["psnr"]) == pytest.approx(summary["metrics"]["psnr"]["mean"])
     assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 4
 
 

@@ -9,6 +9,8 @@ manifest id, root, split, number of scenes) and the real NFE (`nfe`; `steps` is 
     eval/<name>.jsonl    one row per scene and seed
     eval/<name>.png      grid: LRs, bicubic, output, uncertainty, HR
     eval/<reference>_n<K>.json(l)   the same for bicubic_nearest and mean_bicubic (eval.references)
+    eval/<name>_unc_constant.json(l), <name>_unc_lr_std.json(l)   free uncertainty maps scored against
+                         this model's error (eval.references; evaluation/uncertainty_references.py)
 """
 
 from __future__ import annotations
@@ -154,10 +156,10 @@ def _run(args) -> int:
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
     with keeping(f"no results written; the evaluations already in {folder} are untouched"):
         evaluator = Evaluator(cfg)
-        result = evaluator.evaluate(method, cfg)
+        result = evaluator.evaluate(method, cfg, uncertainty_references=bool(cfg.eval.references))
         log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
                  result.summary["seconds_per_image"], result.summary["nfe"])
-        references = []
+        references = list(result.companions)  # the free uncertainty maps scored against its error
         if cfg.eval.references:
             methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
             for reference in methods:

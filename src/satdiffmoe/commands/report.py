@@ -36,6 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--evals", nargs="*", default=[], help="eval JSON files or folders (method comparison)")
     p.add_argument("--thresholds", nargs="*", default=[], metavar="metric=value",
                    help="convergence thresholds, e.g. val/psnr=20")
+    p.add_argument("--ablation-reference", nargs="*", default=[], metavar="key=value",
+                   help="reference row of the ablation tables' Δ columns, e.g. sampler.fusion_every=5 "
+                        "(default: the paper's setting, fusion every 5, NFE 50, N = 8)")
+    p.add_argument("--methods-reference", default=None, metavar="EVAL_NAME",
+                   help="reference row of the method tables' Δ columns (default: SatDiffMoE with N = 8)")
     p.add_argument("--out", required=True, help="output folder for tables (md, tex, csv) and figures (png)")
 
 
@@ -82,12 +87,23 @@ def convergence_section(runs: list[TrainingRun], threshold_args: list[str], out:
     return section
 
 
-def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
+def parse_reference(items: list[str]) -> dict[str, str]:
+    """`key=value` items -> {dotted key: value}; the tables compare the value with each level as text."""
+    reference = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"--ablation-reference {item}: expected key=value, e.g. sampler.fusion_every=5")
+        reference[key] = value
+    return reference
+
+
+def ablation_section(source: AblationSource, out: Path, used: set, reference: dict | None = None) -> Section:
     from ..reports.ablation import ablation_figures, ablation_tables
 
     section = Section(f"Ablation: {source.name}",
                       f"{len(source.observations)} evaluated configurations from {source.origin}.")
-    tables = ablation_tables(source)
+    tables = ablation_tables(source, reference)
     if not tables:
         section.intro += " No key takes more than one value, so there is nothing to ablate."
     _write_tables(section, tables, out, used)
@@ -95,12 +111,12 @@ def ablation_section(source: AblationSource, out: Path, used: set) -> Section:
     return section
 
 
-def methods_section(evals: list[EvalSummary], out: Path, used: set) -> Section:
+def methods_section(evals: list[EvalSummary], out: Path, used: set, reference: str | None = None) -> Section:
     from ..reports import figures
     from ..reports.methods import method_tables, row_label
 
     section = Section("Method comparison", f"{len(evals)} evaluation summaries.")
-    _write_tables(section, method_tables(evals), out, used)
+    _write_tables(section, method_tables(evals, reference), out, used)
     curves = {row_label(s): (c["fractions"], c["curve"], c["oracle"])
               for s in evals if isinstance(c := s.data.get("sparsification"), dict)}
     if curves:
@@ -128,7 +144,8 @@ def render_index(sections: list[Section], out: Path, command: str) -> str:
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["satdiffmoe", "report"]
     for flag, values in (("--runs", args.runs), ("--study", args.study), ("--evals", args.evals),
-                         ("--thresholds", args.thresholds)):
+                         ("--thresholds", args.thresholds), ("--ablation-reference", args.ablation_reference),
+                         ("--methods-reference", [args.methods_reference] if args.methods_reference else [])):
         if values:
             parts += [flag, *values]
     return shlex.join(parts + ["--out", str(args.out)])
@@ -175,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--thresholds applies to convergence curves; pass the training runs with --runs")
     out = Path(args.out)
     check_report_folder(out)  # before reading: a wrong --out is known at once
+    reference = parse_reference(args.ablation_reference)
     runs = read_training_runs(args.runs)
     studies = [source for spec in args.study for source in read_ablation_sources(spec)]
     evals = read_eval_summaries(args.evals)
@@ -190,10 +208,10 @@ def run(args: argparse.Namespace) -> int:
         sections.append(convergence_section(runs, args.thresholds, out, used))
     for source in studies:
         log.info("ablation tables of %s (%d configurations)", source.name, len(source.observations))
-        sections.append(ablation_section(source, out, used))
+        sections.append(ablation_section(source, out, used, reference))
     if evals:
         log.info("method comparison of %d evaluations", len(evals))
-        sections.append(methods_section(evals, out, used))
+        sections.append(methods_section(evals, out, used, args.methods_reference))
     index = out / "report.md"
     index.write_text(render_index(sections, out, _command_line(args)))
     print(index)

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
     p.add_argument("--out", required=True, help="output HR image (.tif keeps the georeference, or .png)")
     p.add_argument("--uncertainty", default=None,
-                   help="optional per-pixel uncertainty map (the branches' spread, in units of the [0, 1] output); "
+                   help="optional per-pixel uncertainty map (sampler.uncertainty: the output's local std by default, or the branches' spread); "
                         ".tif = raw float32 values (keeps the georeference), .png = 8-bit grey scaled to the "
                         "map's own maximum (255 = its largest value, so PNGs of two runs are not comparable)")
     p.add_argument("--value-max", type=float, default=None,

@@ -5,6 +5,7 @@
 * `nearest_in_time`: the first of that order (the ControlNet baseline's input, the bicubic reference).
 * `bicubic_upsample`: LR -> HR size, the pixel-space input of the latent condition and the references.
 * `mean_bicubic_of`: the cloud-masked mean of the bicubic-upsampled LRs.
+* `bicubic_spread_of`: their per-pixel std across dates (how much the LR stack disagrees).
 * `lr_rgb_view`: a batch whose LRs hold only the bands that observe the HR's, in HR band order
   (multispectral LR, RGB HR: `data.lr_rgb`), for whatever compares an LR with an HR-band image.
 """
@@ -49,6 +50,19 @@ def mean_bicubic_of(lr: torch.Tensor, lr_valid: torch.Tensor, lr_mask: torch.Ten
     equal = valid[:, :, None, None, None].float().expand_as(weights)
     weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, equal)
     return (weights * upsampled).sum(1) / weights.sum(1)
+
+
+def bicubic_spread_of(lr: torch.Tensor, lr_valid: torch.Tensor, size: tuple) -> torch.Tensor:
+    """B×1×H×W: the per-pixel standard deviation (over dates, ddof 0) of the valid bicubic-upsampled
+    LRs (B×N×C×h×w), averaged over bands, in [0, 1] image units; 0 where a scene has one valid LR."""
+    valid = lr_valid.bool()
+    batch_size, dates = valid.shape
+    upsampled = bicubic_upsample(lr.flatten(0, 1), size).view(batch_size, dates, lr.shape[2], *size) / 2
+    weights = valid[:, :, None, None, None].to(upsampled.dtype)
+    count = weights.sum(1).clamp_min(1)
+    mean = (upsampled * weights).sum(1) / count
+    variance = ((upsampled - mean[:, None]) ** 2 * weights).sum(1) / count
+    return variance.sqrt().mean(1, keepdim=True)
 
 
 def lr_band_count(data_cfg: Any) -> int:

@@ -34,6 +34,7 @@ from . import calibration
 from .dataset import dataset_identity
 from .references import REFERENCES, bicubic_nearest
 from .suite import MetricSuite, absolute_error, finite_or_none
+from .uncertainty_references import CONSTANT_RHO, UncertaintyReferences
 
 log = logging.getLogger(__name__)
 Method = str | torch.nn.Module
@@ -44,6 +45,8 @@ class EvalResult:
     summary: dict[str, Any]
     rows: list[dict[str, Any]]  # one per scene and seed
     grid: dict[str, torch.Tensor] = field(default_factory=dict)  # first scenes of the first seed
+    # free uncertainty maps scored against this result's error (uncertainty_references.py)
+    companions: list[EvalResult] = field(default_factory=list)
 
 
 def aggregate(values: list[float]) -> dict[str, Any]:
@@ -123,7 +126,10 @@ class Evaluator:
     def run(self, method: Method, cfg: DictConfig | None = None) -> dict[str, Any]:
         return self.evaluate(method, cfg).summary
 
-    def evaluate(self, method: Method, cfg: DictConfig | None = None) -> EvalResult:
+    def evaluate(self, method: Method, cfg: DictConfig | None = None,
+                 uncertainty_references: bool = False) -> EvalResult:
+        """`uncertainty_references`: also score the free maps of uncertainty_references.py against
+        this method's error (`EvalResult.companions`), when it has an uncertainty map."""
         cfg = cfg or self.cfg
         suite = self.suite(cfg)
         is_reference = isinstance(method, str)
@@ -139,6 +145,8 @@ class Evaluator:
 
         rows, outputs, targets, grid, nfe, timesteps = [], [], [], {}, 0, None
         curves: list[calibration.Sparsification] = []
+        free_maps = UncertaintyReferences([m for m in suite.metrics if m not in unavailable], _rows) \
+            if uncertainty_references and has_uncertainty else None
         started = time.perf_counter()
         for seed in cfg.eval.seeds:
             for batch in tqdm(scenes, desc=f"evaluating seed {seed}", leave=False):
@@ -159,6 +167,8 @@ class Evaluator:
                         curves.append(calibration.sparsification(
                             uncertainty[ranks].cpu(), absolute_error(image[ranks], batch["hr"][ranks]).cpu()))
                 rows.extend(_rows(batch, seed, values))
+                if free_maps is not None:
+                    free_maps.add(rgb, image, seed)
                 outputs.append(image.float().cpu())
                 targets.append(batch["hr"].float().cpu())
                 if not grid:
@@ -170,7 +180,31 @@ class Evaluator:
             summary["timesteps"] = [int(t) for t in timesteps]
         if curves:
             summary["sparsification"] = _mean_curve(curves)
-        return EvalResult(summary=summary, rows=rows, grid=grid)
+        companions = [] if free_maps is None else self._reference_maps(free_maps, summary)
+        return EvalResult(summary=summary, rows=rows, grid=grid, companions=companions)
+
+    @staticmethod
+    def _reference_maps(free_maps: UncertaintyReferences, model: dict[str, Any]) -> list[EvalResult]:
+        """One eval summary per free uncertainty map: the model's scenes and data, only calibration metrics."""
+        results = []
+        for name, rows in free_maps.rows.items():
+            metrics = {}
+            for metric in free_maps.metrics:
+                by_scene: dict[str, list[float]] = {}
+                for row in rows:
+                    if row.get(metric) is not None:
+                        by_scene.setdefault(row["key"], []).append(row[metric])
+                metrics[metric] = aggregate([float(np.mean(v)) for v in by_scene.values()])
+                if "unavailable" in metrics[metric] and name == "unc_constant":
+                    metrics[metric] = {"unavailable": CONSTANT_RHO}
+            summary = {key: model[key] for key in ("num_scenes", "seeds", "num_lr", "dataset", "ckpt")}
+            summary.update({"name": f"{model['name']}_{name}", "method": name, "stage": None, "nfe": 0,
+                            "steps": None, "sampler": None, "uncertainty_of": model["name"],
+                            "params": {"trainable": 0, "total": 0}, "metrics": metrics})
+            if free_maps.curves[name]:
+                summary["sparsification"] = _mean_curve(free_maps.curves[name])
+            results.append(EvalResult(summary=summary, rows=rows))
+        return results
 
     @staticmethod
     def _grid_batch(batch, image, uncertainty, count: int) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ CONDITIONING = ("latent", "pixel", "multiband")
 @dataclass
 class SRPipelineOutput(BaseOutput):
     image: torch.Tensor  # B×C×H×W in [-1, 1]
-    uncertainty: torch.Tensor | None  # B×1×H×W branch spread (sampling/fused_sampler.py), None without one
+    uncertainty: torch.Tensor | None  # B×1×H×W map (`sampler.uncertainty`, sampling/uncertainty.py), None without one
     branch_images: torch.Tensor | None = None  # B×N×C×H×W per-branch estimates before the last fusion
     latent: torch.Tensor | None = None  # B×C×h×w final consensus latent
     nfe: int = 0  # denoiser evaluations per branch (guidance counts twice)

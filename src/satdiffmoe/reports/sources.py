@@ -144,6 +144,14 @@ class EvalSummary:
     def metrics(self) -> dict[str, dict[str, Any]]:
         return self.data["metrics"]
 
+    def per_scene(self) -> list[dict[str, Any]] | None:
+        """The rows of the eval/<name>.jsonl beside the JSON (one per scene and seed); None when absent."""
+        if not hasattr(self, "_rows"):
+            path = self.path.with_suffix(".jsonl")
+            self._rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+                if path.is_file() else None
+        return self._rows
+
 
 def _is_eval_summary(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("metrics"), dict)
@@ -214,7 +222,8 @@ METRIC_ORDER = tuple(METRICS)
 METHOD_NAMES = {"satdiffmoe": "SatDiffMoE", "controlnet": "ControlNet", "diffusionsat": "DiffusionSat",
                 "highresnet": "HighRes-net", "rams": "RAMS", "srcnn": "SRCNN",
                 "bicubic_nearest": "Bicubic (nearest LR)", "mean_bicubic": "Mean of bicubic LRs",
-                "autoencoder": "Autoencoder reconstruction of the HR"}
+                "autoencoder": "Autoencoder reconstruction of the HR",
+                "unc_constant": "Constant uncertainty map", "unc_lr_std": "Std of the bicubic LRs"}
 
 
 def method_name(method: str) -> str:
@@ -259,6 +268,7 @@ class Observation:
     metrics: dict[str, dict[str, Any]]
     seconds_per_image: float | None
     origin: str  # "trial 7" or the eval JSON path, for messages
+    scenes: list[dict[str, Any]] | None = None  # per-scene rows {key, seed, <metric>: value}, for paired Δ
 
 
 @dataclass
@@ -291,14 +301,24 @@ def observation_from_eval(summary: EvalSummary) -> Observation:
     if seeds is not None:
         params["eval.seeds"] = seeds
     params = {k: normalize_value(k, v) for k, v in params.items()}
-    return Observation(params, summary.metrics, data.get("seconds_per_image"), str(summary.path))
+    return Observation(params, summary.metrics, data.get("seconds_per_image"), str(summary.path),
+                       summary.per_scene())
+
+
+def scene_rows(columns: Any) -> list[dict[str, Any]] | None:
+    """A trial's `scenes` attribute ({"key": [...], "seed": [...], "<metric>": [...]}) as rows."""
+    if not isinstance(columns, dict) or not isinstance(columns.get("key"), list):
+        return None
+    names = [k for k, v in columns.items() if isinstance(v, list) and len(v) == len(columns["key"])]
+    return [{name: columns[name][i] for name in names} for i in range(len(columns["key"]))]
 
 
 def _trial_observation(trial, metric_names: list[str]) -> Observation:
     summary = trial.user_attrs.get("eval")
     params = {k: normalize_value(k, v) for k, v in trial.params.items()}
     if _is_eval_summary(summary):
-        return Observation(params, summary["metrics"], summary.get("seconds_per_image"), f"trial {trial.number}")
+        return Observation(params, summary["metrics"], summary.get("seconds_per_image"), f"trial {trial.number}",
+                           scene_rows(trial.user_attrs.get("scenes")))
     # No eval summary (a sweep made by other tools): fall back to the objective values.
     metrics = {name: {"mean": float(v), "n": 1} for name, v in zip(metric_names, trial.values or [])}
     return Observation(params, metrics, None, f"trial {trial.number}")

@@ -30,6 +30,10 @@ class Cell:
     unavailable: str | None = None  # reason a metric could not be computed
     best: bool = False
     decimals: int | None = None  # None: four significant digits
+    # a paired difference (reports/paired.py): its 95% CI [low, high], shown signed with the interval,
+    # and `marked` (an asterisk) when the interval excludes 0
+    interval: tuple[float, float] | None = None
+    marked: bool = False
 
     @property
     def is_number(self) -> bool:
@@ -109,6 +113,10 @@ def format_number(value: float, decimals: int | None = None) -> str:
 
 
 def _number_text(c: Cell, pm: str) -> str:
+    if c.interval is not None:
+        decimals = decimals_for(max(abs(c.value), *map(abs, c.interval))) if c.decimals is None else c.decimals
+        low, high = c.interval
+        return f"{c.value:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]" + ("*" if c.marked else "")
     decimals = 0 if isinstance(c.value, int) else decimals_for(c.value) if c.decimals is None else c.decimals
     text = format_number(c.value, decimals)
     if c.ci95 is not None and math.isfinite(c.ci95):
@@ -149,7 +157,7 @@ def to_markdown(table: Table) -> str:
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", ">": r"$>$", "<": r"$<$",
+    "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "≥": r"$\geq$", "≤": r"$\leq$", ">": r"$>$", "<": r"$<$",
 }
 
 
@@ -193,7 +201,8 @@ def to_latex(table: Table, label: str | None = None) -> str:
 
 # -------------------------------------------------------------------------------------------- CSV
 def to_csv(table: Table) -> str:
-    """Machine-readable: raw numbers (full precision), `<col> ci95`/`<col> n`/`<col> best` where present."""
+    """Machine-readable: raw numbers (full precision), `<col> ci95`/`<col> n`/`<col> best` where present,
+    and for a paired-difference column `<col> ci_low`/`<col> ci_high`/`<col> significant` (*)."""
     extras: list[list[str]] = []
     for j in range(len(table.columns)):
         cells = table.column_cells(j)
@@ -201,6 +210,9 @@ def to_csv(table: Table) -> str:
             ("ci95", any(c.ci95 is not None for c in cells)),
             ("n", any(c.n is not None for c in cells)),
             ("best", any(c.best for c in cells)),
+            ("ci_low", any(c.interval is not None for c in cells)),
+            ("ci_high", any(c.interval is not None for c in cells)),
+            ("significant", any(c.interval is not None for c in cells)),
         ) if present])
     header = [table.row_header]
     for name, kinds in zip(table.columns, extras):
@@ -221,6 +233,10 @@ def to_csv(table: Table) -> str:
                     out.append("" if c.ci95 is None else repr(float(c.ci95)))
                 elif kind == "n":
                     out.append("" if c.n is None else str(c.n))
+                elif kind in ("ci_low", "ci_high"):
+                    out.append("" if c.interval is None else repr(float(c.interval[kind == "ci_high"])))
+                elif kind == "significant":
+                    out.append("" if c.interval is None else "*" if c.marked else "")
                 else:
                     out.append("*" if c.best else "")
         writer.writerow(out)

@@ -23,6 +23,7 @@ PRECISIONS = ("32", "bf16")
 # "Common Diffusion Noise Schedules and Sample Steps are Flawed", table 2). `leading` at nfe 10 of 1000
 # starts at t = 900, where the model never saw pure noise; `trailing` starts at t = 999.
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+UNCERTAINTY_MAPS = ("latent", "pixel", "latent+lr", "pixel+lr", "texture")  # defined in sampling/uncertainty.py
 
 
 @dataclass
@@ -46,6 +47,9 @@ class SamplerConfig:
     chunk_size: int = 64  # max (scene × branch) rows per UNet call
     late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
     precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
+    # the map's definition: texture | latent | pixel | latent+lr | pixel+lr (sampling/uncertainty.py);
+    # texture ranks the error best on the quickstart's validation split (README "Evaluation and metrics")
+    uncertainty: str = "texture"
 
     @classmethod
     def named_settings(cls, value: Any = None) -> dict[str, Any]:
@@ -138,6 +142,8 @@ class SamplerConfig:
             (self.dc_weight >= 0, f"sampler.dc_weight must be >= 0, got {self.dc_weight}"),
             (self.chunk_size >= 1, "sampler.chunk_size must be >= 1"),
             (self.precision in PRECISIONS, f"sampler.precision must be 32 or bf16, got {self.precision}"),
+            (self.uncertainty in UNCERTAINTY_MAPS,
+             f"sampler.uncertainty must be one of {', '.join(UNCERTAINTY_MAPS)}, got {self.uncertainty}"),
         ]
         for ok, message in rules:
             if not ok:

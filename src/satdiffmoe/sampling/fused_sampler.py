@@ -37,13 +37,9 @@ Two deliberate scheduler settings: `set_alpha_to_one=True` (the last DDIM step l
 returns the clean estimate, so the output is D(x0_bar) and plain DDIM agree) and no sample clipping
 (clipping to [-1, 1] is meaningless for latents; decoded images are clamped instead).
 
-The uncertainty map is the spread of the branches' estimates before fusion, accumulated over the
-fusion steps: sqrt(mean_k Var_i x0_i) per latent pixel and channel, averaged over channels and
-upsampled (bilinear) to the image size. It is in (scaled) latent units, where the prior has unit
-variance: decoding every branch at every fusion step would cost up to NFE × B·N extra VAE decodes
-and skew the seconds-per-image of the fusion ablation, while the latent spread is free. Measuring
-only the final step (the earlier definition) saw the divergence since the last fusion, which shrank
-to ~0 as fusion_every -> 1. With fusion off it is the spread of the final branch latents.
+The uncertainty map (`sampler.uncertainty`; most options a spread of the branches' estimates before
+fusion): sampling/uncertainty.py defines each option (`texture`, the default, and `latent` cost nothing; `pixel`
+over earlier fusion steps decodes).
 
 With N = 1, or fusion off (`fusion_every` null/0), every branch is plain conditional DDIM. With
 fusion off the returned image is the mean of the branches' decoded images ("late fusion").
@@ -59,7 +55,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
@@ -67,6 +62,7 @@ from ..errors import UserError
 from .config import SamplerConfig
 from .consensus import FusionContext, fuse_estimates
 from .noise import BranchNoise, GeneratorLike
+from .uncertainty import BranchSpread
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +90,7 @@ class BranchInputs:
 @dataclass
 class SamplerOutput:
     image: torch.Tensor  # B×C×H×W in [-1, 1]: D(x0_bar) (fusion off: mean of branch images)
-    uncertainty: torch.Tensor  # B×1×H×W: branch spread before fusion over the fusion steps (module docstring)
+    uncertainty: torch.Tensor  # B×1×H×W: the `sampler.uncertainty` map (sampling/uncertainty.py)
     latent: torch.Tensor  # B×C×h×w final consensus latent
     branch_images: torch.Tensor  # B×N×C×H×W: D(x0_i) of the final step before fusion (0 on padding)
     nfe: int  # denoiser evaluations per branch
@@ -123,14 +119,6 @@ def _stack_rows(first: Cond, second: Cond) -> Cond:
     if isinstance(first, dict):
         return {key: torch.cat([first[key], second[key]]) for key in first}
     return torch.cat([first, second])
-
-
-def branch_variance(x0: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """B×N×C×h×w estimates -> B×C×h×w variance across the valid branches of each scene."""
-    weights = valid.to(x0.dtype)[:, :, None, None, None]
-    count = weights.sum(1)
-    mean = (x0 * weights).sum(1) / count
-    return (((x0 - mean[:, None]) ** 2) * weights).sum(1) / count
 
 
 class FusedSampler:
@@ -352,7 +340,7 @@ class FusedSampler:
         z = noise.initial * scheduler.init_noise_sigma
         state_jumps = self.cfg.eps_after_fusion == "keep" or self.cfg.renoise > 0
         x0_final = x0_bar = None
-        spread, fusions = torch.zeros((batch,) + tuple(latent_shape), device=device), 0
+        spread = BranchSpread(self.cfg.uncertainty, self.cfg.nfe, fusion_every, self.decode)
         timesteps = scheduler.timesteps
         for k, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not self.progress)):
             alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=device, dtype=z.dtype)
@@ -365,7 +353,7 @@ class FusedSampler:
             if not (fusion_every and (k % fusion_every == 0 or last)):
                 z = self._step(scheduler, eps.flatten(0, 1), t, z.flatten(0, 1), noise).view_as(z)
                 continue
-            spread, fusions = spread + branch_variance(x0, valid), fusions + 1
+            spread.add(k, x0, valid)
             x0_bar = fuse_estimates(x0, rule, self._fusion_subset(context, noise))
             fused = (1 - pull) * x0 + pull * x0_bar[:, None]
             state, direction = self._after_fusion(z, eps, fused, alpha, sigma, last, noise)
@@ -374,14 +362,12 @@ class FusedSampler:
                                    (fused - x0).flatten(0, 1), state_jumps and not last, noise).view_as(z)
             else:
                 z = self._step(scheduler, direction.flatten(0, 1), t, state.flatten(0, 1), noise).view_as(z)
-        if not fusions:  # fusion off: the spread of the final branch estimates
-            spread, fusions = branch_variance(x0_final, valid), 1
-        out = self._finish(z, x0_final, x0_bar if fusion_every else None, valid, spread / fusions)
+        out = self._finish(z, x0_final, x0_bar if fusion_every else None, valid, spread, inputs)
         out.timesteps = [int(t) for t in timesteps]
         return out
 
     def _finish(self, z: torch.Tensor, x0_final: torch.Tensor, x0_bar: torch.Tensor | None,
-                valid: torch.Tensor, variance: torch.Tensor) -> SamplerOutput:
+                valid: torch.Tensor, spread: BranchSpread, inputs: BranchInputs) -> SamplerOutput:
         batch, branches = valid.shape
         rows = valid.flatten()
         weights = valid.to(z.dtype)[:, :, None, None, None]
@@ -391,10 +377,6 @@ class FusedSampler:
         branch_images = estimates.new_zeros((batch * branches,) + estimates.shape[1:])
         branch_images[rows] = estimates
         branch_images = branch_images.view(batch, branches, *estimates.shape[1:])
-        uncertainty = variance.sqrt().mean(1, keepdim=True)
-        if uncertainty.shape[-2:] != estimates.shape[-2:]:
-            uncertainty = F.interpolate(uncertainty, size=estimates.shape[-2:], mode="bilinear",
-                                        align_corners=False).clamp_min(0)
 
         if x0_bar is not None:
             latent, image = x0_bar, self.decode(x0_bar).clamp(-1, 1)
@@ -404,6 +386,7 @@ class FusedSampler:
             decoded[rows] = final
             image = (decoded.view(batch, branches, *final.shape[1:]) * weights).sum(1) / count
             latent = (z * weights).sum(1) / count
+        uncertainty = spread.finish(x0_final, branch_images, valid, inputs, image)
         nfe = self.cfg.network_evaluations
         return SamplerOutput(image=image, uncertainty=uncertainty, latent=latent,
                              branch_images=branch_images, nfe=nfe)

@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 
 from .. import interrupts
 from ..errors import UserError
-from ..evaluation.evaluator import Evaluator
+from ..evaluation.catalog import HEADLINE_METRICS, METRICS
+from ..evaluation.evaluator import EvalResult, Evaluator
 from ..training.checkpoints import load_sampler
 from .ddp_trials import lead_trial
 from .spec import read_metric
@@ -114,11 +115,13 @@ class TrialObjective:
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine/process ran it
         if self.spec.kind == "train":
-            summary = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
+            result = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
         else:
             with interrupts.released():  # the long part: Ctrl-C / SIGTERM act at once (see study.py)
-                summary = self.evaluator.run(self.task, cfg)
+                result = self.evaluator.evaluate(self.task, cfg)
+        summary = result.summary
         trial.set_user_attr("eval", summary)
+        trial.set_user_attr("scenes", scene_columns(result.rows))
         values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
         log.info("trial %d: %s", trial.number,
                  ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.spec.objectives, values, strict=True)))
@@ -131,12 +134,19 @@ class TrialObjective:
         raise optuna.TrialPruned(reason)
 
 
+def scene_columns(rows: list[dict[str, Any]]) -> dict[str, list]:
+    """The per-scene values the report pairs trials by (reports/paired.py), kept small: the scene keys,
+    seeds and the per-image headline metrics, one list each (docs/ARCHITECTURE.md, "Sweep trials")."""
+    names = [m for m in HEADLINE_METRICS if METRICS[m].per_image and any(m in row for row in rows)]
+    return {name: [row.get(name) for row in rows] for name in ["key", "seed", *names]}
+
+
 def train_and_evaluate(trial: optuna.Trial, cfg: DictConfig, spec: DictConfig, evaluator: Callable[[], Evaluator],
-                       params: dict[str, Any] | None = None, channel=None) -> dict:
+                       params: dict[str, Any] | None = None, channel=None) -> EvalResult:
     """Fit `cfg`, then evaluate the run's best checkpoint. With a DDP `channel` (rank 0 of a DDP
     training sweep) every rank trains the trial (`ddp_trials.lead_trial`)."""
     fitted = fit_trial(trial, cfg, spec) if channel is None else lead_trial(channel, trial, cfg, spec, params)
     fitted.pruning.check_pruned()  # under DDP the prune decision arrives through the storage
     trial.set_user_attr("run", str(fitted.run.path))
     with interrupts.released():
-        return evaluator().run(load_sampler(fitted.run.path), cfg)
+        return evaluator().evaluate(load_sampler(fitted.run.path), cfg)
