@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--mask", nargs="*", default=None, help="optional per-LR validity masks (1 = clear)")
     p.add_argument("--out", required=True, help="output HR image (.tif keeps the georeference, or .png)")
     p.add_argument("--uncertainty", default=None,
-                   help="optional per-pixel uncertainty map (the branches' spread, in units of the [0, 1] output); "
+                   help="optional per-pixel uncertainty map (the branches' spread in scaled latent units, halved; "
+                        "it ranks pixels, it is not an error in the output's units); "
                         ".tif = raw float32 values (keeps the georeference), .png = 8-bit grey scaled to the "
                         "map's own maximum (255 = its largest value, so PNGs of two runs are not comparable)")
     p.add_argument("--value-max", type=float, default=None,
@@ -406,7 +407,7 @@ def _run(args) -> int:
             else:
                 write_values(args.out, values, like=rasters[0], scale=scale)
             if args.uncertainty:
-                # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
+                # the sampler's spread is in scaled latent units; halved as a [-1, 1] std would be (README, "Uncertainty")
                 write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale,
                              as_float=True)
         print(args.out)
