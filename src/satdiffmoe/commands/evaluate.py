@@ -8,7 +8,11 @@ manifest id, root, split, number of scenes) and the real NFE (`nfe`; `steps` is 
     eval/<name>.json     summary: metrics (mean, std, ci95, n), resolved sampler, wall time, NFE
     eval/<name>.jsonl    one row per scene and seed
     eval/<name>.png      grid: LRs, bicubic, output, uncertainty, HR
-    eval/<reference>_n<K>.json(l)   the same for bicubic_nearest and mean_bicubic (eval.references)
+    eval/<reference>_n<K>.json(l)   the same for bicubic_nearest, mean_bicubic and the autoencoder
+                                    reconstruction (eval.references)
+
+<name> is eval.name, or readable settings plus the hash of every setting the numbers depend on
+(evaluator.default_name); a JSON written with other settings is never replaced (check_not_replacing).
 """
 
 from __future__ import annotations
