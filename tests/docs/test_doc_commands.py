@@ -118,3 +118,18 @@ def test_documented_prepare_commands_write_what_their_config_reads(source, confi
         assert (hr_size, args.scale) == (cfg.data.hr_size, cfg.data.scale), f"`{line}` vs {config}"
         if source != "synthetic" or "runs/" in args.out:  # runs/quickstart/data etc. are named as such
             assert args.out == cfg.data.root, f"`{line}` writes {args.out}; {config} reads data.root={cfg.data.root}"
+
+
+def test_every_failure_table_row_names_test_files_that_exist():
+    """The README's failure table: each row's last column names its tests, in tests/reliability/ unless a path says
+    otherwise."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Failure behaviour"):text.index("## Tests")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| What goes wrong")]
+    assert len(rows) > 20
+    for row in rows:
+        names = re.findall(r"`([^`]+\.py)`", row.rstrip(" |").rsplit("|", 1)[-1])
+        assert names, f"no test named in the row '{row[:60]}...'"
+        for name in names:
+            path = REPO / name if "/" in name else REPO / "tests" / "reliability" / name
+            assert path.is_file(), f"{name}, named in the row '{row[:60]}...', does not exist"
