@@ -104,7 +104,7 @@ CASES = [
     ("lr-scenes-of-one-pixel", TRAIN + ["data.hr_size=4"], "gives 1 px LR images"),
     ("eval-name-of-a-reference", EVAL + ["ckpt={sdm}", "eval.name=mean_bicubic_n2", "eval.references=true"],
      "is the name of the mean_bicubic reference's result"),
-    ("eval-name-of-the-autoencoder-reference", EVAL + ["ckpt={sdm}", "eval.name=autoencoder_reconstruction"],
+    ("eval-name-of-the-autoencoder-reference", EVAL + ["ckpt={sdm}", "eval.name=autoencoder_reconstruction_n2"],
      "is the name of the autoencoder_reconstruction reference's result"),
     ("eval-name-with-a-slash", EVAL + ["ckpt={sdm}", "eval.name=a/b"], "must be a plain file name"),
     ("evaluate-model-override-ignored", EVAL + ["ckpt={sdm}", "model.unet.dropout=0.5"],

@@ -70,13 +70,15 @@ def test_sigterm_stops_training_like_ctrl_c_with_exit_143(tiny_runs, tmp_path):
 def test_sigterm_during_evaluate_writes_nothing_and_keeps_the_previous_results(tiny_runs, tmp_path):
     run = tmp_path / "sdm"
     shutil.copytree(tiny_runs["sdm"], run)
-    common = [str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={run}", "eval.name=kept"]
-    assert main(["evaluate", *common]) == 0
+    common = [str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={run}"]
+    assert main(["evaluate", *common, "eval.name=kept"]) == 0
     before = snapshot(run / "eval")
     assert "kept.json" in before
     log = tmp_path / "evaluate.log"
     seeds = ",".join(str(seed) for seed in range(200))  # far more than will run before the signal
-    process = start_cli(["evaluate", *common, "sampler.nfe=20", f"eval.seeds=[{seeds}]"], log)
+    # other settings: another name, and no references (those of other seeds would not replace the kept ones)
+    process = start_cli(["evaluate", *common, "eval.name=longer", "eval.references=false", "sampler.nfe=20",
+                         f"eval.seeds=[{seeds}]"], log)
     wait_for(process, log, in_log(log, "evaluating seed 1"))
     last = interrupt(process, log, signal.SIGTERM)
     assert last == f"interrupted: no results written; the evaluations already in {run / 'eval'} are untouched"

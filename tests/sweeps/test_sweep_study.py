@@ -118,3 +118,28 @@ def test_a_training_sweep_trains_each_trial_reports_val_psnr_to_the_pruner_and_e
     for trial in (t for t in trials if t.state == TrialState.COMPLETE):
         assert (out / "trials" / f"tiny-trial-{trial.number}" / "run" / "checkpoints" / "last.ckpt").is_file()
         assert trial.user_attrs["eval"]["metrics"]["psnr"]["mean"] == trial.values[0]
+
+
+def test_a_grid_point_with_more_lrs_than_the_scenes_hold_is_pruned_in_one_line(write_sweep, tmp_path, capsys):
+    sweep = write_sweep(params={"data.num_lr": {"choices": [2, 9]}})  # the tiny scenes hold at most 4 LRs
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    by_num_lr = {t.params["data.num_lr"]: t for t in load(out).trials}
+    assert by_num_lr[2].state == TrialState.COMPLETE and by_num_lr[9].state == TrialState.PRUNED
+    assert by_num_lr[9].user_attrs["pruned_reason"].startswith("data.num_lr=9 but the test scenes have at most")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_failed_trials_keep_their_reason_and_the_command_prints_it(write_sweep, tiny_model, tmp_path, capsys):
+    # LPIPS needs 31 px: on the 16 px scenes every trial's objective is unavailable, so every trial fails
+    sweep = write_sweep(params={"data.num_lr": {"choices": [1, 2]}}, objectives=[{"metric": "lpips", "direction": "minimize"}],
+                        base_overrides=[f"data.root={tiny_model['data']}", "eval.metrics=[psnr,lpips]"])
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 2
+    trials = load(out).trials
+    assert trials and all(t.state == TrialState.FAIL for t in trials)
+    assert all("31 px" in t.user_attrs["fail_reason"] for t in trials)  # a5578c5: Optuna stored no reason
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: every trial of study 'tiny' failed; first reason: objective metric")
+    assert "31 px" in line

@@ -8,9 +8,13 @@ manifest id, root, split, number of scenes) and the real NFE (`nfe`; `steps` is 
     eval/<name>.json     summary: metrics (mean, std, ci95, n), resolved sampler, wall time, NFE
     eval/<name>.jsonl    one row per scene and seed
     eval/<name>.png      grid: LRs, bicubic, output, uncertainty, HR
-    eval/<reference>_n<K>.json(l)   the same for bicubic_nearest and mean_bicubic (eval.references)
+    eval/<reference>_n<K>.json(l)   the same for bicubic_nearest, mean_bicubic and the autoencoder
+                                    reconstruction (eval.references)
     eval/<name>_unc_constant.json(l), <name>_unc_lr_std.json(l)   free uncertainty maps scored against
                          this model's error (eval.references; evaluation/uncertainty_references.py)
+
+<name> is eval.name, or readable settings plus the hash of every setting the numbers depend on
+(evaluator.default_name); a JSON written with other settings is never replaced (check_not_replacing).
 """
 
 from __future__ import annotations
@@ -87,6 +91,49 @@ def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Pat
     return RunDir.create(cfg).eval_dir
 
 
+def check_not_replacing(folder: Path, name: str, settings: dict[str, Any], reference: bool = False) -> None:
+    """Refuse to write eval/<name>.json over the result of an evaluation with other settings (any
+    sampler key, the seeds, the metrics, the LR selection, the dataset: `evaluation_settings`). The
+    same settings may refresh their own result."""
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        stored = "unreadable"
+    settings = json.loads(json.dumps(settings))  # as it would be stored: tuples are lists
+    if stored == settings:
+        return
+    if stored == "unreadable":
+        what = "it is not a readable eval JSON"
+    elif not isinstance(stored, dict):
+        what = "it records no settings: an earlier satdiffmoe wrote it"
+    else:
+        what = "it was evaluated with other settings: " + _differences(stored, settings)
+    fix = "set eval.references=false" if reference else "choose another eval.name"
+    raise UserError(f"{path} would be replaced, but {what}; it is kept: {fix}, evaluate into a new run folder "
+                    "with run_root=DIR, or delete the file to replace it")
+
+
+def _differences(stored: dict[str, Any], ours: dict[str, Any], shown: int = 3) -> str:
+    theirs, mine = _flat(stored), _flat(ours)
+    keys = [key for key in dict.fromkeys([*mine, *theirs]) if mine.get(key, "-") != theirs.get(key, "-")]
+    parts = [f"{key}={json.dumps(mine.get(key))} here, {json.dumps(theirs.get(key))} in the file" for key in keys[:shown]]
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return "; ".join(parts) + more
+
+
+def _flat(tree: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in (tree or {}).items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
     """eval/<name>.json (+ .jsonl rows, + .png grid); returns the JSON path.
 
@@ -141,7 +188,7 @@ def _run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if not cfg.ckpt:
         raise UserError("evaluate needs a model: add ckpt=runs/<name>/<run>/checkpoints/last.ckpt (or the run folder)")
-    from ..evaluation.evaluator import Evaluator
+    from ..evaluation.evaluator import Evaluator, method_settings, result_name
     from ..evaluation.references import REFERENCES, AutoencoderReconstruction
     from ..pipelines.registry import is_pipeline_folder
     from ..runs import seed_everything
@@ -154,14 +201,18 @@ def _run(args) -> int:
         check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
+    methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
+    methods = methods if cfg.eval.references else []
+    for part in [method, *methods]:  # before sampling; the real names are checked again before writing
+        check_not_replacing(folder, result_name(part, cfg), method_settings(part, cfg),
+                            reference=part is not method)
     with keeping(f"no results written; the evaluations already in {folder} are untouched"):
         evaluator = Evaluator(cfg)
         result = evaluator.evaluate(method, cfg, uncertainty_references=bool(cfg.eval.references))
         log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
                  result.summary["seconds_per_image"], result.summary["nfe"])
         references = list(result.companions)  # the free uncertainty maps scored against its error
-        if cfg.eval.references:
-            methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
+        if methods:
             for reference in methods:
                 references.append(evaluator.evaluate(reference, cfg))
                 log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
@@ -169,6 +220,8 @@ def _run(args) -> int:
     # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks;
     # Ctrl-C / SIGTERM wait for the whole set (held).
     stamp = {"id": uuid.uuid4().hex, "files": [r.summary["name"] for r in [result, *references]]}
+    for part in [result, *references]:
+        check_not_replacing(folder, part.summary["name"], part.summary["settings"], reference=part is not result)
     with keeping(f"after the evaluation was written in full to {folder}"):
         with held():
             for part in [*references, result]:  # the model's JSON last: it is what marks the set complete

@@ -416,7 +416,7 @@ def _run(args) -> int:
             else:
                 write_values(args.out, values, like=rasters[0], scale=scale)
             if args.uncertainty:
-                # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
+                # the sampler's spread is in scaled latent units; halved as a [-1, 1] std would be (README, "Uncertainty")
                 write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale,
                              as_float=True)
         print(args.out)

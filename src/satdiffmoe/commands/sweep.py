@@ -184,6 +184,7 @@ def _summarise(study, sweep_dir: Path) -> int:
     log.info("study '%s': %s", study.study_name, ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     log.info("results: %s, %s", sweep_dir / "trials.csv", sweep_dir / "best.json")
     if trials and not counts["complete"] and counts["fail"]:
-        reason = next((t.system_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL), "?")
+        reason = next((t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason") or "not recorded"
+                       for t in trials if t.state == TrialState.FAIL), "?")
         raise UserError(f"every trial of study '{study.study_name}' failed; first reason: {str(reason).splitlines()[0]}")
     return 0

@@ -293,8 +293,8 @@ def _check_eval_name(name: str | None) -> None:
              f"eval.name={name!r} must be a plain file name (no '/', '\\' or empty); it becomes eval/<name>.json")
     from ..evaluation.references import REFERENCES, AutoencoderReconstruction
 
-    reference = re.fullmatch(rf"({'|'.join(REFERENCES)})_n(\d+|all)", name)
-    reference = reference.group(1) if reference else name if name == AutoencoderReconstruction.eval_name else None
+    reference = re.fullmatch(rf"({'|'.join([*REFERENCES, AutoencoderReconstruction.eval_name])})_n(\d+|all)", name)
+    reference = reference.group(1) if reference else None
     _require(reference is None,
              f"eval.name={name!r} is the name of the {reference} reference's result "
              "(eval.references writes it beside the model's); choose another eval.name")

@@ -14,6 +14,8 @@ scenes (`scipy.stats.t.interval`, n - 1 degrees of freedom).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -64,18 +66,73 @@ def aggregate(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "ci95": ci95, "n": n}
 
 
-def default_name(method: str, cfg: DictConfig, nfe: int | None = None) -> str:
-    """`nfe` is the number of network evaluations actually made (guidance doubles the steps)."""
+# data settings that choose what an evaluation scores (data.seed-driven random_k included through `seed`)
+EVAL_DATA_KEYS = ("num_lr", "eval_lr_policy", "test_subset", "lr_rgb")
+
+
+def evaluation_settings(method: str, cfg: DictConfig, uses_sampler: bool = True) -> dict[str, Any]:
+    """What an evaluation's numbers depend on besides the weights: the method, the whole resolved
+    `sampler` (only for a method that samples with it; new sampler keys are covered as they come), the
+    seeds, the metrics, the LR selection and the dataset. `evaluate` stores it in each eval JSON and
+    refuses to write over a JSON holding other settings; its hash ends every default name."""
+    dataset = dataset_identity(cfg, 0)
+    return {
+        "method": method,
+        "sampler": as_plain(cfg.sampler) if uses_sampler else None,
+        "seeds": [int(s) for s in cfg.eval.seeds],
+        "metrics": list(cfg.eval.metrics),
+        "data": {key: as_plain(cfg.data[key]) for key in EVAL_DATA_KEYS},
+        "seed": int(cfg.seed),
+        "dataset": dataset["manifest_id"] or dataset["root"],
+    }
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_name(method: str, cfg: DictConfig, nfe: int | None = None, uses_sampler: bool = True) -> str:
+    """The eval/<name>.json of an evaluation: `eval.name` when given; else readable settings and the hash
+    of `evaluation_settings`, so two evaluations that differ in any setting never share a file.
+
+    `method` is a reference's name (`mean_bicubic`: the references keep one name per N, as `eval.name`
+    names only the model's result), or the stage of the model. `nfe` is the number of network
+    evaluations actually made (guidance doubles the steps); a model that does not sample (the
+    regression baselines) is named by its stage, without sampler settings."""
     num_lr = "all" if cfg.data.num_lr == -1 else cfg.data.num_lr
-    # references always carry their own name: eval.name names the model's result, and reusing it
-    # would overwrite that result's JSON with a reference's
     if method in REFERENCES:
         return f"{method}_n{num_lr}"
     if cfg.eval.name:
         return str(cfg.eval.name)
+    digest = settings_hash(evaluation_settings(method, cfg, uses_sampler))
+    if not uses_sampler:
+        return f"{method}_n{num_lr}_{digest}"
     s = cfg.sampler
     fusion = s.fusion_every if s.fusion_every else "off"
-    return f"nfe{nfe or s.nfe}_fuse{fusion}_{s.consensus}_n{num_lr}" + ("_dpm" if s.scheduler == "dpm" else "")
+    dpm = "_dpm" if s.scheduler == "dpm" else ""
+    return f"nfe{nfe or s.nfe}_fuse{fusion}_{s.consensus}_n{num_lr}{dpm}_{digest}"
+
+
+def method_key(method: Method, cfg: DictConfig) -> tuple[str, bool]:
+    """(the method's name in `evaluation_settings`, whether it samples with `cfg.sampler`)."""
+    if isinstance(method, str):
+        return method, False
+    return str(getattr(method, "stage", cfg.stage)), getattr(method, "uses_sampler", True)
+
+
+def method_settings(method: Method, cfg: DictConfig) -> dict[str, Any]:
+    """`evaluation_settings` of a loaded model or a reference's name."""
+    name, uses_sampler = method_key(method, cfg)
+    return evaluation_settings(name, cfg, uses_sampler)
+
+
+def result_name(method: Method, cfg: DictConfig, nfe: int | None = None) -> str:
+    """The name `Evaluator.evaluate` gives the result of `method` (see `default_name`)."""
+    name, uses_sampler = method_key(method, cfg)
+    fixed = getattr(method, "eval_name", None)  # the autoencoder reconstruction: a reference, one file per N
+    if fixed:
+        return f"{fixed}_n{'all' if cfg.data.num_lr == -1 else cfg.data.num_lr}"
+    return default_name(name, cfg, nfe=nfe, uses_sampler=uses_sampler)
 
 
 class Evaluator:
@@ -201,6 +258,9 @@ class Evaluator:
             summary.update({"name": f"{model['name']}_{name}", "method": name, "stage": None, "nfe": 0,
                             "steps": None, "sampler": None, "uncertainty_of": model["name"],
                             "params": {"trainable": 0, "total": 0}, "metrics": metrics})
+            # scored against the model's outputs: the model's settings are what its numbers depend on
+            settings = {**model.get("settings", {}), "uncertainty_reference": name}
+            summary.update({"settings": settings, "settings_hash": settings_hash(settings)})
             if free_maps.curves[name]:
                 summary["sparsification"] = _mean_curve(free_maps.curves[name])
             results.append(EvalResult(summary=summary, rows=rows))
@@ -237,9 +297,10 @@ class Evaluator:
         if not is_reference:
             params = {"trainable": sum(p.numel() for p in method.parameters() if p.requires_grad),
                       "total": sum(p.numel() for p in method.parameters())}
+        settings = method_settings(method, cfg)
         return {
-            "name": getattr(method, "eval_name", None)
-            or default_name(method if is_reference else "model", cfg, nfe=None if is_reference else int(nfe)),
+            "name": result_name(method, cfg, nfe=None if is_reference else int(nfe)),
+            "settings": settings, "settings_hash": settings_hash(settings),
             "method": method if is_reference else str(getattr(method, "stage", cfg.stage)),
             "stage": None if is_reference else str(getattr(method, "stage", cfg.stage)),
             "ckpt": None if is_reference else cfg.ckpt,
@@ -247,7 +308,7 @@ class Evaluator:
             "num_lr": int(cfg.data.num_lr), "nfe": int(nfe),
             "steps": None if is_reference else int(cfg.sampler.nfe),
             "dataset": dataset_identity(cfg, num_scenes),
-            "sampler": None if is_reference else as_plain(cfg.sampler),
+            "sampler": settings["sampler"],
             "wall_time_s": wall, "seconds_per_image": wall / max(1, len(rows)),
             "params": params, "metrics": results,
         }

@@ -54,8 +54,9 @@ class AutoencoderReconstruction(torch.nn.Module):
     """
 
     stage = "autoencoder"
-    eval_name = "autoencoder_reconstruction"
+    eval_name = "autoencoder_reconstruction"  # eval/autoencoder_reconstruction_n<K>.json, as the other references
     produces_uncertainty = False
+    uses_sampler = False
 
     def __init__(self, model: Any):
         super().__init__()

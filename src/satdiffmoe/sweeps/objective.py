@@ -35,6 +35,14 @@ from .trial_config import base_config, trial_config
 log = logging.getLogger(__name__)
 
 PRUNED_REASON = "pruned_reason"  # user attribute explaining why a trial was pruned
+FAIL_REASON = "fail_reason"  # user attribute: the error that failed a trial (Optuna itself stores none)
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """A user error's own line; any other exception's last line with its type."""
+    lines = str(exc).strip().splitlines()
+    line = lines[-1] if lines else ""
+    return line if isinstance(exc, UserError) else f"{type(exc).__name__}: {line}".rstrip(": ")
 
 
 def suggest_params(trial: optuna.Trial, spec: DictConfig) -> dict[str, Any]:
@@ -114,15 +122,25 @@ class TrialObjective:
             self._prune(trial, str(exc))
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine/process ran it
-        if self.spec.kind == "train":
-            result = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
-        else:
-            with interrupts.released():  # the long part: Ctrl-C / SIGTERM act at once (see study.py)
-                result = self.evaluator.evaluate(self.task, cfg)
-        summary = result.summary
-        trial.set_user_attr("eval", summary)
-        trial.set_user_attr("scenes", scene_columns(result.rows))
-        values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
+        try:
+            if self.spec.kind == "train":
+                result = train_and_evaluate(trial, cfg, self.spec, lambda: self.evaluator, params, self.channel)
+            else:
+                task = self.task  # a missing or wrong checkpoint stops the sweep (it is not this grid point's)
+                try:
+                    with interrupts.released():  # the long part: Ctrl-C / SIGTERM act at once (see study.py)
+                        result = self.evaluator.evaluate(task, cfg)
+                except UserError as exc:  # a point the data cannot serve, e.g. data.num_lr above the scenes' LRs
+                    self._prune(trial, str(exc))
+            summary = result.summary
+            trial.set_user_attr("eval", summary)
+            trial.set_user_attr("scenes", scene_columns(result.rows))
+            values = [read_metric(summary, objective.metric) for objective in self.spec.objectives]
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # Optuna records a FAIL without its reason: keep it, one line, for the summary
+            trial.set_user_attr(FAIL_REASON, one_line_reason(exc))
+            raise
         log.info("trial %d: %s", trial.number,
                  ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.spec.objectives, values, strict=True)))
         return values[0] if len(values) == 1 else values

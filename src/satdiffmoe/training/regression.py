@@ -50,6 +50,7 @@ class RegressionTask(SatTask):
     validation_metrics = ("val/loss", "val/psnr", "val/ssim", "val/lpips")
     default_monitor = ("val/psnr", "max")
     produces_uncertainty = False  # evaluate reports the calibration metrics as unavailable
+    uses_sampler = False  # one forward pass: its evaluations are named and compared without sampler settings
     uses_lr_stack = True  # False: one LR per scene, so train_lr_policy=pair is right
 
     def __init__(self, config: dict | DictConfig, networks: dict | None = None):
