@@ -53,7 +53,7 @@ bench: $(STAMP)
 # Regenerates docs/quickstart/ and the README's "Quickstart results" section from a fresh quickstart.
 docs: $(STAMP)
 	rm -rf runs/quickstart
-	$(BIN)/satdiffmoe quickstart --out runs/quickstart
+	$(BIN)/satdiffmoe quickstart --ablations --out runs/quickstart
 	$(BIN)/python -m satdiffmoe.reports.publish runs/quickstart docs/quickstart README.md
 
 lint: $(STAMP)

@@ -11,13 +11,15 @@ from satdiffmoe.reports.publish import BEGIN, END, FIGURES, GRID, TABLES, publis
 def fake_quickstart(root, psnr: str):
     report = root / "report"
     report.mkdir(parents=True)
-    for name in TABLES:
+    grids = ["ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_lpips.md",
+             "ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_psnr.md"]
+    for name in TABLES + grids:
         (report / name).write_text(f"**{name}**\n\n| PSNR |\n|---:|\n| {psnr} |\n\nFiles: [md]({name})\n")
     for name in FIGURES:
         (report / name).write_bytes(b"\x89PNG fake")
     (root / GRID).parent.mkdir(parents=True)
     (root / GRID).write_bytes(b"\x89PNG grid")
-    (root / "timings.json").write_text(json.dumps({"steps_s": {"train": 12.0}, "total_s": 300.0}))
+    (root / "timings.json").write_text(json.dumps({"steps_s": {"train": 12.0, "NFE sweep": 60.0}, "total_s": 300.0}))
     return root
 
 
@@ -29,6 +31,8 @@ def test_publish_replaces_the_marked_section_and_nothing_else(tmp_path):
     first = readme.read_text()
     assert first.startswith("# Title") and first.rstrip().endswith("## After")
     assert "| 17.5 |" in first and "5.0 min" in first and "Files:" not in first
+    assert "is **4.0 min**" in first  # the quickstart without its ablation steps
+    assert "ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_lpips.md" in first
     assert (docs / "methods.md").is_file() and (docs / "convergence_val_psnr.png").is_file()
 
     publish(fake_quickstart(tmp_path / "q2", "18.25"), docs, readme)

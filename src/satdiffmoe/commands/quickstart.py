@@ -3,6 +3,10 @@
 synthetic shards -> autoencoder -> prior -> SatDiffMoE, ControlNet, DiffusionSat -> evaluation of
 every method and the non-generative references -> a small fusion sweep -> report.
 
+`--ablations` (what `make docs` runs) adds the README's ablations on the same checkpoints: the NFE ×
+timestep-spacing sweep, and SatDiffMoE fine-tuned with `train.trainable` lora and new_only (same
+steps, same prior) evaluated beside the full fine-tune.
+
 Every stage goes through the same public CLI a user would type, with fixed run ids under `--out`, so
 re-running the command resumes: finished training runs are detected from their `last.ckpt` and
 skipped, the sweep resumes its Optuna study, and finished evaluations are not repeated.
@@ -37,16 +41,19 @@ TRAINING = [
     ("controlnet", EXPERIMENTS / "baselines" / "controlnet_quickstart.yaml", ["vae", "prior"]),
     ("diffusionsat", EXPERIMENTS / "baselines" / "diffusionsat_quickstart.yaml", ["vae", "prior"]),
 ]
+# --ablations: the paper's "fewer trainable parameters" claim; run name -> train.trainable (models/trainable.py)
+TRAINABLE = {"satdiffmoe_lora": "lora", "satdiffmoe_new_only": "new_only"}
 SCENES = 640
 # Optimizer steps per stage: the three conditional methods get the same budget so their convergence
 # curves compare step for step; sized so the whole quickstart fits 15 minutes on 2 CPU cores.
 STEPS = {"autoencoder": 400, "prior": 400, "satdiffmoe": 400, "controlnet": 400, "diffusionsat": 400}
+STEPS.update({name: STEPS["satdiffmoe"] for name in TRAINABLE})
 SWEEP_SCENES = 16  # test scenes per sweep trial: six trials with the data-consistency sampler must fit the budget
 
 
 class Quickstart:
-    def __init__(self, out: Path, overrides: list[str]):
-        self.out, self.overrides = out, list(overrides)
+    def __init__(self, out: Path, overrides: list[str], ablations: bool = False):
+        self.out, self.overrides, self.ablations = out, list(overrides), ablations
         self.data, self.runs, self.report = out / "data", out / "runs", out / "report"
         self.timings: dict = {}
         self.started = time.time()
@@ -82,10 +89,12 @@ class Quickstart:
         self._cli(["prepare", "synthetic", "--out", self.data, "--num-scenes", SCENES, "--hr-size", 64,
                    "--scale", 4, "--max-lr", 8, "--seed", 0])
 
-    def train(self, stage: str, config: Path, needs: list[str]) -> None:
-        argv = ["train", config, f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
-                f"run_root={self.runs}", f"data.root={self.data}", f"train.max_steps={STEPS[stage]}"]
-        if (self.run_dir(stage) / "checkpoints" / "last.ckpt").is_file():
+    def train(self, stage: str, config: Path, needs: list[str], name: str | None = None,
+              extra: tuple[str, ...] = ()) -> None:
+        name = name or stage
+        argv = ["train", config, f"stage={stage}", f"name={name}", f"run_id={RUN_ID}",
+                f"run_root={self.runs}", f"data.root={self.data}", f"train.max_steps={STEPS[name]}", *extra]
+        if (self.run_dir(name) / "checkpoints" / "last.ckpt").is_file():
             argv.append("resume=true")  # an interrupted (or finished) quickstart picks up where it was
         if "vae" in needs:
             argv.append(f"init.vae_ckpt={self.run_dir('autoencoder')}")
@@ -94,23 +103,40 @@ class Quickstart:
         self._cli(argv + self.overrides)
 
     def evaluate(self) -> None:
-        configs = {stage: config for stage, config, _ in TRAINING}
-        # (stage, eval name, overrides, also evaluate the non-generative references on the same scenes)
+        # (run, eval name, overrides, also evaluate the non-generative references on the same scenes)
         jobs = [
             ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"], False),
             ("satdiffmoe", "satdiffmoe_n8", ["data.num_lr=8"], True),
             ("controlnet", "controlnet_nearest", ["data.num_lr=8"], False),
             ("diffusionsat", "diffusionsat_t8", ["data.num_lr=8"], False),
         ]
-        for stage, name, extra, references in jobs:
-            target = self.run_dir(stage) / "eval" / f"{name}.json"
-            if target.is_file():
-                print(f"{target} exists; skipping")
-                continue
-            self._cli(["evaluate", configs[stage], f"stage={stage}", f"name={stage}", f"run_id={RUN_ID}",
-                       f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(stage)}",
-                       f"eval.name={name}", f"eval.references={str(references).lower()}", *extra,
-                       *self.overrides])
+        for run, name, extra, references in jobs:
+            self._evaluate(run, run, name, extra, references)
+
+    def _evaluate(self, run: str, stage: str, name: str, extra: list[str], references: bool) -> None:
+        target = self.run_dir(run) / "eval" / f"{name}.json"
+        if target.is_file():
+            print(f"{target} exists; skipping")
+            return
+        configs = {stage: config for stage, config, _ in TRAINING}
+        self._cli(["evaluate", configs[stage], f"stage={stage}", f"name={run}", f"run_id={RUN_ID}",
+                   f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(run)}",
+                   f"eval.name={name}", f"eval.references={str(references).lower()}", *extra, *self.overrides])
+
+    def train_trainable(self) -> None:
+        """SatDiffMoE with fewer trainable parameters, from the same prior for the same steps."""
+        for name, mode in TRAINABLE.items():
+            self.train("satdiffmoe", EXPERIMENTS / "quickstart.yaml", ["vae", "prior"], name=name,
+                       extra=(f"train.trainable={mode}",))
+
+    def evaluate_trainable(self) -> None:
+        for name in TRAINABLE:  # the same 64 scenes and noise as satdiffmoe_n8: the methods table pairs them
+            self._evaluate(name, "satdiffmoe", f"{name}_n8", ["data.num_lr=8"], False)
+
+    def nfe_sweep(self) -> None:
+        self._cli(["sweep", SWEEPS / "quickstart_nfe.yaml", f"ckpt={self.run_dir('satdiffmoe')}",
+                   f"base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES}]",
+                   "--out", self.out / "sweep_nfe"])
 
     def sweep(self) -> None:
         # key=value overrides go before --out: argparse does not take positionals after options
@@ -119,15 +145,23 @@ class Quickstart:
                    "--out", self.out / "sweep"])
 
     def make_report(self) -> None:
+        studies = [self.out / "sweep"] + ([self.out / "sweep_nfe"] if self.ablations else [])
+        evals = [self.run_dir(s) / "eval" for s, _, _ in TRAINING[2:]]
+        evals += [self.run_dir(name) / "eval" for name in TRAINABLE] if self.ablations else []
+        # convergence runs: the three methods only (a LoRA run would join SatDiffMoE's median)
         self._cli(["report", "--runs", *[self.run_dir(s) for s, _, _ in TRAINING[2:]],
-                   "--study", self.out / "sweep", "--evals", *[self.run_dir(s) / "eval" for s, _, _ in TRAINING[2:]],
+                   "--study", *studies, "--evals", *evals, "--methods-reference", "satdiffmoe_n8",
                    "--out", self.report])
 
     def __call__(self) -> Path:
         steps = [("synthetic data", self.prepare)]
         steps += [(f"train {stage}", lambda s=stage, c=config, n=needs: self.train(s, c, n))
                   for stage, config, needs in TRAINING]
-        steps += [("evaluate methods", self.evaluate), ("fusion sweep", self.sweep), ("report", self.make_report)]
+        steps += [("evaluate methods", self.evaluate), ("fusion sweep", self.sweep)]
+        if self.ablations:
+            steps += [("train satdiffmoe lora / new_only", self.train_trainable),
+                      ("evaluate lora / new_only", self.evaluate_trainable), ("NFE sweep", self.nfe_sweep)]
+        steps += [("report", self.make_report)]
         for index, (title, func) in enumerate(steps, 1):
             self._step(index, len(steps), title, func)
         total = round(time.time() - self.started, 1)
@@ -139,9 +173,11 @@ class Quickstart:
 def register(subparsers) -> None:
     p = add_command(subparsers, "quickstart", HELP)
     p.add_argument("--out", default="runs/quickstart", help="where everything goes")
+    p.add_argument("--ablations", action="store_true",
+                   help="also the README's ablations: NFE x timestep spacing, trainable = lora / new_only (make docs)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every stage's config")
 
 
 def run(args) -> int:
-    Quickstart(Path(args.out), args.overrides)()
+    Quickstart(Path(args.out), args.overrides, args.ablations)()
     return 0

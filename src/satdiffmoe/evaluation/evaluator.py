@@ -310,8 +310,16 @@ class Evaluator:
             "dataset": dataset_identity(cfg, num_scenes),
             "sampler": settings["sampler"],
             "wall_time_s": wall, "seconds_per_image": wall / max(1, len(rows)),
-            "params": params, "metrics": results,
+            "params": params, "trainable": None if is_reference else trainable_mode(method), "metrics": results,
         }
+
+
+def trainable_mode(method: Any) -> str | None:
+    """The model's `train.trainable` (all | lora | new_only), from the config it was trained with."""
+    cfg = getattr(method, "cfg", None)
+    train = getattr(cfg, "train", None) if cfg is not None else None
+    mode = getattr(train, "trainable", None) if train is not None else None
+    return None if mode is None else str(mode)
 
 def _rows(batch: dict[str, Any], seed: int, values: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
     rows = []

@@ -33,11 +33,15 @@ METHOD_ORDER = ("bicubic_nearest", "mean_bicubic", "autoencoder", "srcnn", "high
                 "satdiffmoe", *UNCERTAINTY_REFERENCES)
 
 
+TRAINABLE_LABELS = {"lora": "LoRA", "new_only": "new inputs only"}  # train.trainable other than all
+
+
 def row_label(summary: EvalSummary) -> str:
     label = method_name(summary.method)
     num_lr = summary.data.get("num_lr")
     if summary.method not in REFERENCES and num_lr is not None:
-        label += f" (N = {'all' if num_lr == -1 else num_lr})"
+        trained = TRAINABLE_LABELS.get(summary.data.get("trainable"))
+        label += f" (N = {'all' if num_lr == -1 else num_lr}{', ' + trained if trained else ''})"
     return label
 
 
