@@ -28,11 +28,11 @@ def uneven_data(tmp_path_factory) -> Path:
     return data
 
 
-def validate_in_ddp(devices: int, ckpt: Path, data: Path, tmp_path: Path) -> dict:
+def validate_in_ddp(devices: int, ckpt: Path, data: Path, tmp_path: Path, stage: str = "autoencoder") -> dict:
     """ddp_validate.py in a child process: Lightning's DDP launcher re-runs the script for rank 1."""
     out = tmp_path / f"metrics{devices}.json"
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_validate.py")), str(ckpt), str(data),
-                             str(tmp_path / "runs"), str(devices), str(out)], capture_output=True, text=True,
+                             str(tmp_path / "runs"), str(devices), str(out), stage], capture_output=True, text=True,
                             cwd=REPO, env=cli_env(), timeout=HANG_GUARD_S, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
@@ -45,6 +45,19 @@ def test_validation_metrics_are_reduced_over_ranks_like_one_process(uneven_data,
     ddp = validate_in_ddp(2, tiny_runs["ae"], uneven_data, tmp_path)
     assert {"val/loss", "val/psnr", "val/ssim"} <= set(single)
     for name in ("val/loss", "val/psnr", "val/ssim", "val/latent_scale"):
+        assert ddp[name] == pytest.approx(single[name], rel=1e-5), name
+
+
+@pytest.mark.slow
+def test_a_validation_scene_samples_the_same_on_one_rank_of_two(uneven_data, tiny_runs, tmp_path):
+    # val/psnr of SatDiffMoE is computed from its samples: it matches one process only if every scene
+    # draws the same noise whichever rank, batch and position it lands on (sampling/noise.py); with the
+    # noise of one generator per rank-local batch it did not
+    ddp_validate.main(str(tiny_runs["sdm"]), str(uneven_data), str(tmp_path / "runs"), 1, str(tmp_path / "one.json"),
+                      "satdiffmoe")
+    single = json.loads((tmp_path / "one.json").read_text())
+    ddp = validate_in_ddp(2, tiny_runs["sdm"], uneven_data, tmp_path, stage="satdiffmoe")
+    for name in ("val/psnr", "val/ssim"):
         assert ddp[name] == pytest.approx(single[name], rel=1e-5), name
 
 

@@ -66,3 +66,51 @@ def test_guidance_keeps_the_gsd_the_training_dropout_keeps(tiny_pretrained):
     with torch.no_grad():
         expected = two_call_guidance(task)(z, t, cond, dt)
     torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-5)
+
+
+class InputRecorder:
+    """Records the (cond, dt) every call of the network receives."""
+
+    def __init__(self, network):
+        self.calls = []
+        self.handle = network.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        z, t, cond, dt = args[:4]
+        self.calls.append((cond, dt))
+
+
+def _rows(cond, rows):
+    if isinstance(cond, dict):
+        return {key: value[rows] for key, value in cond.items()}
+    return cond[rows]
+
+
+def _assert_same_condition(trained, sampled):
+    if isinstance(trained, dict):
+        assert set(trained) == set(sampled)
+        for key in trained:
+            torch.testing.assert_close(sampled[key], trained[key], equal_nan=True, rtol=0, atol=0, msg=key)
+    else:
+        torch.testing.assert_close(sampled, trained, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stage, overrides", TASKS, ids=[stage for stage, _ in TASKS])
+def test_the_unconditional_rows_are_what_the_training_loss_feeds_at_dropout_one(tiny_pretrained, stage, overrides):
+    # What the network sees: the training loss with every condition dropped, against the second half of
+    # the sampler's stacked guidance call (its unconditional rows), scene for scene.
+    task, batch = tiny_task(tiny_pretrained, stage, *overrides), scene_batch()
+    recorder = InputRecorder(task.network)
+    with torch.no_grad():
+        task.diffusion_loss(batch, torch.Generator().manual_seed(0), dropout=1.0)
+        trained_cond, trained_dt = recorder.calls[-1]
+        inputs = branches(task, batch)
+        sampler = task.pipeline.fused_sampler(SamplerConfig(nfe=1, fusion_every=1, guidance_scale=SCALE))
+        sampler.sample(inputs, task.latent_shape, torch.Generator().manual_seed(0))
+    recorder.handle.remove()
+    sampled_cond, sampled_dt = recorder.calls[-1]
+    rows = inputs.valid.numel()  # one branch row per (scene, branch); the unconditional copies follow
+    first_branch = torch.arange(batch["hr"].shape[0]) * inputs.valid.shape[1] + rows
+    _assert_same_condition(trained_cond, _rows(sampled_cond, first_branch))
+    if trained_dt is not None:
+        torch.testing.assert_close(sampled_dt[first_branch], trained_dt.to(sampled_dt.dtype), equal_nan=True)
