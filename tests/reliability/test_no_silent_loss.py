@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,60 @@ def test_a_grid_edited_on_an_existing_study_is_refused_and_sweep_yaml_kept(tiny_
     assert err.strip().splitlines()[-1].startswith("error: study 'edited'")
     assert "another search space" in err and "study=<new name>" in err
     assert (out / "sweep.yaml").read_text() == ran
+
+
+@pytest.fixture(scope="module")
+def finished_study(tiny_runs, tmp_path_factory):
+    """A finished one-point PSNR study: (its sweep fields, sweep folder)."""
+    folder = tmp_path_factory.mktemp("finished_study")
+    fields = {"study": "fixed", "config": str(TINY_EXPERIMENT), "ckpt": str(tiny_runs["sdm"]),
+              "base_overrides": [f"data.root={tiny_runs['data']}"], "params": {"sampler.nfe": {"choices": [1]}},
+              "objectives": [{"metric": "psnr", "direction": "maximize"}], "sampler": {"name": "grid"},
+              "wandb": {"mode": "disabled"}}
+    (folder / "sweep.yaml").write_text(json.dumps(fields))
+    assert main(["sweep", str(folder / "sweep.yaml"), "--out", str(folder / "sw")]) == 0
+    return fields, folder / "sw"
+
+
+def _changed_config(tmp_path, fields):
+    shutil.copy(TINY_EXPERIMENT, tmp_path / "copy.yaml")
+    return {"config": str(tmp_path / "copy.yaml")}
+
+
+# key -> the resumed sweep's changed fields (what each trial measured would no longer be what it says)
+CHANGED = {
+    "objectives": lambda tmp, f: {"objectives": [{"metric": "ssim", "direction": "maximize"}]},
+    "base_overrides": lambda tmp, f: {"base_overrides": [*f["base_overrides"], "data.num_lr=1"]},
+    "seeds": lambda tmp, f: {"seeds": 2},
+    "ckpt": lambda tmp, f: {"ckpt": str(Path(f["ckpt"]).with_name("ae"))},
+    "config": _changed_config,
+}
+
+
+@pytest.mark.parametrize("key", sorted(CHANGED))
+def test_a_resume_that_changes_what_the_trials_measured_is_refused(key, finished_study, tmp_path, capsys):
+    fields, ran = finished_study
+    out = tmp_path / "sw"
+    shutil.copytree(ran, out)
+    before = (out / "sweep.yaml").read_text(), digest(out / "study.db")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({**fields, **CHANGED[key](tmp_path, fields)}))
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: study 'fixed'") and "study=<new name>" in line, line
+    assert (f"{key}=" in line) if key != "objectives" else ("measured psnr, not ssim" in line), line
+    assert ((out / "sweep.yaml").read_text(), digest(out / "study.db")) == before
+
+
+def test_a_resume_changing_only_how_trials_run_is_accepted(finished_study, tmp_path):
+    fields, ran = finished_study
+    out = tmp_path / "sw"
+    shutil.copytree(ran, out)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({**fields, "heartbeat": {"interval": 5, "grace": 10}}))
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    assert "interval: 5" in (out / "sweep.yaml").read_text()
 
 
 def test_evaluate_stamps_the_model_and_its_references_and_report_flags_a_mixed_set(tiny_runs, tmp_path, caplog):
