@@ -133,6 +133,9 @@ CASES = [
      "objective metric 'sharpness'"),
     ("sweep-out-is-a-file", ["sweep", "{tmp}/sweep.yaml", "--out", "{file}"], "cannot create sweep folder"),
     ("report-out-is-a-file", ["report", "--evals", "{tmp}", "--out", "{file}"], "is a file"),
+    # round three: paths
+    ("run-id-leaves-run-root", TRAIN + ["run_id=../../escaped"], "run_id='../../escaped' must be a plain file name"),
+    ("run-id-nests-a-folder", EVAL + ["ckpt={sdm}", "run_id=a/b"], "run_id='a/b' must be a plain file name"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
     CASES.append(("train-accelerator-gpu-without-one", TRAIN + ["stage=autoencoder", "train.accelerator=gpu"],

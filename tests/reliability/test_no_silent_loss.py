@@ -8,6 +8,7 @@ RLIMIT_FSIZE, so any write past the limit fails with EFBIG, as writes on a full 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import resource
@@ -133,6 +134,34 @@ def test_prepare_overwrite_leaves_exactly_the_shards_its_manifest_lists(tmp_path
     listed = sorted(name for names in manifest["shards"].values() for name in names)
     assert sorted(p.name for p in out.glob("*.tar")) == listed
     assert sum(manifest["counts"].values()) == 8
+
+
+# -------------------------------------------------------------------------------- run folders
+def empty_folders(root):
+    """Empty folders under root, outside W&B's own wandb/ (which W&B lays out itself)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_dir() and not any(p.iterdir()) and "wandb" not in p.relative_to(root).parts)
+
+
+def test_no_run_keeps_an_empty_folder_and_the_readme_glob_reports_the_evaluated_runs(tiny_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs["root"], runs)
+    assert empty_folders(runs) == []  # trained runs: no eval/ (nor images/) before anything is written there
+    assert main(["evaluate", str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={runs / 'tiny' / 'sdm'}",
+                 "eval.name=globbed"]) == 0
+    readme = (REPO / "README.md").read_text()
+    assert "--evals runs/*/*/eval" in readme and "--evals runs/*/eval " not in readme
+    evals = sorted(glob.glob(f"{runs}/*/*/eval"))  # what the shell makes of the README's runs/*/*/eval
+    assert evals == [str(runs / "tiny" / "sdm" / "eval")]
+    assert main(["report", "--evals", *evals, "--out", str(tmp_path / "report")]) == 0
+    assert "globbed" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_failed_evaluate_leaves_no_run_folder(tiny_runs, tmp_path, capsys):
+    code = main(["evaluate", str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={tiny_runs['sdm']}",
+                 f"run_root={tmp_path / 'runs'}", "data.num_lr=9", "data.max_lr=9"])
+    assert code == 2 and "data.num_lr" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------------- sweeps, evaluations

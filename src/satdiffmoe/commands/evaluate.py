@@ -66,23 +66,23 @@ def check_against_checkpoint(cfg: DictConfig, overrides, method, ckpt) -> None:
                             f"use the config the checkpoint was trained with (or data.{key}={theirs})")
 
 
-def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path:
-    """Where results go: a new run folder under run_root when `run_root=` was given on the command
-    line (`<run_root>/<name>/<id>/eval/`), else the checkpoint's run folder's eval/ when it has one,
-    else a new run folder's."""
+def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path | None:
+    """Where results go: the checkpoint's run folder's eval/ when it sits in one and `run_root=` was
+    not given on the command line; else None, a new run folder (`<run_root>/<name>/<id>/eval/`) made
+    only once the results are written, so a failed evaluation leaves no empty run folder behind.
+    Either place is checked to be writable now, before any compute; neither is created yet."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     if not explicit_root and (run / "config.yaml").is_file():
         folder = run / "eval"
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create {folder}: {exc.strerror}") from None
-        if not os.access(folder, os.W_OK):
+        if not os.access(folder if folder.is_dir() else run, os.W_OK):
             raise UserError(f"{folder} is not writable; copy the run folder somewhere writable and evaluate there")
         return folder
-    from ..runs import RunDir
-
-    return RunDir.create(cfg).eval_dir
+    base = Path(cfg.run_root) / cfg.name
+    existing = next(p for p in (base, *base.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot create run folder {base}/...: {existing} is not a writable folder; "
+                        "set run_root=... to a writable folder")
+    return None
 
 
 def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
@@ -96,6 +96,7 @@ def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
     name = result.summary["name"]
     target = folder / f"{name}.json"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         _replace_text(folder / f"{name}.jsonl", "".join(json.dumps(row, allow_nan=False) + "\n" for row in result.rows))
         if grid and result.grid:
             partial = folder / f".{name}.partial.png"
@@ -152,7 +153,8 @@ def _run(args) -> int:
         check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
     folder = eval_folder(cfg, Path(ckpt), explicit_root)
-    with keeping(f"no results written; the evaluations already in {folder} are untouched"):
+    untouched = f"the evaluations already in {folder} are untouched" if folder else "no run folder was made"
+    with keeping(f"no results written; {untouched}"):
         evaluator = Evaluator(cfg)
         result = evaluator.evaluate(method, cfg)
         log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
@@ -167,6 +169,10 @@ def _run(args) -> int:
     # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks;
     # Ctrl-C / SIGTERM wait for the whole set (held).
     stamp = {"id": uuid.uuid4().hex, "files": [r.summary["name"] for r in [result, *references]]}
+    if folder is None:
+        from ..runs import RunDir
+
+        folder = RunDir.create(cfg).eval_dir
     with keeping(f"after the evaluation was written in full to {folder}"):
         with held():
             for part in [*references, result]:  # the model's JSON last: it is what marks the set complete
