@@ -70,6 +70,31 @@ def test_sample_on_a_full_disk_keeps_the_previous_output_and_leaves_no_partial_f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr0.png", "lr1.png", "sr.png"]
 
 
+def test_sample_writes_its_outputs_as_a_set_when_the_uncertainty_map_fails(tiny_runs, tmp_path):
+    """A 64×64 RGB PNG (at most ~12.5 kB) fits under the limit, its 64×64 float32 map (over 16 kB) does not."""
+    rng = np.random.default_rng(0)
+    lrs = []
+    for i in range(2):
+        lrs.append(tmp_path / f"lr{i}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(lrs[-1])
+    out, uncertainty = tmp_path / "sr.png", tmp_path / "u.tif"
+    out.write_bytes(b"the previous result")
+    result = run_on_a_full_disk(["sample", "--ckpt", tiny_runs["sdm"], "--lr", *lrs, "--dt", "-10", "5", "--out", out,
+                                 "--uncertainty", uncertainty, "sampler.nfe=1"], max_file_bytes=14_500)
+    assert f"cannot write {uncertainty}" in one_error_line(result)
+    assert out.read_bytes() == b"the previous result"  # not the new image without its map
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr0.png", "lr1.png", "sr.png"]
+
+
+def test_sample_refuses_an_output_it_cannot_create_before_loading_the_model(tmp_path, capsys):
+    """/proc passes os.access for root but takes no new file; the --ckpt is not even read."""
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "lr.png")
+    code = main(["sample", "--ckpt", str(tmp_path / "no-such-model"), "--lr", str(tmp_path / "lr.png"), "--dt", "1",
+                 "--out", "/proc/sr.png"])
+    err = capsys.readouterr().err
+    assert code == 2 and "/proc/sr.png" in err and "no-such-model" not in err, err
+
+
 def test_train_on_a_full_disk_stops_with_one_line_and_keeps_last_ckpt(tiny_runs, tmp_path):
     args = tiny_args(tmp_path, tiny_runs["data"], "stage=autoencoder", run_id="full")
     assert main(["train", *args]) == 0
@@ -161,7 +186,7 @@ def test_a_failed_evaluate_leaves_no_run_folder(tiny_runs, tmp_path, capsys):
     code = main(["evaluate", str(TINY_EXPERIMENT), f"data.root={tiny_runs['data']}", f"ckpt={tiny_runs['sdm']}",
                  f"run_root={tmp_path / 'runs'}", "data.num_lr=9", "data.max_lr=9"])
     assert code == 2 and "data.num_lr" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []  # the timestamped run folder it made is gone
 
 
 # ---------------------------------------------------------------------------- sweeps, evaluations

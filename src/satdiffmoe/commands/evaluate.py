@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,23 +67,23 @@ def check_against_checkpoint(cfg: DictConfig, overrides, method, ckpt) -> None:
                             f"use the config the checkpoint was trained with (or data.{key}={theirs})")
 
 
-def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path | None:
-    """Where results go: the checkpoint's run folder's eval/ when it sits in one and `run_root=` was
-    not given on the command line; else None, a new run folder (`<run_root>/<name>/<id>/eval/`) made
-    only once the results are written, so a failed evaluation leaves no empty run folder behind.
-    Either place is checked to be writable now, before any compute; neither is created yet."""
+def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> tuple[Path, Path | None]:
+    """Where results go, and the run folder made for them (None when none was made): a new run folder
+    under run_root when `run_root=` was given on the command line (`<run_root>/<name>/<id>/eval/`),
+    else the checkpoint's run folder's eval/ when it has one, else a new run folder's. eval/ itself
+    appears only when the results are written; a new run folder holds just its config.yaml until then
+    (so a full disk shows before any compute) and is removed again if the evaluation fails."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     if not explicit_root and (run / "config.yaml").is_file():
         folder = run / "eval"
         if not os.access(folder if folder.is_dir() else run, os.W_OK):
             raise UserError(f"{folder} is not writable; copy the run folder somewhere writable and evaluate there")
-        return folder
-    base = Path(cfg.run_root) / cfg.name
-    existing = next(p for p in (base, *base.parents) if p.exists())  # "." or "/" at the latest
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"cannot create run folder {base}/...: {existing} is not a writable folder; "
-                        "set run_root=... to a writable folder")
-    return None
+        return folder, None
+    from ..runs import RunDir
+
+    existed = bool(cfg.run_id) and (Path(cfg.run_root) / cfg.name / str(cfg.run_id)).exists()
+    made = RunDir.create(cfg)
+    return made.eval_dir, None if existed else made.path
 
 
 def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
@@ -152,27 +153,30 @@ def _run(args) -> int:
     if method.cfg is not None:
         check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
-    folder = eval_folder(cfg, Path(ckpt), explicit_root)
-    untouched = f"the evaluations already in {folder} are untouched" if folder else "no run folder was made"
-    with keeping(f"no results written; {untouched}"):
-        evaluator = Evaluator(cfg)
-        result = evaluator.evaluate(method, cfg)
-        log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
-                 result.summary["seconds_per_image"], result.summary["nfe"])
-        references = []
-        if cfg.eval.references:
-            methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
-            for reference in methods:
-                references.append(evaluator.evaluate(reference, cfg))
-                log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
+    folder, made = eval_folder(cfg, Path(ckpt), explicit_root)
+    untouched = (f"the evaluations already in {folder} are untouched" if made is None
+                 else f"the new run folder {made} is removed again")
+    try:
+        with keeping(f"no results written; {untouched}"):
+            evaluator = Evaluator(cfg)
+            result = evaluator.evaluate(method, cfg)
+            log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
+                     result.summary["seconds_per_image"], result.summary["nfe"])
+            references = []
+            if cfg.eval.references:
+                methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None)
+                                              else [])
+                for reference in methods:
+                    references.append(evaluator.evaluate(reference, cfg))
+                    log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
+    except BaseException:  # a failed (or interrupted) evaluation leaves no empty run folder behind
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     # One evaluation = the model's result and its references, written only once all are computed (a
     # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks;
     # Ctrl-C / SIGTERM wait for the whole set (held).
     stamp = {"id": uuid.uuid4().hex, "files": [r.summary["name"] for r in [result, *references]]}
-    if folder is None:
-        from ..runs import RunDir
-
-        folder = RunDir.create(cfg).eval_dir
     with keeping(f"after the evaluation was written in full to {folder}"):
         with held():
             for part in [*references, result]:  # the model's JSON last: it is what marks the set complete

@@ -89,7 +89,7 @@ def parse_dt(values: Sequence[str]) -> list[float]:
 
 
 def _check_writable(path: str | None, flag: str) -> None:
-    from ..sampling.image_io import GEOTIFF, PNG
+    from ..sampling.image_io import GEOTIFF, PNG, check_can_write
 
     if path is None:
         return
@@ -101,6 +101,7 @@ def _check_writable(path: str | None, flag: str) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} does not exist or is not writable")
+    check_can_write(target)
 
 
 def check_distinct_outputs(args) -> None:
@@ -352,7 +353,7 @@ def _run(args) -> int:
     import numpy as np
     import torch
 
-    from ..sampling.image_io import write_raster, write_values
+    from ..sampling.image_io import output_set, write_raster, write_values
     from ..sampling.tiling import sample_tiled
     from ..training.checkpoints import load_sampler
 
@@ -400,14 +401,17 @@ def _run(args) -> int:
                         "(after --match-lr %s); they are clipped to it", clipped, matched.size,
                         100 * clipped / matched.size, mapping[1].summary(), args.match_lr)
     with keeping(f"after {args.out} was written in full"):
-        with held():  # each file is written whole (temp + rename); held: an SR image never comes without its map
+        # every file is written whole to a partial name, then all are renamed: an SR image never comes
+        # without its map, also when the map's write fails (full disk) or a signal lands (held)
+        with held(), output_set() as together:
             if mapping is None:
-                write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max)
+                write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max,
+                             together=together)
             else:
-                write_values(args.out, values, like=rasters[0], scale=scale)
+                write_values(args.out, values, like=rasters[0], scale=scale, together=together)
             if args.uncertainty:
                 # std of [-1, 1] images -> std in the output's units of [0, 1] reflectance
                 write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale,
-                             as_float=True)
+                             as_float=True, together=together)
         print(args.out)
     return 0
