@@ -116,6 +116,45 @@ def test_evaluate_on_a_full_disk_is_one_line(tiny_runs, tmp_path):
     assert "config.yaml" in one_error_line(result)
 
 
+def test_prepare_on_a_full_disk_is_one_line_and_leaves_no_partial_shard(tmp_path):
+    out = tmp_path / "data"
+    args = ["prepare", "synthetic", "--out", out, "--num-scenes", "8", "--hr-size", "16", "--scale", "4",
+            "--max-lr", "2"]
+    assert "cannot write the shards" in one_error_line(run_on_a_full_disk(args, max_file_bytes=3000))
+    assert list(out.iterdir()) == []  # no hidden .partial shard, so a re-run does not find --out "not empty"
+    assert main(list(map(str, args))) == 0
+
+
+def test_export_on_a_full_disk_is_one_line_and_keeps_the_earlier_export(tiny_runs, tmp_path):
+    out = tmp_path / "exported"
+    assert main(["export", str(tiny_runs["sdm"]), "--out", str(out)]) == 0
+    before = {p.name: digest(p) for p in out.rglob("*") if p.is_file()}
+    for target, extra in ((tmp_path / "new", []), (out, ["--overwrite"])):
+        line = one_error_line(run_on_a_full_disk(["export", tiny_runs["sdm"], "--out", target, *extra], 3000))
+        assert f"cannot write {target}" in line and "File too large" in line
+    assert {p.name: digest(p) for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no .exported.partial-* folder
+
+
+def test_report_on_a_full_disk_is_one_line_and_leaves_no_half_report(tiny_runs, tmp_path):
+    out = tmp_path / "report"
+    line = one_error_line(run_on_a_full_disk(["report", "--runs", tiny_runs["sdm"], "--out", out], 2000))
+    assert f"cannot write the report into {out}" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_score_on_a_full_disk_is_one_line_and_keeps_the_previous_json(tmp_path):
+    for name, value in (("pred.png", 100), ("ref.png", 110)):
+        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(tmp_path / name)
+    out = tmp_path / "scores.json"
+    out.write_text("{}")
+    line = one_error_line(run_on_a_full_disk(["score", "--pred", tmp_path / "pred.png", "--ref", tmp_path / "ref.png",
+                                              "--metrics", "psnr", "ssim", "--out", out], 20))
+    assert f"cannot write {out}" in line
+    assert out.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["pred.png", "ref.png",
+                                                                                     "scores.json"]
+
+
 # ------------------------------------------------------------------------------ inputs and runs
 def test_16_bit_rgb_png_is_read_at_its_real_depth(tmp_path):
     from data_prep.raster_io import read_raster as read_for_prepare
