@@ -136,6 +136,7 @@ CASES = [
     # round three: paths
     ("run-id-leaves-run-root", TRAIN + ["run_id=../../escaped"], "run_id='../../escaped' must be a plain file name"),
     ("run-id-nests-a-folder", EVAL + ["ckpt={sdm}", "run_id=a/b"], "run_id='a/b' must be a plain file name"),
+    ("score-without-ref-or-lr", ["score", "--pred", "{tmp}/a.png", "--metrics", "psnr"], "nothing to score --pred"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
     CASES.append(("train-accelerator-gpu-without-one", TRAIN + ["stage=autoencoder", "train.accelerator=gpu"],

@@ -92,6 +92,9 @@ def run(args) -> int:
             raise
         # Lightning turns Ctrl-C (and SIGTERM, which raises the same KeyboardInterrupt: interrupts.py) into
         # sys.exit(1) after its graceful shutdown; say what to do, exit 130 / 143
+        if not run.last_ckpt.is_file():  # stopped before the first validation: resume=true would find nothing
+            raise Interrupted(f"interrupted at step {trainer.global_step}, before the first checkpoint: nothing was "
+                              f"saved; start again with run_id={run.path.name} (without resume=true)") from None
         raise Interrupted(f"interrupted at step {trainer.global_step}; continue with run_id={run.path.name} "
                           f"resume=true (from the last checkpoint in {run.checkpoints})") from None
     except Exception as exc:
