@@ -136,6 +136,8 @@ CASES = [
     # round three: paths
     ("run-id-leaves-run-root", TRAIN + ["run_id=../../escaped"], "run_id='../../escaped' must be a plain file name"),
     ("run-id-nests-a-folder", EVAL + ["ckpt={sdm}", "run_id=a/b"], "run_id='a/b' must be a plain file name"),
+    ("report-study-is-not-a-study", ["report", "--study", "{tmp}/full", "--out", "{tmp}/r"],
+     "is neither an Optuna study"),
     ("score-without-ref-or-lr", ["score", "--pred", "{tmp}/a.png", "--metrics", "psnr"], "nothing to score --pred"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine

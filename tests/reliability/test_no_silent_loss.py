@@ -156,6 +156,19 @@ def test_score_on_a_full_disk_is_one_line_and_keeps_the_previous_json(tmp_path):
 
 
 # ------------------------------------------------------------------------------ inputs and runs
+def test_a_palette_png_is_read_as_the_colours_it_shows(tmp_path):
+    from satdiffmoe.sampling.image_io import read_raster
+
+    indices = np.arange(64, dtype=np.uint8).reshape(8, 8) % 4
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 200, 100, 50])
+    image.save(tmp_path / "palette.png")
+    expected = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    raster = read_raster(tmp_path / "palette.png")
+    assert raster.pixels.shape == (3, 8, 8)  # not "1 × 8×8" of palette indices
+    np.testing.assert_array_equal(np.round((raster.pixels + 1) / 2 * 255), expected)
+
+
 def test_16_bit_rgb_png_is_read_at_its_real_depth(tmp_path):
     from data_prep.raster_io import read_raster as read_for_prepare
     from satdiffmoe.sampling.image_io import read_raster as read_for_sample
