@@ -7,7 +7,9 @@ safetensors weights. Loading it needs neither Lightning nor this project's check
     from satdiffmoe.pipelines import load_pipeline
     pipe = load_pipeline("exported/satdiffmoe")
 
-`sample`, `evaluate` and evaluate sweeps accept the folder wherever they accept a checkpoint.
+`sample`, `evaluate` and evaluate sweeps accept the folder wherever they accept a checkpoint. The
+folder also ships satdiffmoe_pipeline.py, the custom-pipeline module `model_index.json` names, so
+`diffusers.DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True)` opens it too.
 """
 
 from __future__ import annotations
