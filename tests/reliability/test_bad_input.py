@@ -197,6 +197,19 @@ def test_bad_input_is_one_line_exit_2_no_traceback(case, argv, fragment, tmp_pat
     assert _fill(fragment, tmp_path, tiny_runs) in errors[0]
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_an_invalid_wandb_mode_in_the_environment_is_one_line_before_anything_is_made(command, tmp_path, tiny_runs,
+                                                                                      capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "sometimes")  # wandb.init would fail with a pydantic traceback
+    _write_inputs(tmp_path, tiny_runs)
+    argv = {"train": [*TRAIN, "stage=autoencoder"], "sweep": ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw"]}
+    capsys.readouterr()
+    assert main([_fill(a, tmp_path, tiny_runs) for a in argv[command]]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "WANDB_MODE='sometimes'" in errors[0], errors
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sw").exists()
+
+
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     plain = run_cli(["train", str(tmp_path / "missing.yaml")])
     assert plain.returncode == 2

@@ -61,6 +61,9 @@ def run(args) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
     cfg = _check_inputs(spec)
+    from ..training.loggers import wandb_mode
+
+    wandb_mode(spec.wandb.mode)  # a bad WANDB_MODE is refused before the study starts
     rank, world = torchrun_world()
     if world > 1 and spec.kind != "train":
         raise UserError(f"sweep '{spec.study}' evaluates a checkpoint: it does not run under torchrun; "

@@ -75,6 +75,9 @@ def run(args) -> int:
             aside = existing.metrics_log.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
             os.replace(existing.metrics_log, aside)
             log.warning("%s had no checkpoint; its metric log was moved to %s", existing.path, aside.name)
+    from ..training.loggers import wandb_mode
+
+    wandb_mode(cfg.logging.wandb.mode)  # a bad WANDB_MODE is refused before the run folder appears
     run = RunDir.create(cfg)
     ckpt_path = resume_checkpoint(cfg, run)
     seed_everything(cfg.seed)
