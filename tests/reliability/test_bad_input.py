@@ -138,6 +138,8 @@ CASES = [
     ("run-id-nests-a-folder", EVAL + ["ckpt={sdm}", "run_id=a/b"], "run_id='a/b' must be a plain file name"),
     ("report-study-is-not-a-study", ["report", "--study", "{tmp}/full", "--out", "{tmp}/r"],
      "is neither an Optuna study"),
+    ("sweep-choice-of-the-wrong-type", ["sweep", "{tmp}/badchoice.yaml", "--out", "{tmp}/sw"],
+     "has the choice 'ten', which sampler.nfe cannot hold"),
     ("score-without-ref-or-lr", ["score", "--pred", "{tmp}/a.png", "--metrics", "psnr"], "nothing to score --pred"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
@@ -165,6 +167,7 @@ def _write_inputs(tmp, tiny_runs):
              f"base_overrides: ['data.root={tiny_runs['data']}']\nobjectives: [{{metric: psnr, direction: maximize}}]\n"
              "sampler: {name: grid}\n")
     (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
+    (tmp / "badchoice.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, ten]}}\n")
     (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
     (tmp / "badobjective.yaml").write_text(sweep.replace("metric: psnr", "metric: sharpness")
                                            + "params: {sampler.nfe: {choices: [1, 2]}}\n")
