@@ -157,6 +157,20 @@ def move_into(built: Path, out: Path) -> None:
             os.replace(path, target)
 
 
+def warn_duplicate_names(evals) -> list[str]:
+    """Several runs' eval/ folders often hold the same eval name (`satdiffmoe_n8`): their table rows
+    would read alike. Say which files share a name, so the rows can be told apart. Returns the warnings."""
+    by_name: dict[str, list] = {}
+    for summary in evals:
+        by_name.setdefault(summary.name, []).append(summary.path)
+    warnings = [f"{len(paths)} evaluations are named '{name}' ({', '.join(map(str, paths))}); their rows in the "
+                "method table look alike: evaluate with distinct eval.name=... to tell them apart"
+                for name, paths in by_name.items() if len(paths) > 1]
+    for line in warnings:
+        log.warning("%s", line)
+    return warnings
+
+
 def warn_mixed_evaluations(evals) -> list[str]:
     """`evaluate` stamps a model's JSON and its references' with one evaluation id; a sibling file of the
     set with another id comes from another (possibly interrupted) evaluation. Returns the warnings."""
@@ -193,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     studies = [source for spec in args.study for source in read_ablation_sources(spec)]
     evals = read_eval_summaries(args.evals)
     warn_mixed_evaluations(evals)
+    warn_duplicate_names(evals)
     # built in a hidden folder beside --out and moved in once every file is written: a full disk
     # leaves --out as it was, and no half-written report
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
