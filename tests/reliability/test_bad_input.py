@@ -115,6 +115,13 @@ CASES = [
     ("sample-uncertainty-is-out", SAMPLE + ["--uncertainty", "{tmp}/sr.png"], "are the same file"),
     ("sample-out-is-a-folder", SAMPLE[:10] + ["{tmp}"], "is a folder"),
     ("sample-lr-crs-differ", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/wgs84.tif"] + SAMPLE[6:], "in CRS EPSG:4326"),
+    ("sample-lr-400-km-apart", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/far.tif"] + SAMPLE[6:],
+     "origins 4e+04 px apart"),
+    ("sample-lr-10-and-20-m-pixels", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/coarse.tif"] + SAMPLE[6:],
+     "pixels of 20×20 vs 10×10"),
+    ("sample-png-with-a-geotiff", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/utm.tif"] + SAMPLE[6:],
+     "a.png has no georeference but"),
+    ("sample-lr-given-twice", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/a.png"] + SAMPLE[6:], "is the same file as"),
     ("train-run-id-reused-without-resume", TRAIN + ["run_root={root}", "run_id=sdm"], "already holds a run"),
     ("prepare-into-non-empty-folder", ["prepare", "synthetic", "--out", "{tmp}/full"], "is not empty"),
     ("prepare-out-is-a-file", ["prepare", "synthetic", "--out", "{file}"], "is a file, not a folder"),
@@ -155,9 +162,12 @@ def _write_inputs(tmp, tiny_runs):
     (tmp / "cycle.yaml").write_text("extends: cycle.yaml\n")
     for name, size in (("a.png", 4), ("b.png", 4), ("big.png", 8)):
         Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(tmp / name)
-    for name, crs in (("utm.tif", "EPSG:32633"), ("wgs84.tif", "EPSG:4326")):
+    for name, crs, transform in (("utm.tif", "EPSG:32633", (10, 0, 500000, 0, -10, 4000000)),
+                                 ("wgs84.tif", "EPSG:4326", (10, 0, 500000, 0, -10, 4000000)),
+                                 ("far.tif", "EPSG:32633", (10, 0, 900000, 0, -10, 4000000)),  # 400 km east
+                                 ("coarse.tif", "EPSG:32633", (20, 0, 500000, 0, -20, 4000000))):  # 20 m pixels
         with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype="uint8", crs=crs,
-                           transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
+                           transform=rasterio.Affine(*transform)) as image:
             image.write(np.full((3, 4, 4), 120, np.uint8))
     (tmp / "extends5.yaml").write_text("extends: 5\n")
     (tmp / "empty.yaml").write_text("# nothing but a comment\n")

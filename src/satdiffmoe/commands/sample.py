@@ -142,6 +142,12 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
         raise UserError(f"got {len(paths)} --lr images but {len(dts)} --dt values; give one Δt per image")
     if mask_paths and len(mask_paths) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(mask_paths)} --mask files; give one mask per image")
+    seen: dict[Path, str] = {}
+    for path in paths:  # one observation counted twice would outweigh the others in the fusion
+        if Path(path).resolve() in seen:
+            raise UserError(f"--lr {path} is the same file as {seen[Path(path).resolve()]}; each LR is one "
+                            "observation, so drop the repeat")
+        seen[Path(path).resolve()] = path
     if lr_normalisation is not None:
         rasters = [read_raster(p, normalise=_manifest_forward(lr_normalisation, p)) for p in paths]
         for path, raster in zip(paths, rasters):
@@ -155,6 +161,10 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             np.clip(raster.pixels, -1, 1, out=raster.pixels)
     first = rasters[0].pixels.shape
     for path, raster in zip(paths, rasters):
+        if (raster.crs is None) != (rasters[0].crs is None):
+            plain, geo = (path, paths[0]) if raster.crs is None else (paths[0], path)
+            raise UserError(f"{plain} has no georeference but {geo} has one; give every LR as a GeoTIFF on one grid "
+                            "(or every LR without georeference, e.g. all PNG)")
         if raster.crs != rasters[0].crs:  # fusing them would mix places; the output took the first's grid
             raise UserError(f"{path} is in CRS {raster.crs or 'none'} but {paths[0]} is in {rasters[0].crs or 'none'}; "
                             "reproject every LR image to one CRS and grid first (e.g. gdalwarp -t_srs)")
@@ -162,6 +172,7 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             raise UserError(f"{path} is {raster.pixels.shape[0]} bands × {raster.pixels.shape[1]}×"
                             f"{raster.pixels.shape[2]} px but {paths[0]} is {first[0]} × {first[1]}×{first[2]};"
                             " all LR images must share size and bands (resample them first)")
+    check_one_grid(paths, rasters)
     masks = np.ones((len(paths),) + first[1:], dtype=np.float32)
     for i, path in enumerate(mask_paths or []):
         mask = read_mask(path)
@@ -170,6 +181,24 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
                             f"{first[1]}×{first[2]}")
         masks[i] = mask
     return rasters, masks
+
+
+def check_one_grid(paths: Sequence[str], rasters: Sequence[Raster], tolerance: float = 0.1) -> None:
+    """LRs are fused pixel by pixel, so they must sample one grid: the same pixel size and orientation,
+    origins less than `tolerance` of a pixel apart (same CRS is checked before)."""
+    first = rasters[0].transform
+    if first is None:
+        return
+    pixel = max(abs(first.a), abs(first.e)) or 1.0
+    for path, raster in zip(paths[1:], rasters[1:]):
+        t = raster.transform
+        shape_differs = any(abs(x - y) > 1e-6 * pixel for x, y in ((t.a, first.a), (t.b, first.b), (t.d, first.d),
+                                                                   (t.e, first.e)))
+        offset = math.hypot(t.c - first.c, t.f - first.f) / pixel
+        if shape_differs or offset > tolerance:
+            raise UserError(f"{path} and {paths[0]} are not on one grid: pixels of {abs(t.a):g}×{abs(t.e):g} vs "
+                            f"{abs(first.a):g}×{abs(first.e):g} CRS units, origins {offset:.3g} px apart; fusing "
+                            "them would mix places: resample every LR onto one grid first (e.g. gdalwarp -tr -te)")
 
 
 def _manifest_forward(normalisation: Normalisation, path: str):
