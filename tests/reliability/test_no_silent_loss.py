@@ -156,6 +156,44 @@ def test_score_on_a_full_disk_is_one_line_and_keeps_the_previous_json(tmp_path):
 
 
 # ------------------------------------------------------------------------------ inputs and runs
+def _geotiff(path, pixels, nodata=None):
+    with rasterio.open(path, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3,
+                       dtype="uint8", crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
+                       nodata=nodata) as image:
+        image.write(pixels)
+    return str(path)
+
+
+def test_geotiff_nodata_is_masked_like_a_cloud_and_an_all_nodata_lr_is_dropped(tiny_runs, tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    clear = rng.integers(20, 240, (3, 8, 8), dtype=np.uint8)
+    half = rng.integers(20, 240, (3, 8, 8), dtype=np.uint8)
+    half[:, :, :4] = 0
+    a = _geotiff(tmp_path / "a.tif", clear)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.where(np.arange(8)[None, :] < 4, 0, 255).repeat(8, 0).astype(np.uint8)).save(mask)
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "clear_mask.png")
+    def sample(lrs, dts, out, *extra):
+        return main(["sample", "--ckpt", str(tiny_runs["sdm"]), "--lr", *lrs, "--dt", *dts, *extra, "--out", str(out),
+                     "sampler.nfe=1"])
+
+    tagged, untagged = tmp_path / "tagged.tif", tmp_path / "untagged.tif"
+    assert sample([a, _geotiff(tmp_path / "half.tif", half, nodata=0)], ["-10", "5"], tagged) == 0
+    assert sample([a, _geotiff(tmp_path / "plain.tif", half)], ["-10", "5"], untagged,
+                  "--mask", str(tmp_path / "clear_mask.png"), str(mask)) == 0
+    with rasterio.open(tagged) as x, rasterio.open(untagged) as y:  # nodata = the same pixels given as a mask
+        np.testing.assert_array_equal(x.read(), y.read())
+
+    caplog.clear()
+    empty = _geotiff(tmp_path / "empty.tif", np.zeros((3, 8, 8), np.uint8), nodata=0)
+    alone = tmp_path / "alone.tif"
+    assert sample([a, empty], ["-10", "5"], tmp_path / "o.tif") == 0
+    assert sample([a], ["-10"], alone) == 0
+    assert any("dropped 1 of 2 LR images" in r.getMessage() and "empty.tif" in r.getMessage() for r in caplog.records)
+    with rasterio.open(tmp_path / "o.tif") as x, rasterio.open(alone) as y:  # as if it had not been given
+        np.testing.assert_array_equal(x.read(), y.read())
+
+
 def test_a_palette_png_is_read_as_the_colours_it_shows(tmp_path):
     from satdiffmoe.sampling.image_io import read_raster
 

@@ -180,7 +180,23 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             raise UserError(f"mask {path} is {mask.shape[0]}×{mask.shape[1]} px but the LR images are "
                             f"{first[1]}×{first[2]}")
         masks[i] = mask
+    for i, raster in enumerate(rasters):
+        if raster.valid is not None:
+            masks[i] *= raster.valid
     return rasters, masks
+
+
+def drop_empty(paths: Sequence[str], rasters: list, masks: np.ndarray, dts: list[float]):
+    """LRs without one valid pixel (all nodata, or masked out) observe nothing: dropped, with a count."""
+    keep = [i for i in range(len(rasters)) if masks[i].any()]
+    if len(keep) == len(rasters):
+        return rasters, masks, dts
+    if not keep:
+        raise UserError(f"no --lr image has a valid pixel (all nodata or masked out): {', '.join(paths)}")
+    dropped = [paths[i] for i in range(len(rasters)) if i not in keep]
+    log.warning("dropped %d of %d LR images without a valid pixel (all nodata or masked out): %s", len(dropped),
+                len(rasters), ", ".join(dropped))
+    return [rasters[i] for i in keep], masks[keep], [dts[i] for i in keep]
 
 
 def check_one_grid(paths: Sequence[str], rasters: Sequence[Raster], tolerance: float = 0.1) -> None:
@@ -375,6 +391,7 @@ def _run(args) -> int:
     check_distinct_outputs(args)
     mapping = choose_normalisation(args)  # (LR, HR) of the training manifest, or None: --value-max
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max, None if mapping is None else mapping[0])
+    rasters, masks, dts = drop_empty(args.lr, rasters, masks, dts)
     height, width = rasters[0].pixels.shape[1:]
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))

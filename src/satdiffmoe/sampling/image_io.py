@@ -35,6 +35,7 @@ class Raster:
     crs: Any = None
     transform: Affine | None = None
     value_max: float = 255.0
+    valid: np.ndarray | None = None  # H×W bool, False where a GeoTIFF holds its nodata value (None: all valid)
 
 
 def _value_max(dtype: np.dtype, value_max: float | None) -> float:
@@ -55,18 +56,23 @@ def read_raster(path: str | Path, value_max: float | None = None,
     try:
         if suffix in GEOTIFF:
             with rasterio.open(path) as source:
-                data, crs, transform = source.read(), source.crs, source.transform
+                data, crs, transform, nodata = source.read(), source.crs, source.transform, source.nodata
         elif suffix in PNG:
-            data, crs, transform = read_png(path), None, None  # not PIL: it reads 16-bit RGB as 8-bit
+            data, crs, transform, nodata = read_png(path), None, None, None  # not PIL: 16-bit RGB as 8-bit
         else:
             raise UserError(f"{path}: unsupported format {suffix!r}; use GeoTIFF (.tif) or PNG (.png)")
     except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    valid = None
+    if nodata is not None:  # no data is not a dark pixel: it goes to the validity mask, as clouds do
+        missing = (np.isnan(data) if np.isnan(nodata) else data == nodata).any(0)
+        valid = ~missing
+        data = np.where(missing, np.zeros((), data.dtype), data)
     top = _value_max(data.dtype, value_max)
     pixels = data.astype(np.float32) / top * 2 - 1 if normalise is None else normalise(data).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise UserError(f"{path} has non-finite pixel values (NaN/inf); fill or mask them first")
-    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top)
+    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top, valid=valid)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
