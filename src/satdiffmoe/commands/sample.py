@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HELP = "super-resolve your own LR stack (PNG/GeoTIFF)"
+# More LR values than this outside the interval the model was trained on: refused, not clipped (clipping
+# all of them made constant 255 or all-0 outputs, exit 0). A few stray values are clipped with a warning.
+CLIP_LIMIT = 0.05
 
 
 def register(subparsers) -> None:
@@ -155,9 +158,15 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     else:
         rasters = [read_raster(p, value_max) for p in paths]
     for path, raster in zip(paths, rasters):
-        if lr_normalisation is None and raster.pixels.max() > 1:
-            log.warning("%s has pixels above --value-max %g (up to %g); they are clipped", path, raster.value_max,
-                        (raster.pixels.max() + 1) / 2 * raster.value_max)
+        outside = int(np.count_nonzero((raster.pixels > 1) | (raster.pixels < -1))) if lr_normalisation is None else 0
+        if outside > CLIP_LIMIT * raster.pixels.size:  # the output would be flat full scale (or black)
+            top = (float(raster.pixels.max()) + 1) / 2 * raster.value_max
+            raise UserError(f"{path}: {100 * outside / raster.pixels.size:.0f} % of its values lie outside 0..--value-max "
+                            f"{raster.value_max:g} (up to {top:g}); clipping them leaves no image. Pass --value-max "
+                            f"{top:g} (its largest value), or the full scale of its data")
+        if outside:
+            log.warning("%s has %d values outside 0..--value-max %g (up to %g); they are clipped", path, outside,
+                        raster.value_max, (raster.pixels.max() + 1) / 2 * raster.value_max)
             np.clip(raster.pixels, -1, 1, out=raster.pixels)
     first = rasters[0].pixels.shape
     for path, raster in zip(paths, rasters):
@@ -238,10 +247,12 @@ def _clip_to_training_interval(path: str, pixels: np.ndarray, normalisation: Nor
     if not outside:
         return
     share = outside / pixels.size
-    hint = (f"; most of it is outside: is the input in {normalisation.units}? (else pass --value-max)"
-            if share > 0.5 else "")
-    log.warning("%s: %d of %d values (%.1f %%) lie outside the training LR interval %s; they are clipped to it%s",
-                path, outside, pixels.size, 100 * share, normalisation.summary(), hint)
+    if share > CLIP_LIMIT:  # what is left after clipping is no image of the scene
+        raise UserError(f"{path}: {100 * share:.0f} % of its values lie outside the training LR interval "
+                        f"{normalisation.summary()}; is the input in {normalisation.units}? If not, pass "
+                        "--value-max V (its full scale, e.g. 65535 for uint16, 1 for reflectance) to map it by that")
+    log.warning("%s: %d of %d values (%.1f %%) lie outside the training LR interval %s; they are clipped to it",
+                path, outside, pixels.size, 100 * share, normalisation.summary())
     np.clip(pixels, -1, 1, out=pixels)
 
 
