@@ -6,6 +6,9 @@
     run.path / "images"              # PNG grids
     run.path / "eval"                # eval/<name>.json + .jsonl
     run.path / "wandb"               # the W&B offline run
+
+Each subfolder is made by what writes into it, so none is ever left empty (`report --evals
+runs/*/*/eval` matches only runs that were evaluated).
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ class RunDir:
         timestamped folder that no other process has (see `new_run_id`)."""
         base = Path(cfg.run_root) / cfg.name
         run_id = run_id or cfg.run_id or os.environ.get(RUN_ID_ENV)
-        try:
+        try:  # only the run folder: checkpoints/, images/ and eval/ appear when something is written there
             path = base / str(run_id) if run_id else new_run_folder(base)
-            for sub in ("checkpoints", "images", "eval"):
-                (path / sub).mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run folder {base}/...: {exc.strerror}; "
                             "set run_root=... to a writable folder") from None

@@ -38,7 +38,8 @@ def test_exported_pipeline_samples_exactly_what_the_checkpoint_samples(tiny_ckpt
 
 def test_the_folder_is_the_diffusers_layout(exported):
     index = json.loads((exported / "model_index.json").read_text())
-    assert index["_class_name"] == "SatDiffMoEPipeline"
+    assert index["_class_name"] == ["satdiffmoe_pipeline", "SatDiffMoEPipeline"]  # the Hub's custom-pipeline form
+    assert (exported / "satdiffmoe_pipeline.py").is_file()
     assert index["denoiser"] == ["satdiffmoe.models.denoisers", "UNetDenoiser"]
     assert index["vae"] == ["diffusers", "AutoencoderKL"]
     for part in ("vae", "denoiser"):
@@ -59,6 +60,29 @@ def test_a_pipeline_loads_and_runs_in_a_process_that_never_imports_lightning(exp
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_diffusers_own_loader_opens_the_folder_without_lightning(exported, tmp_path):
+    """`diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`, as for any custom
+    pipeline: it imports the folder's satdiffmoe_pipeline.py and samples what satdiffmoe's loader does."""
+    code = (
+        "import sys, torch, diffusers\n"
+        f"folder = {str(exported)!r}\n"
+        "try:\n"
+        "    diffusers.DiffusionPipeline.from_pretrained(folder)\n"
+        "except ValueError as exc:\n"
+        "    print('trust_remote_code' in str(exc))\n"
+        "pipe = diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)\n"
+        "from satdiffmoe.pipelines import SatDiffMoEPipeline\n"
+        "ours = SatDiffMoEPipeline.from_pretrained(folder)\n"
+        "lr, dt = [torch.zeros(3, 4, 4), torch.ones(3, 4, 4) / 2], [1.0, -5.0]\n"
+        "a, b = (p(lr, dt=dt, nfe=2, generator=torch.Generator().manual_seed(1)).image for p in (pipe, ours))\n"
+        "print(type(pipe).__name__, torch.equal(a, b), 'lightning' in sys.modules, 'pytorch_lightning' in sys.modules)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-5:] == ["True", "SatDiffMoEPipeline", "True", "False", "False"], done.stdout
 
 
 def test_one_lr_through_the_pipeline_is_plain_ddim(tiny_ckpt):

@@ -115,6 +115,17 @@ CASES = [
     ("sample-uncertainty-is-out", SAMPLE + ["--uncertainty", "{tmp}/sr.png"], "are the same file"),
     ("sample-out-is-a-folder", SAMPLE[:10] + ["{tmp}"], "is a folder"),
     ("sample-lr-crs-differ", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/wgs84.tif"] + SAMPLE[6:], "in CRS EPSG:4326"),
+    ("sample-lr-400-km-apart", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/far.tif"] + SAMPLE[6:],
+     "origins 4e+04 px apart"),
+    ("sample-lr-10-and-20-m-pixels", SAMPLE[:4] + ["{tmp}/utm.tif", "{tmp}/coarse.tif"] + SAMPLE[6:],
+     "pixels of 20×20 vs 10×10"),
+    ("sample-png-with-a-geotiff", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/utm.tif"] + SAMPLE[6:],
+     "a.png has no georeference but"),
+    ("sample-uint16-lr-for-an-8-bit-model", SAMPLE[:4] + ["{tmp}/u16.tif", "{tmp}/u16b.tif"] + SAMPLE[6:],
+     "100 % of its values lie outside the training LR interval"),
+    ("sample-float-lr-beyond-value-max", SAMPLE[:4] + ["{tmp}/reflectance.tif", "{tmp}/utm.tif"] + SAMPLE[6:]
+     + ["--value-max", "1"], "Pass --value-max 1e+06"),
+    ("sample-lr-given-twice", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/a.png"] + SAMPLE[6:], "is the same file as"),
     ("train-run-id-reused-without-resume", TRAIN + ["run_root={root}", "run_id=sdm"], "already holds a run"),
     ("prepare-into-non-empty-folder", ["prepare", "synthetic", "--out", "{tmp}/full"], "is not empty"),
     ("prepare-out-is-a-file", ["prepare", "synthetic", "--out", "{file}"], "is a file, not a folder"),
@@ -133,6 +144,14 @@ CASES = [
      "objective metric 'sharpness'"),
     ("sweep-out-is-a-file", ["sweep", "{tmp}/sweep.yaml", "--out", "{file}"], "cannot create sweep folder"),
     ("report-out-is-a-file", ["report", "--evals", "{tmp}", "--out", "{file}"], "is a file"),
+    # round three: paths
+    ("run-id-leaves-run-root", TRAIN + ["run_id=../../escaped"], "run_id='../../escaped' must be a plain file name"),
+    ("run-id-nests-a-folder", EVAL + ["ckpt={sdm}", "run_id=a/b"], "run_id='a/b' must be a plain file name"),
+    ("report-study-is-not-a-study", ["report", "--study", "{tmp}/full", "--out", "{tmp}/r"],
+     "is neither an Optuna study"),
+    ("sweep-choice-of-the-wrong-type", ["sweep", "{tmp}/badchoice.yaml", "--out", "{tmp}/sw"],
+     "has the choice 'ten', which sampler.nfe cannot hold"),
+    ("score-without-ref-or-lr", ["score", "--pred", "{tmp}/a.png", "--metrics", "psnr"], "nothing to score --pred"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
     CASES.append(("train-accelerator-gpu-without-one", TRAIN + ["stage=autoencoder", "train.accelerator=gpu"],
@@ -147,10 +166,19 @@ def _write_inputs(tmp, tiny_runs):
     (tmp / "cycle.yaml").write_text("extends: cycle.yaml\n")
     for name, size in (("a.png", 4), ("b.png", 4), ("big.png", 8)):
         Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(tmp / name)
-    for name, crs in (("utm.tif", "EPSG:32633"), ("wgs84.tif", "EPSG:4326")):
+    for name, crs, transform in (("utm.tif", "EPSG:32633", (10, 0, 500000, 0, -10, 4000000)),
+                                 ("wgs84.tif", "EPSG:4326", (10, 0, 500000, 0, -10, 4000000)),
+                                 ("far.tif", "EPSG:32633", (10, 0, 900000, 0, -10, 4000000)),  # 400 km east
+                                 ("coarse.tif", "EPSG:32633", (20, 0, 500000, 0, -20, 4000000))):  # 20 m pixels
         with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype="uint8", crs=crs,
-                           transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
+                           transform=rasterio.Affine(*transform)) as image:
             image.write(np.full((3, 4, 4), 120, np.uint8))
+    for name, values in (("u16.tif", np.full((3, 4, 4), 40000, np.uint16)),  # a 0..255 model: 100 % clipped
+                         ("u16b.tif", np.full((3, 4, 4), 30000, np.uint16)),
+                         ("reflectance.tif", np.full((3, 4, 4), 1e6, np.float64))):
+        with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype=values.dtype.name,
+                           crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
+            image.write(values)
     (tmp / "extends5.yaml").write_text("extends: 5\n")
     (tmp / "empty.yaml").write_text("# nothing but a comment\n")
     (tmp / "full").mkdir()
@@ -159,6 +187,7 @@ def _write_inputs(tmp, tiny_runs):
              f"base_overrides: ['data.root={tiny_runs['data']}']\nobjectives: [{{metric: psnr, direction: maximize}}]\n"
              "sampler: {name: grid}\n")
     (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
+    (tmp / "badchoice.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, ten]}}\n")
     (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
     (tmp / "badobjective.yaml").write_text(sweep.replace("metric: psnr", "metric: sharpness")
                                            + "params: {sampler.nfe: {choices: [1, 2]}}\n")
@@ -189,6 +218,19 @@ def test_bad_input_is_one_line_exit_2_no_traceback(case, argv, fragment, tmp_pat
     assert "Traceback" not in err
     assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
     assert _fill(fragment, tmp_path, tiny_runs) in errors[0]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_an_invalid_wandb_mode_in_the_environment_is_one_line_before_anything_is_made(command, tmp_path, tiny_runs,
+                                                                                      capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "sometimes")  # wandb.init would fail with a pydantic traceback
+    _write_inputs(tmp_path, tiny_runs)
+    argv = {"train": [*TRAIN, "stage=autoencoder"], "sweep": ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw"]}
+    capsys.readouterr()
+    assert main([_fill(a, tmp_path, tiny_runs) for a in argv[command]]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "WANDB_MODE='sometimes'" in errors[0], errors
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sw").exists()
 
 
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 import yaml
 from PIL import Image
-from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, cli_env, start_cli, tiny_args, wait_for
+from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, cli_env, start_cli, start_script, tiny_args, wait_for
 
 from satdiffmoe.cli import main
 
@@ -43,6 +43,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def resume_advice(run: Path, run_id: str) -> str:
+    """What the line must advise: resume from last.ckpt when one was written, else a fresh start."""
+    if (run / "checkpoints" / "last.ckpt").is_file():
+        return f"run_id={run_id} resume=true"
+    return f"nothing was saved; start again with run_id={run_id} (without resume=true)"
+
+
 # ---------------------------------------------------------------------------------------------- train
 def test_sigint_stops_training_with_one_line_and_exit_130(tiny_runs, tmp_path):
     log = tmp_path / "train.log"
@@ -52,7 +59,21 @@ def test_sigint_stops_training_with_one_line_and_exit_130(tiny_runs, tmp_path):
     wait_for(process, log, lambda: metrics.is_file() and any(
         "train/loss" in line for line in metrics.read_text().splitlines()[:-1]))
     last = interrupt(process, log, signal.SIGINT)
-    assert last.startswith("interrupted at step ") and "run_id=ctrlc resume=true" in last
+    assert last.startswith("interrupted at step ") and resume_advice(tmp_path / "tiny" / "ctrlc", "ctrlc") in last
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tiny_runs, tmp_path):
+    """Ctrl-C right after the first training step: no last.ckpt, so resume=true would fail."""
+    log = tmp_path / "train.log"
+    helper = Path(__file__).with_name("signal_during.py")
+    process = start_script(helper, ["satdiffmoe.training.autoencoder.AutoencoderTask.training_step", "SIGINT",
+                                    "train", *tiny_args(tmp_path, tiny_runs["data"], "stage=autoencoder",
+                                                        "train.max_steps=100000", "train.val_every=1000",
+                                                        run_id="early")], log)
+    assert process.wait(timeout=HANG_GUARD_S) == 130, log.read_text()[-3000:]
+    last = log.read_text().strip().splitlines()[-1]
+    assert not (tmp_path / "tiny" / "early" / "checkpoints" / "last.ckpt").exists()
+    assert last.startswith("interrupted at step ") and "nothing was saved" in last and "resume=true (" not in last, last
 
 
 def test_sigterm_stops_training_like_ctrl_c_with_exit_143(tiny_runs, tmp_path):
@@ -63,7 +84,7 @@ def test_sigterm_stops_training_like_ctrl_c_with_exit_143(tiny_runs, tmp_path):
     wait_for(process, log, lambda: metrics.is_file() and any(
         "train/loss" in line for line in metrics.read_text().splitlines()[:-1]))
     last = interrupt(process, log, signal.SIGTERM)
-    assert last.startswith("interrupted at step ") and "run_id=term resume=true" in last
+    assert last.startswith("interrupted at step ") and resume_advice(tmp_path / "tiny" / "term", "term") in last
 
 
 # ------------------------------------------------------------------------------------------- evaluate

@@ -32,3 +32,13 @@ def test_one_dataset_under_two_roots_is_one_dataset(tmp_path):
     _write(tmp_path / "a" / "eval", "one", SYNTH)
     _write(tmp_path / "b" / "eval", "two", dict(SYNTH, root="/mnt/copy/synthsat"))  # same manifest, copied
     assert len(read_eval_summaries([str(tmp_path)])) == 2
+
+
+def test_report_warns_when_several_runs_evaluations_share_a_name(tmp_path, caplog):
+    from satdiffmoe.cli import main
+
+    for run in ("run1", "run2"):
+        _write(tmp_path / "runs" / "tiny" / run / "eval", "satdiffmoe_n8", SYNTH)
+    assert main(["report", "--evals", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 evaluations are named 'satdiffmoe_n8'" in w and "run1" in w and "run2" in w for w in warnings), warnings

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,23 +73,23 @@ def check_against_checkpoint(cfg: DictConfig, overrides, method, ckpt) -> None:
                             f"use the config the checkpoint was trained with (or data.{key}={theirs})")
 
 
-def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> Path:
-    """Where results go: a new run folder under run_root when `run_root=` was given on the command
-    line (`<run_root>/<name>/<id>/eval/`), else the checkpoint's run folder's eval/ when it has one,
-    else a new run folder's."""
+def eval_folder(cfg: DictConfig, ckpt: Path, explicit_root: bool = False) -> tuple[Path, Path | None]:
+    """Where results go, and the run folder made for them (None when none was made): a new run folder
+    under run_root when `run_root=` was given on the command line (`<run_root>/<name>/<id>/eval/`),
+    else the checkpoint's run folder's eval/ when it has one, else a new run folder's. eval/ itself
+    appears only when the results are written; a new run folder holds just its config.yaml until then
+    (so a full disk shows before any compute) and is removed again if the evaluation fails."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     if not explicit_root and (run / "config.yaml").is_file():
         folder = run / "eval"
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create {folder}: {exc.strerror}") from None
-        if not os.access(folder, os.W_OK):
+        if not os.access(folder if folder.is_dir() else run, os.W_OK):
             raise UserError(f"{folder} is not writable; copy the run folder somewhere writable and evaluate there")
-        return folder
+        return folder, None
     from ..runs import RunDir
 
-    return RunDir.create(cfg).eval_dir
+    existed = bool(cfg.run_id) and (Path(cfg.run_root) / cfg.name / str(cfg.run_id)).exists()
+    made = RunDir.create(cfg)
+    return made.eval_dir, None if existed else made.path
 
 
 def check_not_replacing(folder: Path, name: str, settings: dict[str, Any], reference: bool = False) -> None:
@@ -145,6 +146,7 @@ def write_result(folder: Path, result: EvalResult, grid: bool = True) -> Path:
     name = result.summary["name"]
     target = folder / f"{name}.json"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         _replace_text(folder / f"{name}.jsonl", "".join(json.dumps(row, allow_nan=False) + "\n" for row in result.rows))
         if grid and result.grid:
             partial = folder / f".{name}.partial.png"
@@ -200,22 +202,28 @@ def _run(args) -> int:
     if method.cfg is not None:
         check_against_checkpoint(cfg, args.overrides, method, ckpt)
     explicit_root = any(str(item).split("=", 1)[0].lstrip("+") == "run_root" for item in args.overrides or [])
-    folder = eval_folder(cfg, Path(ckpt), explicit_root)
+    folder, made = eval_folder(cfg, Path(ckpt), explicit_root)
+    untouched = (f"the evaluations already in {folder} are untouched" if made is None
+                 else f"the new run folder {made} is removed again")
     methods = list(REFERENCES) + ([AutoencoderReconstruction(method)] if getattr(method, "vae", None) else [])
     methods = methods if cfg.eval.references else []
-    for part in [method, *methods]:  # before sampling; the real names are checked again before writing
-        check_not_replacing(folder, result_name(part, cfg), method_settings(part, cfg),
-                            reference=part is not method)
-    with keeping(f"no results written; the evaluations already in {folder} are untouched"):
-        evaluator = Evaluator(cfg)
-        result = evaluator.evaluate(method, cfg, uncertainty_references=bool(cfg.eval.references))
-        log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
-                 result.summary["seconds_per_image"], result.summary["nfe"])
-        references = list(result.companions)  # the free uncertainty maps scored against its error
-        if methods:
+    try:
+        for part in [method, *methods]:  # before sampling; the real names are checked again before writing
+            check_not_replacing(folder, result_name(part, cfg), method_settings(part, cfg),
+                                reference=part is not method)
+        with keeping(f"no results written; {untouched}"):
+            evaluator = Evaluator(cfg)
+            result = evaluator.evaluate(method, cfg, uncertainty_references=bool(cfg.eval.references))
+            log.info("%s: %s (%.2f s/image, NFE %d)", result.summary["name"], format_metrics(result.summary),
+                     result.summary["seconds_per_image"], result.summary["nfe"])
+            references = list(result.companions)  # the free uncertainty maps scored against its error
             for reference in methods:
                 references.append(evaluator.evaluate(reference, cfg))
                 log.info("%s: %s", references[-1].summary["name"], format_metrics(references[-1].summary))
+    except BaseException:  # a failed (or interrupted) evaluation leaves no empty run folder behind
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     # One evaluation = the model's result and its references, written only once all are computed (a
     # kill mid-way leaves the previous set untouched) and stamped with one id that `report` checks;
     # Ctrl-C / SIGTERM wait for the whole set (held).

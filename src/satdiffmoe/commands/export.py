@@ -7,7 +7,9 @@ safetensors weights. Loading it needs neither Lightning nor this project's check
     from satdiffmoe.pipelines import load_pipeline
     pipe = load_pipeline("exported/satdiffmoe")
 
-`sample`, `evaluate` and evaluate sweeps accept the folder wherever they accept a checkpoint.
+`sample`, `evaluate` and evaluate sweeps accept the folder wherever they accept a checkpoint. The
+folder also ships satdiffmoe_pipeline.py, the custom-pipeline module `model_index.json` names, so
+`diffusers.DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True)` opens it too.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def _export(args, out: Path) -> int:
     if pipe is None:
         raise UserError(f"{path} is a '{task.stage}' checkpoint; export writes diffusion stages "
                         "(prior, satdiffmoe, controlnet, diffusionsat)")
+    from safetensors import SafetensorError
+
     from ..models.trainable import merge_lora
 
     merge_lora(pipe.denoiser)  # LoRA adapters folded into the weights: the folder holds plain diffusers models
@@ -74,8 +78,10 @@ def _export(args, out: Path) -> int:
             if out.exists():
                 shutil.rmtree(out)
             os.replace(partial, out)
-    except OSError as exc:
-        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        kept = f"the export already in {out} is kept" if out.exists() else "nothing was written"
+        raise UserError(f"cannot write {out}: {reason}; {kept}; free some space and export again") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     with keeping(f"after {out} was written in full"):

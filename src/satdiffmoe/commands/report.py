@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,6 +161,33 @@ def check_report_folder(out: Path) -> None:
         raise UserError(f"cannot create report folder {out}: {existing} is not a writable folder; choose another --out")
 
 
+def move_into(built: Path, out: Path) -> None:
+    """The built report becomes `out`, or its files replace their namesakes in an existing `out`
+    (renames only: nothing more to write)."""
+    if not out.exists():
+        os.replace(built, out)
+        return
+    for path in sorted(built.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(built)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+def warn_duplicate_names(evals) -> list[str]:
+    """Several runs' eval/ folders often hold the same eval name (`satdiffmoe_n8`): their table rows
+    would read alike. Say which files share a name, so the rows can be told apart. Returns the warnings."""
+    by_name: dict[str, list] = {}
+    for summary in evals:
+        by_name.setdefault(summary.name, []).append(summary.path)
+    warnings = [f"{len(paths)} evaluations are named '{name}' ({', '.join(map(str, paths))}); their rows in the "
+                "method table look alike: evaluate with distinct eval.name=... to tell them apart"
+                for name, paths in by_name.items() if len(paths) > 1]
+    for line in warnings:
+        log.warning("%s", line)
+    return warnings
+
+
 def warn_mixed_evaluations(evals) -> list[str]:
     """`evaluate` stamps a model's JSON and its references' with one evaluation id; a sibling file of the
     set with another id comes from another (possibly interrupted) evaluation. Returns the warnings."""
@@ -197,22 +225,31 @@ def run(args: argparse.Namespace) -> int:
     studies = [source for spec in args.study for source in read_ablation_sources(spec)]
     evals = read_eval_summaries(args.evals)
     warn_mixed_evaluations(evals)
+    warn_duplicate_names(evals)
+    # built in a hidden folder beside --out and moved in once every file is written: a full disk
+    # leaves --out as it was, and no half-written report
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        partial.mkdir(parents=True)
+        used: set = set()
+        sections = []
+        if runs:
+            log.info("convergence of %d runs", len(runs))
+            sections.append(convergence_section(runs, args.thresholds, partial, used))
+        for source in studies:
+            log.info("ablation tables of %s (%d configurations)", source.name, len(source.observations))
+            sections.append(ablation_section(source, partial, used, reference))
+        if evals:
+            log.info("method comparison of %d evaluations", len(evals))
+            sections.append(methods_section(evals, partial, used, args.methods_reference))
+        (partial / "report.md").write_text(render_index(sections, partial, _command_line(args)))
+        move_into(partial, out)
     except OSError as exc:
-        raise UserError(f"cannot create report folder {out}: {exc.strerror}; choose another --out") from None
-    used: set = set()
-    sections = []
-    if runs:
-        log.info("convergence of %d runs", len(runs))
-        sections.append(convergence_section(runs, args.thresholds, out, used))
-    for source in studies:
-        log.info("ablation tables of %s (%d configurations)", source.name, len(source.observations))
-        sections.append(ablation_section(source, out, used, reference))
-    if evals:
-        log.info("method comparison of %d evaluations", len(evals))
-        sections.append(methods_section(evals, out, used, args.methods_reference))
+        raise UserError(f"cannot write the report into {out}: {exc.strerror or exc}; free some space and run "
+                        f"report again ({out} is as it was)") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     index = out / "report.md"
-    index.write_text(render_index(sections, out, _command_line(args)))
     print(index)
     return 0

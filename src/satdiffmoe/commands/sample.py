@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HELP = "super-resolve your own LR stack (PNG/GeoTIFF)"
+# More LR values than this outside the interval the model was trained on: refused, not clipped (clipping
+# all of them made constant 255 or all-0 outputs, exit 0). A few stray values are clipped with a warning.
+CLIP_LIMIT = 0.05
 
 
 def register(subparsers) -> None:
@@ -89,7 +92,7 @@ def parse_dt(values: Sequence[str]) -> list[float]:
 
 
 def _check_writable(path: str | None, flag: str) -> None:
-    from ..sampling.image_io import GEOTIFF, PNG
+    from ..sampling.image_io import GEOTIFF, PNG, check_can_write
 
     if path is None:
         return
@@ -101,6 +104,7 @@ def _check_writable(path: str | None, flag: str) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} does not exist or is not writable")
+    check_can_write(target)
 
 
 def check_distinct_outputs(args) -> None:
@@ -141,6 +145,12 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
         raise UserError(f"got {len(paths)} --lr images but {len(dts)} --dt values; give one Δt per image")
     if mask_paths and len(mask_paths) != len(paths):
         raise UserError(f"got {len(paths)} --lr images but {len(mask_paths)} --mask files; give one mask per image")
+    seen: dict[Path, str] = {}
+    for path in paths:  # one observation counted twice would outweigh the others in the fusion
+        if Path(path).resolve() in seen:
+            raise UserError(f"--lr {path} is the same file as {seen[Path(path).resolve()]}; each LR is one "
+                            "observation, so drop the repeat")
+        seen[Path(path).resolve()] = path
     if lr_normalisation is not None:
         rasters = [read_raster(p, normalise=_manifest_forward(lr_normalisation, p)) for p in paths]
         for path, raster in zip(paths, rasters):
@@ -148,12 +158,22 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     else:
         rasters = [read_raster(p, value_max) for p in paths]
     for path, raster in zip(paths, rasters):
-        if lr_normalisation is None and raster.pixels.max() > 1:
-            log.warning("%s has pixels above --value-max %g (up to %g); they are clipped", path, raster.value_max,
-                        (raster.pixels.max() + 1) / 2 * raster.value_max)
+        outside = int(np.count_nonzero((raster.pixels > 1) | (raster.pixels < -1))) if lr_normalisation is None else 0
+        if outside > CLIP_LIMIT * raster.pixels.size:  # the output would be flat full scale (or black)
+            top = (float(raster.pixels.max()) + 1) / 2 * raster.value_max
+            raise UserError(f"{path}: {100 * outside / raster.pixels.size:.0f} % of its values lie outside 0..--value-max "
+                            f"{raster.value_max:g} (up to {top:g}); clipping them leaves no image. Pass --value-max "
+                            f"{top:g} (its largest value), or the full scale of its data")
+        if outside:
+            log.warning("%s has %d values outside 0..--value-max %g (up to %g); they are clipped", path, outside,
+                        raster.value_max, (raster.pixels.max() + 1) / 2 * raster.value_max)
             np.clip(raster.pixels, -1, 1, out=raster.pixels)
     first = rasters[0].pixels.shape
     for path, raster in zip(paths, rasters):
+        if (raster.crs is None) != (rasters[0].crs is None):
+            plain, geo = (path, paths[0]) if raster.crs is None else (paths[0], path)
+            raise UserError(f"{plain} has no georeference but {geo} has one; give every LR as a GeoTIFF on one grid "
+                            "(or every LR without georeference, e.g. all PNG)")
         if raster.crs != rasters[0].crs:  # fusing them would mix places; the output took the first's grid
             raise UserError(f"{path} is in CRS {raster.crs or 'none'} but {paths[0]} is in {rasters[0].crs or 'none'}; "
                             "reproject every LR image to one CRS and grid first (e.g. gdalwarp -t_srs)")
@@ -161,6 +181,7 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             raise UserError(f"{path} is {raster.pixels.shape[0]} bands × {raster.pixels.shape[1]}×"
                             f"{raster.pixels.shape[2]} px but {paths[0]} is {first[0]} × {first[1]}×{first[2]};"
                             " all LR images must share size and bands (resample them first)")
+    check_one_grid(paths, rasters)
     masks = np.ones((len(paths),) + first[1:], dtype=np.float32)
     for i, path in enumerate(mask_paths or []):
         mask = read_mask(path)
@@ -168,7 +189,41 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
             raise UserError(f"mask {path} is {mask.shape[0]}×{mask.shape[1]} px but the LR images are "
                             f"{first[1]}×{first[2]}")
         masks[i] = mask
+    for i, raster in enumerate(rasters):
+        if raster.valid is not None:
+            masks[i] *= raster.valid
     return rasters, masks
+
+
+def drop_empty(paths: Sequence[str], rasters: list, masks: np.ndarray, dts: list[float]):
+    """LRs without one valid pixel (all nodata, or masked out) observe nothing: dropped, with a count."""
+    keep = [i for i in range(len(rasters)) if masks[i].any()]
+    if len(keep) == len(rasters):
+        return rasters, masks, dts
+    if not keep:
+        raise UserError(f"no --lr image has a valid pixel (all nodata or masked out): {', '.join(paths)}")
+    dropped = [paths[i] for i in range(len(rasters)) if i not in keep]
+    log.warning("dropped %d of %d LR images without a valid pixel (all nodata or masked out): %s", len(dropped),
+                len(rasters), ", ".join(dropped))
+    return [rasters[i] for i in keep], masks[keep], [dts[i] for i in keep]
+
+
+def check_one_grid(paths: Sequence[str], rasters: Sequence[Raster], tolerance: float = 0.1) -> None:
+    """LRs are fused pixel by pixel, so they must sample one grid: the same pixel size and orientation,
+    origins less than `tolerance` of a pixel apart (same CRS is checked before)."""
+    first = rasters[0].transform
+    if first is None:
+        return
+    pixel = max(abs(first.a), abs(first.e)) or 1.0
+    for path, raster in zip(paths[1:], rasters[1:]):
+        t = raster.transform
+        shape_differs = any(abs(x - y) > 1e-6 * pixel for x, y in ((t.a, first.a), (t.b, first.b), (t.d, first.d),
+                                                                   (t.e, first.e)))
+        offset = math.hypot(t.c - first.c, t.f - first.f) / pixel
+        if shape_differs or offset > tolerance:
+            raise UserError(f"{path} and {paths[0]} are not on one grid: pixels of {abs(t.a):g}×{abs(t.e):g} vs "
+                            f"{abs(first.a):g}×{abs(first.e):g} CRS units, origins {offset:.3g} px apart; fusing "
+                            "them would mix places: resample every LR onto one grid first (e.g. gdalwarp -tr -te)")
 
 
 def _manifest_forward(normalisation: Normalisation, path: str):
@@ -192,10 +247,12 @@ def _clip_to_training_interval(path: str, pixels: np.ndarray, normalisation: Nor
     if not outside:
         return
     share = outside / pixels.size
-    hint = (f"; most of it is outside: is the input in {normalisation.units}? (else pass --value-max)"
-            if share > 0.5 else "")
-    log.warning("%s: %d of %d values (%.1f %%) lie outside the training LR interval %s; they are clipped to it%s",
-                path, outside, pixels.size, 100 * share, normalisation.summary(), hint)
+    if share > CLIP_LIMIT:  # what is left after clipping is no image of the scene
+        raise UserError(f"{path}: {100 * share:.0f} % of its values lie outside the training LR interval "
+                        f"{normalisation.summary()}; is the input in {normalisation.units}? If not, pass "
+                        "--value-max V (its full scale, e.g. 65535 for uint16, 1 for reflectance) to map it by that")
+    log.warning("%s: %d of %d values (%.1f %%) lie outside the training LR interval %s; they are clipped to it",
+                path, outside, pixels.size, 100 * share, normalisation.summary())
     np.clip(pixels, -1, 1, out=pixels)
 
 
@@ -354,6 +411,7 @@ def _run(args) -> int:
     check_distinct_outputs(args)
     mapping = choose_normalisation(args)  # (LR, HR) of the training manifest, or None: --value-max
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max, None if mapping is None else mapping[0])
+    rasters, masks, dts = drop_empty(args.lr, rasters, masks, dts)
     height, width = rasters[0].pixels.shape[1:]
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))
@@ -361,7 +419,7 @@ def _run(args) -> int:
     import numpy as np
     import torch
 
-    from ..sampling.image_io import write_raster, write_values
+    from ..sampling.image_io import output_set, write_raster, write_values
     from ..sampling.tiling import sample_tiled
     from ..training.checkpoints import load_sampler
 
@@ -410,14 +468,17 @@ def _run(args) -> int:
                         "(after --match-lr %s); they are clipped to it", clipped, matched.size,
                         100 * clipped / matched.size, mapping[1].summary(), args.match_lr)
     with keeping(f"after {args.out} was written in full"):
-        with held():  # each file is written whole (temp + rename); held: an SR image never comes without its map
+        # every file is written whole to a partial name, then all are renamed: an SR image never comes
+        # without its map, also when the map's write fails (full disk) or a signal lands (held)
+        with held(), output_set() as together:
             if mapping is None:
-                write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max)
+                write_raster(args.out, matched, like=rasters[0], scale=scale, value_max=rasters[0].value_max,
+                             together=together)
             else:
-                write_values(args.out, values, like=rasters[0], scale=scale)
+                write_values(args.out, values, like=rasters[0], scale=scale, together=together)
             if args.uncertainty:
                 # the sampler's spread is in scaled latent units; halved as a [-1, 1] std would be (README, "Uncertainty")
                 write_raster(args.uncertainty, (uncertainty / 2).numpy(), like=rasters[0], scale=scale,
-                             as_float=True)
+                             as_float=True, together=together)
         print(args.out)
     return 0

@@ -56,6 +56,9 @@ def run(args) -> int:
     from ..errors import UserError
     from ..evaluation.score import match_inputs, score
 
+    if args.ref is None and not args.lr:  # every metric compares --pred with an HR or with its LRs
+        raise UserError(f"nothing to score --pred {args.pred} against: give --ref (its HR image or folder) for "
+                        "the reference metrics and/or --lr (the LR images it was made from) for LR consistency")
     eval_cfg = OmegaConf.structured(EvalConfig)
     if args.metrics:
         eval_cfg.metrics = list(args.metrics)
@@ -68,10 +71,22 @@ def run(args) -> int:
     summary = score(items, eval_cfg, args.value_max)
     print(format_table(summary))
     if args.out:
-        out = Path(args.out)
+        print(write_summary(Path(args.out), summary))
+    return 0
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> Path:
+    """The JSON beside its target, then renamed: a full disk leaves the previous file (or none) and
+    no temp file, with one line."""
+    from ..errors import UserError
+
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
         tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
         os.replace(tmp, out)
-        print(out)
-    return 0
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}; free some space or choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -61,6 +61,9 @@ def run(args) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be >= 1, got {args.n_trials}")
     cfg = _check_inputs(spec)
+    from ..training.loggers import wandb_mode
+
+    wandb_mode(spec.wandb.mode)  # a bad WANDB_MODE is refused before the study starts
     rank, world = torchrun_world()
     if world > 1 and spec.kind != "train":
         raise UserError(f"sweep '{spec.study}' evaluates a checkpoint: it does not run under torchrun; "
@@ -119,6 +122,7 @@ def _check_inputs(spec) -> DictConfig:
             raise UserError(f"objective metric '{objective.metric}' of sweep '{spec.study}' is not computed: "
                             f"choose one of eval.metrics ({', '.join(cfg.eval.metrics)}) or "
                             f"{', '.join(SUMMARY_NUMBERS)}")
+    _check_choice_types(spec, cfg)
     if spec.kind == "evaluate":
         if not cfg.ckpt:
             raise UserError(f"sweep '{spec.study}' evaluates a checkpoint but none is given; "
@@ -127,6 +131,28 @@ def _check_inputs(spec) -> DictConfig:
 
         resolve_checkpoint(cfg.ckpt)
     return cfg
+
+
+def _check_choice_types(spec, cfg) -> None:
+    """A categorical choice the config key cannot hold (`sampler.nfe: [ten]`) would prune every trial
+    that draws it and still exit 0: refuse it before the first trial. (Values of the right type that
+    clash with another setting stay per-trial prunes.)"""
+    import copy
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..sweeps.spec import to_config_value
+
+    trial = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(trial, False)
+    for key, param in spec.params.items():
+        for value in param.choices or []:
+            try:
+                OmegaConf.update(trial, str(key), to_config_value(value), merge=True)
+            except OmegaConfBaseException as exc:
+                raise UserError(f"params.{key} of sweep '{spec.study}' has the choice {value!r}, which {key} cannot "
+                                f"hold ({str(exc).splitlines()[0]}); fix the choice") from None
 
 
 def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:

@@ -75,6 +75,9 @@ def run(args) -> int:
             aside = existing.metrics_log.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
             os.replace(existing.metrics_log, aside)
             log.warning("%s had no checkpoint; its metric log was moved to %s", existing.path, aside.name)
+    from ..training.loggers import wandb_mode
+
+    wandb_mode(cfg.logging.wandb.mode)  # a bad WANDB_MODE is refused before the run folder appears
     run = RunDir.create(cfg)
     ckpt_path = resume_checkpoint(cfg, run)
     seed_everything(cfg.seed)
@@ -92,6 +95,9 @@ def run(args) -> int:
             raise
         # Lightning turns Ctrl-C (and SIGTERM, which raises the same KeyboardInterrupt: interrupts.py) into
         # sys.exit(1) after its graceful shutdown; say what to do, exit 130 / 143
+        if not run.last_ckpt.is_file():  # stopped before the first validation: resume=true would find nothing
+            raise Interrupted(f"interrupted at step {trainer.global_step}, before the first checkpoint: nothing was "
+                              f"saved; start again with run_id={run.path.name} (without resume=true)") from None
         raise Interrupted(f"interrupted at step {trainer.global_step}; continue with run_id={run.path.name} "
                           f"resume=true (from the last checkpoint in {run.checkpoints})") from None
     except Exception as exc:

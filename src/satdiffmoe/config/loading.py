@@ -236,6 +236,7 @@ def check_values(cfg: DictConfig) -> None:
     except ValueError as error:
         raise UserError(str(error)) from None
     _check_eval_name(cfg.eval.name)
+    _check_run_id(cfg.run_id)
     _require(d.scale >= 1, f"data.scale must be >= 1, got {d.scale}")
     _require(d.hr_size > 0 and d.hr_size % d.scale == 0,
              f"data.scale={d.scale} does not divide data.hr_size={d.hr_size}; pick a scale that divides it")
@@ -284,13 +285,23 @@ def _check_lr_bands(d: DictConfig) -> None:
              f"data.lr_rgb={lr_rgb} must hold LR band indices 0..{lr_channels - 1} (data.lr_channels={lr_channels})")
 
 
+def _check_path_component(key: str, name: str, becomes: str) -> None:
+    """A value that names one file or folder: never a path that leaves (`..`) or nests (`a/b`)."""
+    _require(bool(name) and name not in (".", "..") and not set(name) & set("/\\\0"),
+             f"{key}={name!r} must be a plain file name (no '/', '\\', '..' or empty); it becomes {becomes}")
+
+
+def _check_run_id(run_id: str | None) -> None:
+    if run_id is not None:
+        _check_path_component("run_id", str(run_id), "the folder <run_root>/<name>/<run_id>")
+
+
 def _check_eval_name(name: str | None) -> None:
     """eval.name becomes eval/<name>.json: a plain file name, and never one a reference writes."""
     if name is None:
         return
     name = str(name)
-    _require(bool(name) and name not in (".", "..") and not set(name) & set("/\\\0"),
-             f"eval.name={name!r} must be a plain file name (no '/', '\\' or empty); it becomes eval/<name>.json")
+    _check_path_component("eval.name", name, "eval/<name>.json")
     from ..evaluation.references import REFERENCES, AutoencoderReconstruction
 
     reference = re.fullmatch(rf"({'|'.join([*REFERENCES, AutoencoderReconstruction.eval_name])})_n(\d+|all)", name)

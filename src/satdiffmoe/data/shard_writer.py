@@ -91,7 +91,10 @@ class ShardSetWriter:
         scene.meta["split"] = split
         sample = encode_scene(scene)
         _check_read_back(scene, sample)
-        self._writer(split).write(sample)
+        try:
+            self._writer(split).write(sample)
+        except OSError as exc:
+            raise self._write_failed(exc) from None
         self.counts[split] += 1
         self._record_stats["hr"].add(scene.hr, float(scene.meta["value_max"]))
         self._record_stats["lr"].add(scene.lr.swapaxes(0, 1), float(scene.meta["value_max"]))
@@ -119,9 +122,16 @@ class ShardSetWriter:
         """Publish the shards and write manifest.json (returned); on any failure, delete the partial shards."""
         try:
             return self._publish(extra)
+        except OSError as exc:
+            self.abandon()
+            raise self._write_failed(exc) from None
         except BaseException:
-            self._delete_partials()
+            self.abandon()
             raise
+
+    def _write_failed(self, exc: OSError) -> UserError:
+        return UserError(f"cannot write the shards into {self.out}: {exc.strerror or exc}; free some space and run "
+                         "prepare again (the folder keeps what it held)")
 
     def _publish(self, extra: dict[str, Any] | None) -> dict[str, Any]:
         for writer in self._writers.values():
@@ -189,7 +199,11 @@ class ShardSetWriter:
     def abandon(self) -> None:
         """Close and delete the shards written so far: the folder keeps what it held before."""
         for writer in self._writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except (OSError, ValueError):  # a full disk again, or a stream a failed write already closed
+                if writer.fname:  # the open shard, which webdataset reports only once closed
+                    self._partials.append(Path(writer.fname))
         self._writers = {}
         self._delete_partials()
 

@@ -13,12 +13,17 @@ A pipeline owns what turns user inputs into a sample, diffusers-style (`pipeline
 
 Each method says how a scene's LRs become sampling branches (`branches`); the fused sampler
 (sampling/fused_sampler.py) does the rest. `save_pretrained` / `from_pretrained` are diffusers' own:
-a folder with model_index.json, vae/, denoiser/, scheduler/, loadable without Lightning.
+a folder with model_index.json, vae/, denoiser/, scheduler/, loadable without Lightning, plus
+satdiffmoe_pipeline.py, the custom-pipeline module that `diffusers.DiffusionPipeline.from_pretrained(
+folder, trust_remote_code=True)` imports for the class. `from_pretrained` refuses weights that do not
+match their configs (pipelines/weights_check.py) and never runs that module.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,8 +37,17 @@ from ..models.denoisers import Denoiser
 from ..sampling.config import SamplerConfig
 from ..sampling.fused_sampler import BranchInputs, FusedSampler
 from .inputs import SRInputs
+from .weights_check import check_weights
 
 CONDITIONING = ("latent", "pixel", "multiband")
+# The file model_index.json names beside the class ([module, class], the Hub's custom-pipeline form).
+DIFFUSERS_MODULE = "satdiffmoe_pipeline"
+DIFFUSERS_MODULE_TEXT = '''"""What `diffusers.DiffusionPipeline.from_pretrained(this_folder, trust_remote_code=True)` imports
+for the pipeline class that model_index.json names (needs `pip install satdiffmoe`). satdiffmoe's own
+loaders never run this file."""
+
+from {module} import {name}  # noqa: F401
+'''
 
 
 @dataclass
@@ -64,6 +78,35 @@ class LatentSRPipeline(DiffusionPipeline):
                                 sampler=SamplerConfig.from_any(sampler).check().to_dict(),
                                 training_config=training_config,
                                 lr_rgb=None if lr_rgb is None else [int(i) for i in lr_rgb])
+
+    # ----------------------------------------------------------------------------- the folder
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' loading, once the folder's weights are known to fit its configs (a missing,
+        unexpected or mis-shaped tensor would otherwise sample garbage with only a warning)."""
+        if Path(pretrained_model_name_or_path).is_dir():
+            check_weights(pretrained_model_name_or_path, skip=set(kwargs))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """A [module, class] `_class_name` read as the class: the module is for diffusers' generic
+        loader, and reading the folder through this class must not import a file from it."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if isinstance(config.get("_class_name"), list):
+            config["_class_name"] = config["_class_name"][-1]
+        return loaded
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        folder, name = Path(save_directory), type(self).__name__
+        (folder / f"{DIFFUSERS_MODULE}.py").write_text(DIFFUSERS_MODULE_TEXT.format(module=type(self).__module__,
+                                                                                    name=name))
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["_class_name"] = [DIFFUSERS_MODULE, name]
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     @property
     def cfg(self):

@@ -27,6 +27,8 @@ def load_pipeline(folder: str | Path, device: str | None = None) -> LatentSRPipe
         raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json); "
                                 "write one with `satdiffmoe export RUN_OR_CKPT --out FOLDER`")
     name = json.loads(index.read_text()).get("_class_name")
+    if isinstance(name, list):  # [custom-pipeline module, class] (pipelines/base.py)
+        name = name[-1]
     if name not in _BY_CLASS:
         raise ValueError(f"{folder} holds a {name!r} pipeline; this version reads {', '.join(sorted(_BY_CLASS))}")
     pipe = _BY_CLASS[name].from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)

@@ -397,5 +397,10 @@ def read_ablation_sources(spec: str) -> list[AblationSource]:
     if studies:
         return studies
     folder = Path(spec)
+    if not folder.is_dir() or not any(_is_eval_summary(_load_json(p, strict=False)) for p in folder.rglob("*.json")
+                                      if "wandb" not in p.parts):
+        raise UserError(f"--study {spec} is neither an Optuna study (a sweep folder with study.db, or a sqlite:///, "
+                        "postgresql:// or journal: storage) nor a folder of eval JSONs; pass the sweep's folder "
+                        "(runs/sweeps/<study>) or its --storage")
     evals = read_eval_summaries([spec])
     return [AblationSource(folder.name, str(folder), [observation_from_eval(e) for e in evals])]

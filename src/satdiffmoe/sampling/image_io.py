@@ -11,7 +11,8 @@ travel with the image; the output transform is the input one with pixels `scale`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class Raster:
     crs: Any = None
     transform: Affine | None = None
     value_max: float = 255.0
+    valid: np.ndarray | None = None  # H×W bool, False where a GeoTIFF holds its nodata value (None: all valid)
 
 
 def _value_max(dtype: np.dtype, value_max: float | None) -> float:
@@ -54,18 +56,23 @@ def read_raster(path: str | Path, value_max: float | None = None,
     try:
         if suffix in GEOTIFF:
             with rasterio.open(path) as source:
-                data, crs, transform = source.read(), source.crs, source.transform
+                data, crs, transform, nodata = source.read(), source.crs, source.transform, source.nodata
         elif suffix in PNG:
-            data, crs, transform = read_png(path), None, None  # not PIL: it reads 16-bit RGB as 8-bit
+            data, crs, transform, nodata = read_png(path), None, None, None  # not PIL: 16-bit RGB as 8-bit
         else:
             raise UserError(f"{path}: unsupported format {suffix!r}; use GeoTIFF (.tif) or PNG (.png)")
     except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    valid = None
+    if nodata is not None:  # no data is not a dark pixel: it goes to the validity mask, as clouds do
+        missing = (np.isnan(data) if np.isnan(nodata) else data == nodata).any(0)
+        valid = ~missing
+        data = np.where(missing, np.zeros((), data.dtype), data)
     top = _value_max(data.dtype, value_max)
     pixels = data.astype(np.float32) / top * 2 - 1 if normalise is None else normalise(data).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise UserError(f"{path} has non-finite pixel values (NaN/inf); fill or mask them first")
-    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top)
+    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top, valid=valid)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -75,30 +82,68 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def write_raster(path: str | Path, pixels: np.ndarray, like: Raster | None = None, scale: int = 1,
-                 value_max: float = 255.0, as_float: bool = False) -> Path:
+                 value_max: float = 255.0, as_float: bool = False, together: list | None = None) -> Path:
     """Write C×H×W pixels: [-1, 1] images as integers in `value_max` units, or raw float32 maps.
 
     The file appears complete or not at all: it is written beside its target and renamed, so a full
-    disk or a kill leaves the previous file (or none), never a 0-byte or truncated image.
+    disk or a kill leaves the previous file (or none), never a 0-byte or truncated image. With
+    `together` (from `output_set`) the rename waits for the set's other files.
     """
-    return _write_whole(Path(path), lambda partial: _write_raster(partial, pixels, like, scale, value_max, as_float))
+    return _write_whole(Path(path), lambda partial: _write_raster(partial, pixels, like, scale, value_max, as_float),
+                        together)
 
 
-def write_values(path: str | Path, values: np.ndarray, like: Raster | None = None, scale: int = 1) -> Path:
+def write_values(path: str | Path, values: np.ndarray, like: Raster | None = None, scale: int = 1,
+                 together: list | None = None) -> Path:
     """Write C×H×W values as they are (uint8, uint16 or float32), whole or not at all like write_raster.
 
     For outputs already in their final units (an HR normalisation's inverse); PNG holds integers only.
     """
     if np.issubdtype(values.dtype, np.floating) and Path(path).suffix.lower() in PNG:
         raise UserError(f"{path}: PNG cannot hold float values; write a .tif instead")
-    return _write_whole(Path(path), lambda partial: _write_data(partial, values, like, scale))
+    return _write_whole(Path(path), lambda partial: _write_data(partial, values, like, scale), together)
 
 
-def _write_whole(path: Path, write: Callable[[Path], None]) -> Path:
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")  # same suffix: the format follows it
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial{path.suffix}")  # same suffix: the format follows it
+
+
+def check_can_write(path: str | Path) -> None:
+    """Create and remove the file's partial name: a real write, which `os.access` is not (root passes
+    it everywhere, and a read-only or pseudo filesystem still refuses the file)."""
+    partial = partial_path(Path(path))
+    try:
+        partial.open("wb").close()
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; choose a writable output folder") from None
+    partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def output_set() -> Iterator[list]:
+    """Files written with `together=` the yielded list appear together or not at all: each is written
+    whole to its partial name, and all are renamed only once every one was (a failing uncertainty map
+    no longer leaves the SR image written)."""
+    pending: list[tuple[Path, Path]] = []
+    try:
+        yield pending
+        for partial, path in pending:
+            os.replace(partial, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or 'the outputs'}: {exc.strerror or exc}") from None
+    finally:
+        for partial, _ in pending:
+            partial.unlink(missing_ok=True)
+
+
+def _write_whole(path: Path, write: Callable[[Path], None], together: list | None = None) -> Path:
+    partial = partial_path(path)
     try:
         write(partial)
-        os.replace(partial, path)
+        if together is None:
+            os.replace(partial, path)
+        else:
+            together.append((partial, path))
     except (OSError, rasterio.errors.RasterioError) as exc:
         partial.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
@@ -131,6 +176,11 @@ def _write_data(path: Path, data: np.ndarray, like: Raster | None, scale: int) -
             profile["transform"] = like.transform @ Affine.scale(1 / scale)  # same origin, finer pixels
         with rasterio.open(path, "w", **profile) as target:
             target.write(data)
+        try:  # GDAL reports a failed write (a full disk) only on stderr and leaves a truncated file
+            with rasterio.open(path) as written:
+                written.read()
+        except rasterio.errors.RasterioError:
+            raise OSError("the written file does not read back whole (is the disk full?)") from None
     elif path.suffix.lower() in PNG:
         if data.dtype == np.uint16 and data.shape[0] != 1:
             raise UserError(f"{path}: PNG cannot hold {data.shape[0]}-band 16-bit data; write a .tif instead")

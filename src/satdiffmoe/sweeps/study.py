@@ -69,11 +69,44 @@ def open_study(spec: DictConfig, sweep_dir: Path, storage_url: str | None) -> op
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(f"study '{spec.study}' already exists with directions "
                         f"{[d.name.lower() for d in study.directions]}, not {directions}; use another study name")
-    _check_search_space(study, spec, storage_url or str(sweep_dir))
+    where = storage_url or str(sweep_dir)
+    _check_search_space(study, spec, where)
     metric_names = [o.metric for o in spec.objectives]
-    if study.metric_names != metric_names:
+    if study.metric_names is None:
         study.set_metric_names(metric_names)
+    elif study.metric_names != metric_names:  # renaming would file the old values under the new metric
+        raise UserError(f"study '{spec.study}' in {where} measured {', '.join(study.metric_names)}, not "
+                        f"{', '.join(metric_names)}; {NEW_STUDY}")
+    _check_trial_meaning(study, spec, where)
     return study
+
+
+NEW_STUDY = "give the changed sweep a new study name (study=<new name>) or a new --out / --storage"
+# What each trial of a study means besides its parameters: a resume that changes one of these would
+# count trials run with the old value as results of the new one. (n_trials, the sampler's seed, the
+# pruner, heartbeats, storage and W&B only change which trials run, or how, and may change.)
+MEANING_KEYS = ("kind", "config", "ckpt", "base_overrides", "objectives", "seeds", "prune_monitor")
+
+
+def _trial_meaning(spec: DictConfig) -> dict:
+    return {key: OmegaConf.to_container(spec[key], resolve=True) if OmegaConf.is_config(spec[key]) else spec[key]
+            for key in MEANING_KEYS if key != "prune_monitor" or spec.kind == "train"}
+
+
+def _check_trial_meaning(study: optuna.Study, spec: DictConfig, where: str) -> None:
+    meaning = _trial_meaning(spec)
+    stored = study.user_attrs.get("trial_meaning")
+    if stored is None:
+        study.set_user_attr("trial_meaning", meaning)
+        return
+    for key in MEANING_KEYS:
+        if stored.get(key) != meaning.get(key):
+            raise UserError(f"study '{spec.study}' in {where} ran its trials with {key}={_show(stored.get(key))}, "
+                            f"not {key}={_show(meaning.get(key))}; {NEW_STUDY}")
+
+
+def _show(value) -> str:
+    return json.dumps(value, default=str)
 
 
 def _check_search_space(study: optuna.Study, spec: DictConfig, where: str) -> None:
@@ -86,8 +119,7 @@ def _check_search_space(study: optuna.Study, spec: DictConfig, where: str) -> No
         study.set_user_attr("search_space", space)
     elif stored != space:
         raise UserError(f"study '{spec.study}' in {where} was created with another search space "
-                        f"({_describe(stored)}), not this one ({_describe(space)}); give the edited sweep a new "
-                        "study name (study=<new name>) or a new --out / --storage")
+                        f"({_describe(stored)}), not this one ({_describe(space)}); {NEW_STUDY}")
 
 
 def _describe(space: str) -> str:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ..config import as_plain
+from ..errors import UserError
 from ..runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,18 @@ class JsonlLogger(Logger):
             handle.write(json.dumps(record) + "\n")
 
 
+# the modes wandb.init accepts (dryrun and run are its old names of offline and online)
+WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")
+
+
 def wandb_mode(configured: str) -> str:
     """`WANDB_MODE` in the environment beats the configured mode (`logging.wandb.mode`, a sweep file's
-    `wandb.mode`; README, "W&B")."""
-    return os.environ.get("WANDB_MODE") or configured
+    `wandb.mode`; README, "W&B"). A value W&B would reject (with a pydantic traceback) is one line."""
+    mode = os.environ.get("WANDB_MODE") or configured
+    if mode not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={mode!r} in the environment is not one of offline, online, disabled; "
+                        "set one of them, or unset it to use logging.wandb.mode")
+    return mode
 
 
 def build_loggers(cfg: DictConfig, run: RunDir, clock: Callable[[], float]) -> list[Logger]:
