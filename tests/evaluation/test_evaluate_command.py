@@ -90,7 +90,8 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
                  *[o for o in TINY_MODEL[4:] if "nfe" not in o]])
     assert code == 0
     folder = ckpt.parent.parent / "eval"  # the checkpoint's own run folder
-    (path,) = folder.glob("nfe2_fuse1_mean_n2_*.json")  # readable settings, then the hash of all of them
+    # readable settings, then the hash of all of them (beside it: the free uncertainty maps' JSONs)
+    (path,) = [p for p in folder.glob("nfe2_fuse1_mean_n2_*.json") if "_unc_" not in p.stem]
     summary = json.loads(path.read_text())
     assert path.stem == f"nfe2_fuse1_mean_n2_{summary['settings_hash']}"
     assert summary["seeds"] == [0, 1] and summary["num_scenes"] == SCENES

@@ -1,6 +1,6 @@
 """Run `satdiffmoe ARGS`; the first call of TARGET writes MARKER and then blocks until the process is killed.
 
-    python pause_during.py satdiffmoe.evaluation.evaluator.Evaluator.run MARKER sweep FILE ...
+    python pause_during.py satdiffmoe.evaluation.evaluator.Evaluator.evaluate MARKER sweep FILE ...
 
 A fault-injection point that does not depend on timing: once MARKER exists the process is inside
 TARGET (e.g. mid-trial, its trial RUNNING with heartbeats going), however fast or loaded the machine.

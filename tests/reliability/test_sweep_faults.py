@@ -19,7 +19,7 @@ from postgres_server import Unavailable, start_postgres
 from reliability_helpers import HANG_GUARD_S, TINY_EXPERIMENT, start_cli, start_script, wait_for
 
 PAUSE_DURING = Path(__file__).with_name("pause_during.py")
-EVALUATE = "satdiffmoe.evaluation.evaluator.Evaluator.run"  # where the victim is caught: mid-trial
+EVALUATE = "satdiffmoe.evaluation.evaluator.Evaluator.evaluate"  # where the victim is caught: mid-trial
 
 FUSION, NUM_LR = [1, "off"], [1, 2, 3]
 GRID = sorted(itertools.product(["1", "off"], NUM_LR))

@@ -242,8 +242,11 @@ class Evaluator:
 
     @staticmethod
     def _reference_maps(free_maps: UncertaintyReferences, model: dict[str, Any]) -> list[EvalResult]:
-        """One eval summary per free uncertainty map: the model's scenes and data, only calibration metrics."""
+        """One eval summary per free uncertainty map: the model's scenes and data, only calibration metrics
+        (none when the evaluation asks for no calibration metric)."""
         results = []
+        if not free_maps.metrics:
+            return results
         for name, rows in free_maps.rows.items():
             metrics = {}
             for metric in free_maps.metrics:
