@@ -72,7 +72,7 @@ def register(subparsers) -> None:
                         "full distribution, which also fixes non-linear palettes but forces the blurrier LR "
                         "distribution onto the finer output and can band when the LRs have few pixels; none = "
                         "the model's own values")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 4294967295 (default 0)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
 
@@ -405,6 +405,9 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from ..config.loading import check_seed
+
+    check_seed(args.seed, "--seed")  # torch's manual_seed(2**64) raised only once the model had loaded
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
