@@ -125,6 +125,8 @@ CASES = [
      "100 % of its values lie outside the training LR interval"),
     ("sample-float-lr-beyond-value-max", SAMPLE[:4] + ["{tmp}/reflectance.tif", "{tmp}/utm.tif"] + SAMPLE[6:]
      + ["--value-max", "1"], "Pass --value-max 1e+06"),
+    ("sample-float-lr-to-a-png", SAMPLE[:4] + ["{tmp}/reflectance.tif", "{tmp}/reflectance2.tif"] + SAMPLE[6:]
+     + ["--value-max", "1e6"], "the LR images hold float values, and the output is written as float32"),
     ("sample-lr-given-twice", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/a.png"] + SAMPLE[6:], "is the same file as"),
     ("train-run-id-reused-without-resume", TRAIN + ["run_root={root}", "run_id=sdm"], "already holds a run"),
     ("prepare-into-non-empty-folder", ["prepare", "synthetic", "--out", "{tmp}/full"], "is not empty"),
@@ -206,7 +208,8 @@ def _write_inputs(tmp, tiny_runs):
             image.write(np.full((3, 4, 4), 120, np.uint8))
     for name, values in (("u16.tif", np.full((3, 4, 4), 40000, np.uint16)),  # a 0..255 model: 100 % clipped
                          ("u16b.tif", np.full((3, 4, 4), 30000, np.uint16)),
-                         ("reflectance.tif", np.full((3, 4, 4), 1e6, np.float64))):
+                         ("reflectance.tif", np.full((3, 4, 4), 1e6, np.float64)),
+                         ("reflectance2.tif", np.full((3, 4, 4), 5e5, np.float64))):
         with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype=values.dtype.name,
                            crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
             image.write(values)

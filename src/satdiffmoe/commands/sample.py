@@ -195,6 +195,15 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
     return rasters, masks
 
 
+def check_float_output(out: str, like: Raster, mapping) -> None:
+    """Float LRs give a float32 output in their units (the README), which only a GeoTIFF holds."""
+    from ..sampling.image_io import PNG
+
+    if mapping is None and like.floating and Path(out).suffix.lower() in PNG:
+        raise UserError(f"--out {out}: the LR images hold float values, and the output is written as float32 in "
+                        "their units, which a PNG cannot hold; write a .tif")
+
+
 def drop_empty(paths: Sequence[str], rasters: list, masks: np.ndarray, dts: list[float]):
     """LRs without one valid pixel (all nodata, or masked out) observe nothing: dropped, with a count."""
     keep = [i for i in range(len(rasters)) if masks[i].any()]
@@ -415,6 +424,7 @@ def _run(args) -> int:
     mapping = choose_normalisation(args)  # (LR, HR) of the training manifest, or None: --value-max
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max, None if mapping is None else mapping[0])
     rasters, masks, dts = drop_empty(args.lr, rasters, masks, dts)
+    check_float_output(args.out, rasters[0], mapping)
     height, width = rasters[0].pixels.shape[1:]
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))
