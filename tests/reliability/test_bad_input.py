@@ -174,6 +174,8 @@ CASES = [
     ("sweep-params-a-list", ["sweep", "{tmp}/paramlist.yaml", "--out", "{tmp}/sw"], "must map config keys to search"),
     ("sweep-param-a-bare-value", ["sweep", "{tmp}/parambare.yaml", "--out", "{tmp}/sw"],
      "params.sampler.nfe in {tmp}/parambare.yaml must be a mapping"),
+    ("sweep-choices-not-a-list", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "params={{sampler.nfe: {{choices: 5}}}}"],
+     "params.sampler.nfe.choices in command-line overrides must be a list of values"),
     ("sweep-param-without-choices", ["sweep", "{tmp}/nochoices.yaml", "--out", "{tmp}/sw"], "has no choices"),
     ("sweep-param-empty-choices", ["sweep", "{tmp}/emptychoices.yaml", "--out", "{tmp}/sw"], "has no choices"),
     ("sweep-n-trials-zero", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "n_trials=0"], "n_trials must be >= 1"),

@@ -87,8 +87,8 @@ def check_batch_memory(data, batch_size: int, slots: int, key: str) -> None:
     need = LOADER_COPIES * batch_bytes(data, batch_size, slots)
     if need > available:
         fits = max(1, batch_size * available // need)
+        keep = ", and raise train.accumulate to keep the effective batch" if key == "data.batch_size" else ""
         raise UserError(f"{key}={batch_size} needs about {need / 2 ** 30:.3g} GiB for one batch's HR+LR float32 "
                         f"tensors (x{LOADER_COPIES} for the loader's copies, before any activations), more than this "
                         f"machine's {available / 2 ** 30:.3g} GiB of available memory; lower {key} "
-                        f"(at most about {fits} fit)" + (", and raise train.accumulate to keep the effective batch"
-                                                         if key == "data.batch_size" else ""))
+                        f"(at most about {fits} fit){keep}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ..config.loading import _merge_checked, _read_yaml, _valid_keys, check_seed, parse_overrides
 from ..config.schema import ExperimentConfig
@@ -138,16 +138,19 @@ def _require(ok: bool, message: str) -> None:
 def _check_params_shape(params, where: str) -> None:
     """`params` maps dotted keys to mappings; a list (or a bare value per key) failed as a TypeError
     inside OmegaConf's merge, or as a message about ParamSpec classes."""
-    example = "params: {sampler.nfe: {choices: [10, 50]}}"
     if params is None:
         return
-    plain = OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
-    _require(isinstance(params, DictConfig),
-             f"params in {where} must map config keys to search spaces, e.g. {example}; got {plain!r}")
+    if not isinstance(params, DictConfig):
+        given = OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
+        raise UserError(f"params in {where} must map config keys to search spaces, e.g. "
+                        f"params: {{sampler.nfe: {{choices: [10, 50]}}}}; got {given!r}")
     for key, param in params.items():
         _require(isinstance(param, DictConfig),
                  f"params.{key} in {where} must be a mapping such as {{choices: [10, 50]}} or {{type: int, low: 1, "
                  f"high: 8}}; got {param!r}")
+        choices = param.get("choices")
+        _require(choices is None or isinstance(choices, ListConfig),
+                 f"params.{key}.choices in {where} must be a list of values, e.g. [10, 50]; got {choices!r}")
 
 
 def _one_of(value: str, allowed: Sequence[str], key: str, where: str) -> None:

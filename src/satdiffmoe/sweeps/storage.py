@@ -46,12 +46,11 @@ def open_storage(url: str | None, sweep_dir: Path, heartbeat) -> BaseStorage:
     url = url or default_storage_url(sweep_dir)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry) if heartbeat.interval else None
     check_storage_url(url)
-    if url.startswith(JOURNAL_PREFIX):
-        path = Path(url[len(JOURNAL_PREFIX):])
+    path = storage_file(url)
+    if path is not None:
         _make_folder(path, url)
+    if url.startswith(JOURNAL_PREFIX):
         return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat.interval, heartbeat.grace, retry)
-    if url.startswith("sqlite:///"):
-        _make_folder(Path(url[len("sqlite:///"):]), url)
     # SQLite serialises writers; with several workers and heartbeat threads the default 5 s lock
     # timeout is too short and surfaces as "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -71,6 +70,14 @@ def open_storage(url: str | None, sweep_dir: Path, heartbeat) -> BaseStorage:
             raise UserError(f"cannot open Optuna storage {redact(url)}: {str(exc).splitlines()[0]}") from None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file of a file storage (journal:path, sqlite:///path); None for a server URL."""
+    for prefix in (JOURNAL_PREFIX, "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None
+
+
 def check_storage_url(url: str | None) -> None:
     """Refuse, before anything is created, a storage no sweep can use: an in-memory SQLite database
     (each worker, heartbeat thread and resume sees its own empty one: a 1-byte trials.csv), or a file
@@ -81,21 +88,18 @@ def check_storage_url(url: str | None) -> None:
         raise UserError(f"storage {url} is an in-memory SQLite database, which no other worker, heartbeat or "
                         "resume can see; a sweep needs a file or server storage: leave --storage out "
                         "(sqlite:///<sweep folder>/study.db), or give sqlite:///path/study.db or journal:path.log")
-    path = url[len(JOURNAL_PREFIX):] if url.startswith(JOURNAL_PREFIX) else url[len("sqlite:///"):] \
-        if url.startswith("sqlite:///") else None
+    path = storage_file(url)
     if path is None:
         return
-    _require_path(bool(path.strip()), url, "names no file")
-    existing = Path(path).absolute().parent
+    fix = "give a file path in a writable folder, e.g. journal:runs/sweeps/x.log"
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise UserError(f"storage {url} names no file; {fix}")
+    existing = path.absolute().parent  # the nearest folder that exists must let us create the rest
     while not existing.exists():
         existing = existing.parent
-    _require_path(existing.is_dir() and os.access(existing, os.W_OK), url,
-                  f"its folder cannot be created ({existing} is {'not a folder' if not existing.is_dir() else 'not writable'})")
-
-
-def _require_path(ok: bool, url: str, why: str) -> None:
-    if not ok:
-        raise UserError(f"storage {url}: {why}; give a file path in a writable folder, e.g. journal:runs/sweeps/x.log")
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        why = "not a folder" if not existing.is_dir() else "not writable"
+        raise UserError(f"storage {url}: its folder cannot be created ({existing} is {why}); {fix}")
 
 
 def _make_folder(path: Path, url: str) -> None:
