@@ -2,8 +2,10 @@
 
 Rows are the non-generative references, ControlNet, DiffusionSat and SatDiffMoE (typically with N = 1
 and with all LR images), in that order; columns are the metrics the evaluations share, then trainable
-and total parameter counts and sampling time. Numbers are only comparable on the same scenes, so
-evaluations over different numbers of scenes are flagged in the log and in the table notes.
+and total parameter counts and sampling time. Evaluations from more than one folder (several runs'
+eval/, which often share an eval name) also get run and checkpoint columns. Numbers are only
+comparable on the same scenes, so evaluations over different numbers of scenes are flagged in the log
+and in the table notes.
 
 The last columns are Δ vs a reference evaluation for the group's paired metrics (`PAIRED`), from the
 eval/<name>.jsonl rows (reports/paired.py): SatDiffMoE with N = 8 by default, or the eval named by
