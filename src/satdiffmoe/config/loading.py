@@ -205,8 +205,8 @@ def check_values(cfg: DictConfig) -> None:
     _require(cfg.stage in STAGES, f"stage '{cfg.stage}' is not one of {', '.join(STAGES)}")
     check_seed(cfg.seed, "seed")
     _require(len(cfg.eval.seeds) > 0, "eval.seeds is empty, so nothing would be sampled; give e.g. eval.seeds=[0]")
-    for seed in cfg.eval.seeds:
-        check_seed(seed, "eval.seeds entry")
+    for index, seed in enumerate(cfg.eval.seeds):
+        check_seed(seed, f"eval.seeds[{index}]")
     _check_model_sizes(cfg.model)
     d, s, t = cfg.data, cfg.sampler, cfg.train
     lr_side = d.hr_size // d.scale if d.scale >= 1 else 0
