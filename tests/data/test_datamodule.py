@@ -10,7 +10,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from satdiffmoe.data.collate import BATCH_KEYS
+from satdiffmoe.data.collate import BATCH_KEYS, batch_bytes
 from satdiffmoe.data.datamodule import SatDataModule, SkippedRecordsCallback
 from satdiffmoe.data.record import encode_scene
 from satdiffmoe.errors import UserError
@@ -37,6 +37,14 @@ def test_training_epoch_has_a_fixed_number_of_single_lr_batches(synth_root, data
     assert len(loader) == dm.train_batches_per_epoch == len(batches) == 3  # ceil(10 / 4)
     assert all(tuple(b) == BATCH_KEYS and b["hr"].shape == (4, 3, 32, 32) for b in batches)
     assert all(b["lr"].shape == (4, 1, 3, 8, 8) and b["lr_valid"].all() for b in batches)
+
+
+def test_the_batch_memory_estimate_is_the_bytes_of_a_real_batch(synth_root, data_config):
+    """`train` refuses a data.batch_size whose batches cannot fit by this estimate (commands/train.py)."""
+    cfg = data_config(synth_root, "data.eval_lr_policy=first_k", "data.num_lr=2", "data.max_lr=5")
+    batch = SatDataModule(cfg).scenes("test", limit=4)[0]
+    real = sum(value.nbytes for value in batch.values() if isinstance(value, torch.Tensor))
+    assert batch_bytes(cfg.data, batch["hr"].shape[0], 5) == pytest.approx(real, rel=0.05)
 
 
 def test_training_stream_is_reproducible_from_the_config_seed(synth_root, data_config):

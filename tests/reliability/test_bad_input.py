@@ -125,6 +125,8 @@ CASES = [
      "100 % of its values lie outside the training LR interval"),
     ("sample-float-lr-beyond-value-max", SAMPLE[:4] + ["{tmp}/reflectance.tif", "{tmp}/utm.tif"] + SAMPLE[6:]
      + ["--value-max", "1"], "Pass --value-max 1e+06"),
+    ("sample-float-lr-to-a-png", SAMPLE[:4] + ["{tmp}/reflectance.tif", "{tmp}/reflectance2.tif"] + SAMPLE[6:]
+     + ["--value-max", "1e6"], "the LR images hold float values, and the output is written as float32"),
     ("sample-lr-given-twice", SAMPLE[:4] + ["{tmp}/a.png", "{tmp}/a.png"] + SAMPLE[6:], "is the same file as"),
     ("train-run-id-reused-without-resume", TRAIN + ["run_root={root}", "run_id=sdm"], "already holds a run"),
     ("prepare-into-non-empty-folder", ["prepare", "synthetic", "--out", "{tmp}/full"], "is not empty"),
@@ -152,6 +154,39 @@ CASES = [
     ("sweep-choice-of-the-wrong-type", ["sweep", "{tmp}/badchoice.yaml", "--out", "{tmp}/sw"],
      "has the choice 'ten', which sampler.nfe cannot hold"),
     ("score-without-ref-or-lr", ["score", "--pred", "{tmp}/a.png", "--metrics", "psnr"], "nothing to score --pred"),
+    # round three: every value checked where it enters (CLI numbers, list-valued keys, sweep fields, storage URLs)
+    ("sample-seed-negative", SAMPLE + ["--seed", "-1"], "--seed=-1 is not a seed; give an integer from 0 to"),
+    ("sample-seed-beyond-torch", SAMPLE + ["--seed", str(2 ** 64)], f"--seed={2 ** 64} is not a seed"),
+    ("sample-dt-garbage", SAMPLE[:7] + ["1e", "5", "--out", "{tmp}/sr.png"], "--dt value '1e' is not a number"),
+    ("train-seed-negative", TRAIN + ["seed=-1"], "seed=-1 is not a seed"),
+    ("eval-seeds-empty", EVAL + ["ckpt={sdm}", "eval.seeds=[]"], "eval.seeds is empty"),
+    ("batch-size-beyond-memory", TRAIN + ["data.batch_size=100000000"],
+     "data.batch_size=100000000 needs about"),
+    ("eval-batch-size-beyond-memory", EVAL + ["ckpt={sdm}", "data.eval_batch_size=100000000"],
+     "more than this machine's"),
+    ("batch-size-zero", TRAIN + ["data.batch_size=0"], "data.batch_size and data.eval_batch_size must be >= 1"),
+    ("unet-levels-empty", TRAIN + ["model.unet.block_out_channels=[]"], "model.unet.block_out_channels is empty"),
+    ("vae-level-of-zero-channels", TRAIN + ["model.vae.block_out_channels=[0,32]"],
+     "model.vae.block_out_channels=[0, 32] must be positive multiples of model.vae.norm_num_groups=4"),
+    ("unet-levels-without-attention-levels", TRAIN + ["model.unet.attention_levels=[]"],
+     "model.unet.attention_levels has 0 entries"),
+    ("vae-latent-channels-zero", TRAIN + ["model.vae.latent_channels=0"], "model.vae.latent_channels must be >= 1"),
+    ("sweep-params-a-list", ["sweep", "{tmp}/paramlist.yaml", "--out", "{tmp}/sw"], "must map config keys to search"),
+    ("sweep-param-a-bare-value", ["sweep", "{tmp}/parambare.yaml", "--out", "{tmp}/sw"],
+     "params.sampler.nfe in {tmp}/parambare.yaml must be a mapping"),
+    ("sweep-choices-not-a-list", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "params={{sampler.nfe: {{choices: 5}}}}"],
+     "params.sampler.nfe.choices in command-line overrides must be a list of values"),
+    ("sweep-param-without-choices", ["sweep", "{tmp}/nochoices.yaml", "--out", "{tmp}/sw"], "has no choices"),
+    ("sweep-param-empty-choices", ["sweep", "{tmp}/emptychoices.yaml", "--out", "{tmp}/sw"], "has no choices"),
+    ("sweep-n-trials-zero", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "n_trials=0"], "n_trials must be >= 1"),
+    ("sweep-n-trials-not-an-int", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "n_trials=many"],
+     "bad value for config key 'n_trials'"),
+    ("sweep-sampler-seed-negative", ["sweep", "{tmp}/sweep.yaml", "--out", "{tmp}/sw", "sampler.seed=-1"],
+     "sampler.seed=-1 is not a seed"),
+    ("sweep-storage-in-memory", ["sweep", "{tmp}/sweep.yaml", "--storage", "sqlite://", "--out", "{tmp}/sw"],
+     "a sweep needs a file or server storage"),
+    ("sweep-journal-folder-cannot-exist", ["sweep", "{tmp}/sweep.yaml", "--storage", "journal:{file}/j.log",
+                                           "--out", "{tmp}/sw"], "its folder cannot be created"),
 ]
 if not torch.cuda.is_available():  # Lightning's MisconfigurationException on a CPU machine
     CASES.append(("train-accelerator-gpu-without-one", TRAIN + ["stage=autoencoder", "train.accelerator=gpu"],
@@ -175,7 +210,8 @@ def _write_inputs(tmp, tiny_runs):
             image.write(np.full((3, 4, 4), 120, np.uint8))
     for name, values in (("u16.tif", np.full((3, 4, 4), 40000, np.uint16)),  # a 0..255 model: 100 % clipped
                          ("u16b.tif", np.full((3, 4, 4), 30000, np.uint16)),
-                         ("reflectance.tif", np.full((3, 4, 4), 1e6, np.float64))):
+                         ("reflectance.tif", np.full((3, 4, 4), 1e6, np.float64)),
+                         ("reflectance2.tif", np.full((3, 4, 4), 5e5, np.float64))):
         with rasterio.open(tmp / name, "w", driver="GTiff", width=4, height=4, count=3, dtype=values.dtype.name,
                            crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as image:
             image.write(values)
@@ -188,6 +224,10 @@ def _write_inputs(tmp, tiny_runs):
              "sampler: {name: grid}\n")
     (tmp / "sweep.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, 2]}}\n")
     (tmp / "badchoice.yaml").write_text(sweep + "params: {sampler.nfe: {choices: [1, ten]}}\n")
+    (tmp / "paramlist.yaml").write_text(sweep + "params: [sampler.nfe, 1, 2]\n")
+    (tmp / "parambare.yaml").write_text(sweep + "params: {sampler.nfe: 3}\n")
+    (tmp / "nochoices.yaml").write_text(sweep + "params: {sampler.nfe: {type: categorical}}\n")
+    (tmp / "emptychoices.yaml").write_text(sweep + "params: {sampler.nfe: {choices: []}}\n")
     (tmp / "badparam.yaml").write_text(sweep + "params: {sampler.nfee: {choices: [1, 2]}}\n")
     (tmp / "badobjective.yaml").write_text(sweep.replace("metric: psnr", "metric: sharpness")
                                            + "params: {sampler.nfe: {choices: [1, 2]}}\n")

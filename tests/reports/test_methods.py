@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+from report_fixtures import write_eval_rows
+
 from satdiffmoe.reports.methods import method_tables, methods_table
 from satdiffmoe.reports.sources import read_eval_summaries
 
@@ -118,3 +121,20 @@ def test_free_uncertainty_maps_are_rows_of_the_calibration_table_only(write_eval
     assert calibration.cell(1, 1).unavailable.startswith("undefined") and calibration.cell(2, 1).best
     assert any(note.startswith("free maps") for note in calibration.notes)
     assert len(methods_table(summaries).rows) == 5  # never in the fidelity table
+
+
+def test_evaluations_of_several_runs_name_their_run_and_checkpoint(write_eval, tmp_path):
+    """Two runs' eval/ folders both hold satdiffmoe_n8: the rows say which run and checkpoint each is, and the
+    Δ columns still pair them by scene."""
+    for run, psnr in (("a", 25.0), ("b", 24.0)):
+        path = write_eval(f"runs/tiny/{run}/eval", "satdiffmoe_n8", "satdiffmoe", psnr, num_lr=8)
+        write_eval_rows(path.parent, "satdiffmoe_n8", psnr)
+    write_eval("runs/tiny/a/eval", "bicubic_nearest_n8", "bicubic_nearest", 22.0)
+    summaries = read_eval_summaries([str(tmp_path / "runs/tiny/a/eval"), str(tmp_path / "runs/tiny/b/eval")])
+    table = methods_table(summaries)
+    run, ckpt, delta = (table.columns.index(c) for c in ("run", "checkpoint", "Δ PSNR (dB)"))
+    assert [table.rows[r].cells[run] for r in range(3)] == ["tiny/a", "tiny/a", "tiny/b"]
+    assert [table.rows[r].cells[ckpt] for r in range(3)] == ["x.ckpt"] * 3
+    assert table.cell(1, delta).text == "reference" and table.cell(2, delta).value == pytest.approx(-1.0)
+    one_run = methods_table(read_eval_summaries([str(tmp_path / "runs/tiny/a/eval")]))
+    assert "run" not in one_run.columns and "checkpoint" not in one_run.columns

@@ -83,6 +83,17 @@ def test_float_reflectance_is_written_back_as_reflectance(tmp_path, tiny_ckpt):
     np.testing.assert_allclose(read(tmp_path / "sr.tif").mean((1, 2)), lr_band_means(paths), atol=1e-4)
 
 
+def test_float_input_in_any_units_is_written_as_float32(tmp_path, tiny_ckpt):
+    """Float LRs give float32 outputs (README): values up to 1e6 under --value-max 1e6 were written as
+    uint16, wrapping around 65535."""
+    ckpt, _ = tiny_ckpt
+    paths = write_lrs(tmp_path, means=(3e5, 5e5, 7e5), dtype="float64", spread=2e4)
+    assert run_sample(ckpt, paths, tmp_path / "sr.tif", "--value-max", "1e6") == 0
+    with rasterio.open(tmp_path / "sr.tif") as result:
+        assert result.dtypes[0] == "float32"
+    np.testing.assert_allclose(read(tmp_path / "sr.tif").mean((1, 2)), lr_band_means(paths), rtol=1e-3)
+
+
 def _ckpt_trained_on(ckpt, root, tmp_path):
     """The tiny checkpoint with its config's data.root pointing at `root`."""
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)

@@ -190,12 +190,15 @@ def _run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if not cfg.ckpt:
         raise UserError("evaluate needs a model: add ckpt=runs/<name>/<run>/checkpoints/last.ckpt (or the run folder)")
+    from ..data.collate import check_batch_memory
     from ..evaluation.evaluator import Evaluator, method_settings, result_name
     from ..evaluation.references import REFERENCES, AutoencoderReconstruction
     from ..pipelines.registry import is_pipeline_folder
     from ..runs import seed_everything
     from ..training.checkpoints import load_sampler, resolve_checkpoint
 
+    d = cfg.data
+    check_batch_memory(d, d.eval_batch_size, max(d.max_lr, d.num_lr), "data.eval_batch_size")
     ckpt = Path(cfg.ckpt) if is_pipeline_folder(cfg.ckpt) else resolve_checkpoint(cfg.ckpt)
     seed_everything(cfg.seed)
     method = load_sampler(ckpt)  # a pipeline (diffusion stages, exported folders) or a regression task

@@ -176,12 +176,13 @@ def move_into(built: Path, out: Path) -> None:
 
 def warn_duplicate_names(evals) -> list[str]:
     """Several runs' eval/ folders often hold the same eval name (`satdiffmoe_n8`): their table rows
-    would read alike. Say which files share a name, so the rows can be told apart. Returns the warnings."""
+    differ only in their run and checkpoint columns. Say which files share a name. Returns the warnings."""
     by_name: dict[str, list] = {}
     for summary in evals:
         by_name.setdefault(summary.name, []).append(summary.path)
     warnings = [f"{len(paths)} evaluations are named '{name}' ({', '.join(map(str, paths))}); their rows in the "
-                "method table look alike: evaluate with distinct eval.name=... to tell them apart"
+                "method tables differ only in their run and checkpoint columns; evaluate with distinct "
+                "eval.name=... for rows of their own names"
                 for name, paths in by_name.items() if len(paths) > 1]
     for line in warnings:
         log.warning("%s", line)

@@ -72,7 +72,7 @@ def register(subparsers) -> None:
                         "full distribution, which also fixes non-linear palettes but forces the blurrier LR "
                         "distribution onto the finer output and can band when the LRs have few pixels; none = "
                         "the model's own values")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 4294967295 (default 0)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
 
@@ -193,6 +193,15 @@ def read_stack(paths: Sequence[str], mask_paths: Sequence[str] | None, dts: Sequ
         if raster.valid is not None:
             masks[i] *= raster.valid
     return rasters, masks
+
+
+def check_float_output(out: str, like: Raster, mapping) -> None:
+    """Float LRs give a float32 output in their units (the README), which only a GeoTIFF holds."""
+    from ..sampling.image_io import PNG
+
+    if mapping is None and like.floating and Path(out).suffix.lower() in PNG:
+        raise UserError(f"--out {out}: the LR images hold float values, and the output is written as float32 in "
+                        "their units, which a PNG cannot hold; write a .tif")
 
 
 def drop_empty(paths: Sequence[str], rasters: list, masks: np.ndarray, dts: list[float]):
@@ -405,6 +414,9 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from ..config.loading import check_seed
+
+    check_seed(args.seed, "--seed")  # torch's manual_seed(2**64) raised only once the model had loaded
     dts = parse_dt(args.dt)
     _check_writable(args.out, "--out")
     _check_writable(args.uncertainty, "--uncertainty")
@@ -412,6 +424,7 @@ def _run(args) -> int:
     mapping = choose_normalisation(args)  # (LR, HR) of the training manifest, or None: --value-max
     rasters, masks = read_stack(args.lr, args.mask, dts, args.value_max, None if mapping is None else mapping[0])
     rasters, masks, dts = drop_empty(args.lr, rasters, masks, dts)
+    check_float_output(args.out, rasters[0], mapping)
     height, width = rasters[0].pixels.shape[1:]
     if max(height, width) > args.max_side:
         check_max_side(height, width, args.max_side, stored_config(args.ckpt))

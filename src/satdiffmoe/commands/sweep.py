@@ -50,12 +50,14 @@ def run(args) -> int:
     )
     from ..sweeps.results import write_results
     from ..sweeps.spec import load_sweep
+    from ..sweeps.storage import check_storage_url
     from ..sweeps.study import open_study, requeue_failed, run_worker, split_budget
     from ..sweeps.wandb_tracking import TrialRunLogger
 
     spec = load_sweep(args.sweep, args.overrides)
     sweep_dir = Path(args.out or spec.out or Path("runs") / "sweeps" / spec.study)
     storage_url = args.storage or spec.storage
+    check_storage_url(storage_url)
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.n_trials is not None and args.n_trials < 1:

@@ -54,6 +54,7 @@ def resume_checkpoint(cfg: DictConfig, run: RunDir) -> str | None:
 
 def run(args) -> int:
     from ..config import load_config
+    from ..data.collate import check_batch_memory
     from ..data.datamodule import SatDataModule
     from ..errors import UserError
     from ..interrupts import Interrupted
@@ -78,6 +79,8 @@ def run(args) -> int:
     from ..training.loggers import wandb_mode
 
     wandb_mode(cfg.logging.wandb.mode)  # a bad WANDB_MODE is refused before the run folder appears
+    d = cfg.data
+    check_batch_memory(d, d.batch_size, 1 if d.train_lr_policy == "pair" else d.max_lr, "data.batch_size")
     run = RunDir.create(cfg)
     ckpt_path = resume_checkpoint(cfg, run)
     seed_everything(cfg.seed)

@@ -175,6 +175,16 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+SEED_MAX = 2 ** 32 - 1  # numpy's, Lightning's and Optuna's seed range is 0..2**32-1 (torch takes more)
+
+
+def check_seed(value, key: str) -> None:
+    """A seed every random number generator here accepts; `lightning.seed_everything(-1)` raised deep in
+    `train`, and torch's `manual_seed(2**64)` an OverflowError in `sample`."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX,
+             f"{key}={value} is not a seed; give an integer from 0 to {SEED_MAX}")
+
+
 def _float_leaves(node, prefix: str = ""):
     """(dotted key, value) of every float in the config (lists included)."""
     items = node.items() if isinstance(node, DictConfig) else enumerate(node) if isinstance(node, ListConfig) else ()
@@ -193,6 +203,11 @@ def check_values(cfg: DictConfig) -> None:
     for key, value in _float_leaves(cfg):
         _require(math.isfinite(value), f"{key}={value} is not a finite number; give a finite value")
     _require(cfg.stage in STAGES, f"stage '{cfg.stage}' is not one of {', '.join(STAGES)}")
+    check_seed(cfg.seed, "seed")
+    _require(len(cfg.eval.seeds) > 0, "eval.seeds is empty, so nothing would be sampled; give e.g. eval.seeds=[0]")
+    for index, seed in enumerate(cfg.eval.seeds):
+        check_seed(seed, f"eval.seeds[{index}]")
+    _check_model_sizes(cfg.model)
     d, s, t = cfg.data, cfg.sampler, cfg.train
     lr_side = d.hr_size // d.scale if d.scale >= 1 else 0
     _require(d.scale < 1 or d.hr_size % d.scale or lr_side >= 2,
@@ -215,6 +230,7 @@ def check_values(cfg: DictConfig) -> None:
     _require(1 <= t.val_nfe <= cfg.diffusion.num_train_timesteps,
              f"train.val_nfe={t.val_nfe} must be between 1 and diffusion.num_train_timesteps="
              f"{cfg.diffusion.num_train_timesteps}")
+    _require(t.ckpt_top_k >= -1, f"train.ckpt_top_k must be >= -1 (-1 = keep all, 0 = none), got {t.ckpt_top_k}")
     _require(t.accumulate >= 1, f"train.accumulate must be >= 1, got {t.accumulate}")
     _require(t.ddp_timeout_s > 0, f"train.ddp_timeout_s must be > 0 seconds, got {t.ddp_timeout_s}")
     _require(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
@@ -265,6 +281,33 @@ def check_values(cfg: DictConfig) -> None:
              "diffusion.prediction_type must be epsilon or v_prediction")
     _require(cfg.logging.wandb.mode in ("offline", "online", "disabled"),
              "logging.wandb.mode must be offline, online or disabled")
+
+
+def _check_model_sizes(m: DictConfig) -> None:
+    """Network sizes: an empty or zero-width level list failed as a traceback deep inside diffusers (or
+    built a network that cannot run), so every size is checked here, naming the key. A `pretrained`
+    folder brings its own sizes."""
+    for key, net in (("model.vae", m.vae), ("model.unet", m.unet)):
+        if net.pretrained is not None:
+            continue
+        widths = list(net.block_out_channels)
+        _require(len(widths) > 0, f"{key}.block_out_channels is empty; give one width per level, e.g. [32, 64]")
+        _require(net.norm_num_groups >= 1, f"{key}.norm_num_groups must be >= 1, got {net.norm_num_groups}")
+        _require(all(w >= 1 and w % net.norm_num_groups == 0 for w in widths),
+                 f"{key}.block_out_channels={widths} must be positive multiples of {key}.norm_num_groups="
+                 f"{net.norm_num_groups} (GroupNorm splits each level's channels into that many groups)")
+        _require(net.layers_per_block >= 1, f"{key}.layers_per_block must be >= 1, got {net.layers_per_block}")
+    _require(m.vae.latent_channels >= 1, f"model.vae.latent_channels must be >= 1, got {m.vae.latent_channels}")
+    _require(m.unet.pretrained is not None or len(m.unet.attention_levels) == len(m.unet.block_out_channels),
+             f"model.unet.attention_levels has {len(m.unet.attention_levels)} entries but model.unet.block_out_channels "
+             f"has {len(m.unet.block_out_channels)}; give one per level")
+    _require(m.unet.attention_head_dim >= 1, f"model.unet.attention_head_dim must be >= 1, got {m.unet.attention_head_dim}")
+    for key in ("features", "blocks", "frames", "attention_reduction"):
+        _require(m.regression[key] >= 1, f"model.regression.{key} must be >= 1, got {m.regression[key]}")
+    _require(m.regression.max_shift >= 0, f"model.regression.max_shift must be >= 0, got {m.regression.max_shift}")
+    _require(m.controlnet.frames >= 1 and m.controlnet.temporal_heads >= 1,
+             f"model.controlnet.frames and model.controlnet.temporal_heads must be >= 1, got {m.controlnet.frames} "
+             f"and {m.controlnet.temporal_heads}")
 
 
 def _check_lr_bands(d: DictConfig) -> None:

@@ -59,3 +59,36 @@ def random_batch(cfg, scenes: int, branches: int, device: str | torch.device = "
     batch = {key: value.to(device) for key, value in batch.items()}
     batch["key"] = [f"scene{i}" for i in range(scenes)]
     return batch
+
+
+# A rough factor, not a measurement: the loader holds the scenes it collects, the collated batch and the
+# batch it prefetches at once, before the model adds any activations.
+LOADER_COPIES = 3
+
+
+def batch_bytes(data, batch_size: int, slots: int) -> int:
+    """Bytes of one collated batch's float32 tensors (`collate_scenes`): HR, its mask, and `slots` LRs
+    with their masks and per-LR numbers."""
+    hr, lr = data.hr_size, data.hr_size // data.scale
+    per_scene = (data.channels + 1) * hr * hr + slots * ((lr_band_count(data) + 1) * lr * lr + 4) + 1
+    return 4 * per_scene * batch_size
+
+
+def check_batch_memory(data, batch_size: int, slots: int, key: str) -> None:
+    """Refuse a batch that cannot fit in this machine's available memory, before the first step:
+    `data.batch_size=100000000` sat at step 0 for minutes while the loader collected scenes."""
+    try:
+        import psutil
+    except ImportError:  # not installed: nothing to compare with
+        return
+    from ..errors import UserError
+
+    available = psutil.virtual_memory().available
+    need = LOADER_COPIES * batch_bytes(data, batch_size, slots)
+    if need > available:
+        fits = max(1, batch_size * available // need)
+        keep = ", and raise train.accumulate to keep the effective batch" if key == "data.batch_size" else ""
+        raise UserError(f"{key}={batch_size} needs about {need / 2 ** 30:.3g} GiB for one batch's HR+LR float32 "
+                        f"tensors (x{LOADER_COPIES} for the loader's copies, before any activations), more than this "
+                        f"machine's {available / 2 ** 30:.3g} GiB of available memory; lower {key} "
+                        f"(at most about {fits} fit){keep}")

@@ -2,8 +2,10 @@
 
 Rows are the non-generative references, ControlNet, DiffusionSat and SatDiffMoE (typically with N = 1
 and with all LR images), in that order; columns are the metrics the evaluations share, then trainable
-and total parameter counts and sampling time. Numbers are only comparable on the same scenes, so
-evaluations over different numbers of scenes are flagged in the log and in the table notes.
+and total parameter counts and sampling time. Evaluations from more than one folder (several runs'
+eval/, which often share an eval name) also get run and checkpoint columns. Numbers are only
+comparable on the same scenes, so evaluations over different numbers of scenes are flagged in the log
+and in the table notes.
 
 The last columns are Δ vs a reference evaluation for the group's paired metrics (`PAIRED`), from the
 eval/<name>.jsonl rows (reports/paired.py): SatDiffMoE with N = 8 by default, or the eval named by
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import UserError
 from ..evaluation.catalog import GROUP_TITLES, GROUPS, METRICS
@@ -116,6 +119,19 @@ def _delta_columns(table: Table, summaries: Sequence[EvalSummary], metrics: Sequ
     table.notes += delta_notes(deltas, label)
 
 
+def run_label(summary: EvalSummary) -> str:
+    """`<experiment>/<run>` of an eval/<name>.json in <run_root>/<experiment>/<run>/eval/ (its folder
+    elsewhere)."""
+    folder = summary.path.parent
+    run = folder.parent if folder.name == "eval" else folder
+    return f"{run.parent.name}/{run.name}" if run.parent.name else run.name
+
+
+def checkpoint_label(summary: EvalSummary) -> str:
+    ckpt = summary.data.get("ckpt")
+    return Path(str(ckpt)).name if ckpt else "—"  # references load no checkpoint
+
+
 def _count_cell(value) -> Cell:
     return Cell(value=int(value)) if isinstance(value, (int, float)) else Cell(text="—")
 
@@ -148,6 +164,8 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity",
     against `reference` (an eval name; default `reference_summary`'s choice)."""
     ref, how = reference_summary(summaries, reference)
     summaries = sorted(summaries, key=_order)
+    # evaluations of several runs often share an eval name (satdiffmoe_n8): where they came from tells them apart
+    several_runs = len({s.path.parent for s in summaries}) > 1
     if group != "calibration":
         summaries = [s for s in summaries if s.method not in UNCERTAINTY_REFERENCES]
     present = {m for s in summaries for m in s.metrics}
@@ -164,7 +182,8 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity",
         summaries = shown
         if not summaries:
             return None
-    leading = ["eval", "scenes", "NFE"] if first else ["eval"]
+    origin = ["run", "checkpoint"] if several_runs else []
+    leading = ["eval", *origin, "scenes", "NFE"] if first else ["eval", *origin]
     trailing = ["trainable params", "total params", "time (s/image)"] if first else []
     title = "Method comparison on the test set" + ("" if first else f": {GROUP_TITLES[group]}")
     table = Table(title=title, row_header="method", columns=leading + [metric_label(m) for m in metrics] + trailing,
@@ -172,7 +191,8 @@ def methods_table(summaries: Sequence[EvalSummary], group: str = "fidelity",
     for s in summaries:
         params = s.data.get("params") or {}
         seconds = s.data.get("seconds_per_image")
-        cells = [s.name] + ([_count_cell(s.data.get("num_scenes")), _count_cell(s.data.get("nfe"))] if first else [])
+        cells = [s.name] + ([run_label(s), checkpoint_label(s)] if several_runs else [])
+        cells += ([_count_cell(s.data.get("num_scenes")), _count_cell(s.data.get("nfe"))] if first else [])
         cells += [_metric_cell(s.metrics.get(m)) for m in metrics]
         if first:
             cells += [_count_cell(params.get("trainable")), _count_cell(params.get("total")),

@@ -36,6 +36,7 @@ class Raster:
     transform: Affine | None = None
     value_max: float = 255.0
     valid: np.ndarray | None = None  # H×W bool, False where a GeoTIFF holds its nodata value (None: all valid)
+    floating: bool = False  # the file held float values: outputs `like` it are written as float32
 
 
 def _value_max(dtype: np.dtype, value_max: float | None) -> float:
@@ -72,7 +73,8 @@ def read_raster(path: str | Path, value_max: float | None = None,
     pixels = data.astype(np.float32) / top * 2 - 1 if normalise is None else normalise(data).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise UserError(f"{path} has non-finite pixel values (NaN/inf); fill or mask them first")
-    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top, valid=valid)
+    return Raster(pixels=pixels, crs=crs, transform=transform, value_max=top, valid=valid,
+                  floating=bool(np.issubdtype(data.dtype, np.floating)))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -155,8 +157,9 @@ def _write_raster(path: Path, pixels: np.ndarray, like: Raster | None, scale: in
                   as_float: bool) -> None:
     if as_float:
         data = pixels.astype(np.float32)
-    elif value_max <= 1.0 and path.suffix.lower() in GEOTIFF:
-        # float inputs (reflectance 0..1) come back as float: integers of value_max 1 would be 0 or 1
+    elif (value_max <= 1.0 or like is not None and like.floating) and path.suffix.lower() in GEOTIFF:
+        # float inputs (reflectance 0..1, or any float units) come back as float32: integers of value_max 1
+        # would be 0 or 1, and float input of --value-max 1e6 wrapped around uint16
         data = ((np.clip(pixels, -1, 1) + 1) / 2 * value_max).astype(np.float32)
     else:
         dtype = np.uint8 if value_max <= 255 else np.uint16

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ..config.loading import _merge_checked, _read_yaml, _valid_keys, parse_overrides
+from ..config.loading import _merge_checked, _read_yaml, _valid_keys, check_seed, parse_overrides
 from ..config.schema import ExperimentConfig
 from ..errors import UserError
 
@@ -103,14 +103,18 @@ class SweepSpec:
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     """Read a sweep file, apply `key=value` overrides and validate; returns a read-only config."""
     schema = OmegaConf.structured(SweepSpec)
-    spec = _merge_checked(schema, _read_sweep_yaml(Path(path)), schema, str(path))
+    raw = _read_sweep_yaml(Path(path))
+    _check_params_shape(raw.get("params"), str(path))
+    spec = _merge_checked(schema, raw, schema, str(path))
     # Paths written in the file are relative to the file (like `extends:`), so a sweep runs from anywhere.
     for key in ("config", "ckpt"):
         value = spec[key] if not OmegaConf.is_missing(spec, key) else None
         if value and not Path(value).is_absolute():
             spec[key] = str((Path(path).parent / value).resolve())
     if overrides:
-        spec = _merge_checked(spec, parse_overrides(overrides), schema, "command-line overrides")
+        parsed = parse_overrides(overrides)
+        _check_params_shape(parsed.get("params"), "command-line overrides")
+        spec = _merge_checked(spec, parsed, schema, "command-line overrides")
     missing = sorted(OmegaConf.missing_keys(spec))
     if missing:
         raise UserError(f"sweep {path} does not set {', '.join(missing)}; add it to the file or pass {missing[0]}=...")
@@ -131,6 +135,24 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _check_params_shape(params, where: str) -> None:
+    """`params` maps dotted keys to mappings; a list (or a bare value per key) failed as a TypeError
+    inside OmegaConf's merge, or as a message about ParamSpec classes."""
+    if params is None:
+        return
+    if not isinstance(params, DictConfig):
+        given = OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
+        raise UserError(f"params in {where} must map config keys to search spaces, e.g. "
+                        f"params: {{sampler.nfe: {{choices: [10, 50]}}}}; got {given!r}")
+    for key, param in params.items():
+        _require(isinstance(param, DictConfig),
+                 f"params.{key} in {where} must be a mapping such as {{choices: [10, 50]}} or {{type: int, low: 1, "
+                 f"high: 8}}; got {param!r}")
+        choices = param.get("choices")
+        _require(choices is None or isinstance(choices, ListConfig),
+                 f"params.{key}.choices in {where} must be a list of values, e.g. [10, 50]; got {choices!r}")
+
+
 def _one_of(value: str, allowed: Sequence[str], key: str, where: str) -> None:
     _require(value in allowed, f"{key} '{value}' in {where} is not one of {', '.join(allowed)}")
 
@@ -145,6 +167,9 @@ def check_sweep(spec: DictConfig, where: str) -> None:
                  f"pruner threshold needs pruner.lower and/or pruner.upper in {where}")
     _one_of(spec.wandb.mode, ("offline", "online", "disabled"), "wandb.mode", where)
     _require(spec.seeds >= 1, f"seeds must be >= 1 in {where}, got {spec.seeds}")
+    check_seed(spec.sampler.seed, "sampler.seed")
+    _require(spec.n_trials is None or spec.n_trials >= 1,
+             f"n_trials must be >= 1 (or null = the whole grid) in {where}, got {spec.n_trials}")
     _require(len(spec.objectives) > 0,
              f"sweep {where} has no objectives; add objectives: [{{metric: psnr, direction: maximize}}]")
     for objective in spec.objectives:

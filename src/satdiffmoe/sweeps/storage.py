@@ -14,6 +14,7 @@ RDBStorage has heartbeats built in. Optuna's JournalStorage does not (as of Optu
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -44,12 +45,12 @@ def open_storage(url: str | None, sweep_dir: Path, heartbeat) -> BaseStorage:
     """The Optuna storage for `url` (None = SQLite in the sweep folder), with heartbeat + retry."""
     url = url or default_storage_url(sweep_dir)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry) if heartbeat.interval else None
+    check_storage_url(url)
+    path = storage_file(url)
+    if path is not None:
+        _make_folder(path, url)
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url[len(JOURNAL_PREFIX):])
-        path.parent.mkdir(parents=True, exist_ok=True)
         return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat.interval, heartbeat.grace, retry)
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     # SQLite serialises writers; with several workers and heartbeat threads the default 5 s lock
     # timeout is too short and surfaces as "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -67,6 +68,47 @@ def open_storage(url: str | None, sweep_dir: Path, heartbeat) -> BaseStorage:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise UserError(f"cannot open Optuna storage {redact(url)}: {str(exc).splitlines()[0]}") from None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file of a file storage (journal:path, sqlite:///path); None for a server URL."""
+    for prefix in (JOURNAL_PREFIX, "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None
+
+
+def check_storage_url(url: str | None) -> None:
+    """Refuse, before anything is created, a storage no sweep can use: an in-memory SQLite database
+    (each worker, heartbeat thread and resume sees its own empty one: a 1-byte trials.csv), or a file
+    storage whose folder cannot exist."""
+    if url is None:
+        return
+    if url.startswith("sqlite") and url.split("://", 1)[-1].lstrip("/") in ("", ":memory:"):
+        raise UserError(f"storage {url} is an in-memory SQLite database, which no other worker, heartbeat or "
+                        "resume can see; a sweep needs a file or server storage: leave --storage out "
+                        "(sqlite:///<sweep folder>/study.db), or give sqlite:///path/study.db or journal:path.log")
+    path = storage_file(url)
+    if path is None:
+        return
+    fix = "give a file path in a writable folder, e.g. journal:runs/sweeps/x.log"
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise UserError(f"storage {url} names no file; {fix}")
+    existing = path.absolute().parent  # the nearest folder that exists must let us create the rest
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        why = "not a folder" if not existing.is_dir() else "not writable"
+        raise UserError(f"storage {url}: its folder cannot be created ({existing} is {why}); {fix}")
+
+
+def _make_folder(path: Path, url: str) -> None:
+    """The folder a file storage writes into, or one line saying why it cannot exist."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"storage {redact(url)}: cannot create its folder {path.parent} ({exc.strerror}); "
+                        "give a path in a writable folder") from None
 
 
 def redact(url: str) -> str:
