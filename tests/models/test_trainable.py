@@ -138,3 +138,35 @@ def test_lora_is_added_once(model):
     apply_trainable(model, "lora", lora_rank=RANK)
     with pytest.raises(ValueError, match="already has LoRA adapters"):
         apply_trainable(model, "lora", lora_rank=RANK)
+
+
+
+def test_lora_on_a_from_scratch_unet_denoiser_trains_adapters_and_merges_to_the_same_output():
+    # UNet2DModel has no diffusers adapter mixin: peft injects the same adapters into the plain module
+    from diffusers import UNet2DModel
+    from peft.tuners.lora import LoraLayer
+
+    from satdiffmoe.models.denoisers import UNetDenoiser
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, attention_head_dim=8)
+    denoiser = UNetDenoiser.from_unet(unet)
+    z, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 900])
+    with torch.no_grad():
+        before = denoiser.unet(z, t).sample
+    apply_trainable(denoiser, "lora", lora_rank=RANK)
+    trainable = {name for name, p in denoiser.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in name or name.startswith("unet.conv_in") for name in trainable)
+    assert any(".lora_" in name for name in trainable)
+    with torch.no_grad():
+        torch.testing.assert_close(denoiser.unet(z, t).sample, before)  # lora_B = 0: the identity at init
+        for name, p in denoiser.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1)
+        adapted = denoiser.unet(z, t).sample
+        assert (adapted - before).abs().max() > 1e-4
+        merge_lora(denoiser)
+        assert not any(isinstance(m, LoraLayer) for m in denoiser.modules())
+        torch.testing.assert_close(denoiser.unet(z, t).sample, adapted, atol=1e-5, rtol=1e-5)

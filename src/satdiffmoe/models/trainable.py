@@ -1,7 +1,9 @@
 """Which parameters train (`train.trainable`): all, LoRA adapters (+ the new parts), or the new parts only.
 
 LoRA goes through peft's integration in diffusers, `ModelMixin.add_adapter(LoraConfig(...))`, on every
-outermost diffusers model inside the module (the UNet of an `SDConditionalUNet`). Adapter weights are
+outermost diffusers model inside the module that has it (the UNet of an `SDConditionalUNet`); a model
+without diffusers' adapter mixin (the from-scratch `UNet2DModel` of `UNetDenoiser`) gets the same
+adapters from peft directly (`inject_adapter_in_model`). Adapter weights are
 ordinary parameters of the module afterwards (`...to_q.lora_A.default.weight`), so a Lightning
 checkpoint's state dict holds them; to load one, build the module the same way, call
 `apply_trainable` with the same settings, then `load_state_dict`. `merge_lora` folds the adapters into
@@ -52,9 +54,10 @@ def apply_trainable(module: nn.Module, mode: str, *, lora_rank: int = 8, lora_al
         from peft import LoraConfig
 
         hosts = lora_hosts(module)
-        if not hosts:
-            raise ValueError(f"train.trainable=lora needs a diffusers model inside {type(module).__name__}")
         targets = list(target_modules)
+        if not hosts:  # no diffusers adapter mixin (UNet2DModel): peft injects into the plain module
+            _inject_lora(module, LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank, target_modules=targets,
+                                            init_lora_weights=True))
         for name, host in hosts:
             if getattr(host, "peft_config", None):
                 raise ValueError(f"{name or type(host).__name__} already has LoRA adapters; apply_trainable "
@@ -92,4 +95,24 @@ def merge_lora(module: nn.Module) -> nn.Module:
         if getattr(host, "peft_config", None):
             host.fuse_lora()
             host.unload_lora()
+    from peft.tuners.lora import LoraLayer
+
+    for name, layer in list(module.named_modules()):  # adapters peft injected directly (`_inject_lora`)
+        if isinstance(layer, LoraLayer):
+            layer.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, layer.get_base_layer())
     return module
+
+
+def _inject_lora(module: nn.Module, config) -> None:
+    from peft import inject_adapter_in_model
+
+    if any(getattr(sub, "peft_config", None) for sub in module.modules()):
+        raise ValueError(f"{type(module).__name__} already has LoRA adapters; apply_trainable adds them once, "
+                         "to a freshly built module")
+    try:
+        inject_adapter_in_model(config, module)
+    except ValueError as exc:
+        raise ValueError(f"train.lora_targets={list(config.target_modules)} on {type(module).__name__}: "
+                         f"{str(exc).splitlines()[0]}") from None
