@@ -117,11 +117,11 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     # the free uncertainty maps, scored against this model's error on the same scenes and seeds; its
     # LRs are all alike, so the LR spread is constant too: both rank at random (AUSE), neither has a ρ
     for reference in ("unc_constant", "unc_lr_std"):
-        free = json.loads((folder / f"nfe2_fuse1_mean_n2_{reference}.json").read_text())
+        free = json.loads((folder / f"{path.stem}_{reference}.json").read_text())
         assert free["method"] == reference and free["uncertainty_of"] == "nfe2_fuse1_mean_n2"
         assert set(free["metrics"]) == {"unc_spearman", "ause"} and free["metrics"]["ause"]["mean"] > 0
         assert "unavailable" in free["metrics"]["unc_spearman"]
-        assert len((folder / f"nfe2_fuse1_mean_n2_{reference}.jsonl").read_text().splitlines()) == 2 * SCENES
+        assert len((folder / f"{path.stem}_{reference}.jsonl").read_text().splitlines()) == 2 * SCENES
 
 
 def test_explicit_eval_name_is_not_overwritten_by_the_references(shards, tmp_path, own_ckpt):
