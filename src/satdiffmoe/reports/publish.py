@@ -27,8 +27,8 @@ TABLES = ["methods.md", "methods_perceptual.md", "methods_protocol.md", "methods
 FIGURES = ["convergence_val_lpips.png", "convergence_val_psnr.png", "sparsification.png",
            "ablation_quickstart_fusion_sampler_fusion_every.png", "ablation_quickstart_fusion_data_num_lr.png",
            "pareto_quickstart_fusion_lpips.png"]
-# `quickstart --ablations`: the NFE × timestep-spacing grids (any factor order the report chose)
-NFE_GRIDS = ["ablation_quickstart_nfe_*_x_*_lpips.md", "ablation_quickstart_nfe_*_x_*_psnr.md"]
+# `quickstart --ablations`: the NFE × timestep-spacing grids of LPIPS and PSNR (sweeps/quickstart_nfe.yaml)
+NFE_GRIDS = [f"ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_{metric}.md" for metric in ("lpips", "psnr")]
 ABLATION_STEPS = ("train satdiffmoe lora / new_only", "evaluate lora / new_only", "NFE sweep")
 # the eval grid of SatDiffMoE with every LR (LRs | bicubic | output | uncertainty | HR), from its run folder
 GRID = Path("runs") / "satdiffmoe" / "quickstart" / "eval" / "satdiffmoe_n8.png"
@@ -42,9 +42,8 @@ def _table(path: Path) -> str:
 def publish(quickstart: Path, docs: Path, readme: Path) -> Path:
     report = quickstart / "report"
     missing = [name for name in TABLES + FIGURES if not (report / name).is_file()]
-    found = {pattern: sorted(path.name for path in report.glob(pattern)) for pattern in NFE_GRIDS}
-    missing += [pattern for pattern, names in found.items() if not names]
-    grids = [names[0] for names in found.values() if names]
+    grids = [name for name in NFE_GRIDS if (report / name).is_file()]
+    missing += [name for name in NFE_GRIDS if name not in grids]
     if not (quickstart / GRID).is_file():
         missing.append(str(quickstart / GRID))
     if missing:
