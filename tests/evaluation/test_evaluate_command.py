@@ -118,7 +118,7 @@ def test_evaluate_command_writes_json_jsonl_grid_and_references(shards, tmp_path
     # LRs are all alike, so the LR spread is constant too: both rank at random (AUSE), neither has a ρ
     for reference in ("unc_constant", "unc_lr_std"):
         free = json.loads((folder / f"{path.stem}_{reference}.json").read_text())
-        assert free["method"] == reference and free["uncertainty_of"] == "nfe2_fuse1_mean_n2"
+        assert free["method"] == reference and free["uncertainty_of"] == path.stem
         assert set(free["metrics"]) == {"unc_spearman", "ause"} and free["metrics"]["ause"]["mean"] > 0
         assert "unavailable" in free["metrics"]["unc_spearman"]
         assert len((folder / f"{path.stem}_{reference}.jsonl").read_text().splitlines()) == 2 * SCENES
