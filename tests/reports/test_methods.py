@@ -119,6 +119,7 @@ def test_free_uncertainty_maps_are_rows_of_the_calibration_table_only(write_eval
     assert [r.label for r in calibration.rows] == [
         "SatDiffMoE (N = all)", "Constant uncertainty map (N = all)", "Std of the bicubic LRs (N = all)"]
     assert calibration.cell(1, 1).unavailable.startswith("undefined") and calibration.cell(2, 1).best
+    assert calibration.cell(1, 1).missing_label == "undefined"  # shown as what it is, not as a failure
     assert any(note.startswith("free maps") for note in calibration.notes)
     assert len(methods_table(summaries).rows) == 5  # never in the fidelity table
 

@@ -81,3 +81,12 @@ def test_integers_get_thousands_separators():
     table = Table("t", "m", ["params"], [Row("a", [Cell(value=1234567)])])
     assert "1,234,567" in to_markdown(table)
     assert "1234567" in to_csv(table)
+
+
+def test_an_undefined_metric_says_undefined_not_unavailable():
+    reason = "undefined: a constant map ranks no pixel"
+    table = Table(title="t", row_header="map", columns=["ρ"], rows=[Row("constant", [Cell(unavailable=reason)])])
+    markdown = to_markdown(table)
+    assert "| undefined |" in markdown and f"- {reason}" in markdown and "unavailable" not in markdown
+    assert r"\textit{undefined}" in to_latex(table)
+    assert reason in to_csv(table) and "unavailable" not in to_csv(table)

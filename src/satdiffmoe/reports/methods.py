@@ -113,8 +113,11 @@ def _delta_columns(table: Table, summaries: Sequence[EvalSummary], metrics: Sequ
             delta = None if rows is None else paired_delta(pairs_of(rows, metric), pairs_of(reference.per_scene(), metric))
             if delta is not None:
                 deltas.append(delta)
-            row.cells.append(delta_cell(delta, "no per-scene rows (eval .jsonl) to pair" if rows is None
-                                        else "no (scene, seed) pair with a value in common with the reference"))
+            own = _metric_cell(summary.metrics.get(metric))  # a metric undefined for the row has an undefined Δ
+            why = own.unavailable if own.missing_label == "undefined" else \
+                "no per-scene rows (eval .jsonl) to pair" if rows is None else \
+                "no (scene, seed) pair with a value in common with the reference"
+            row.cells.append(delta_cell(delta, why))
     label = f"{row_label(reference)}, eval {reference.name}" + ("" if how in ("given", "default") else f" ({how})")
     table.notes += delta_notes(deltas, label)
 

@@ -39,6 +39,17 @@ class Cell:
     def is_number(self) -> bool:
         return self.value is not None and self.unavailable is None
 
+    @property
+    def missing_label(self) -> str:
+        """What an unavailable cell shows: "undefined" where the metric has no value by definition (the
+        evaluator's reasons say "undefined ...", e.g. the ρ of a constant map), else "unavailable"."""
+        return "undefined" if (self.unavailable or "").startswith("undefined") else "unavailable"
+
+    @property
+    def missing_note(self) -> str:
+        """The cell's reason as a note line (an undefined one already says so)."""
+        return self.unavailable if self.missing_label == "undefined" else f"unavailable: {self.unavailable}"
+
 
 CellLike = Cell | str | int | float | None
 
@@ -68,9 +79,9 @@ class Table:
         reasons = []
         for row in self.rows:
             for c in map(as_cell, row.cells):
-                if c.unavailable and c.unavailable not in reasons:
-                    reasons.append(c.unavailable)
-        return list(self.notes) + [f"unavailable: {reason}" for reason in reasons]
+                if c.unavailable and c.missing_note not in reasons:
+                    reasons.append(c.missing_note)
+        return list(self.notes) + reasons
 
 
 def as_cell(x: CellLike) -> Cell:
@@ -131,7 +142,7 @@ def _md_escape(text: str) -> str:
 
 def _md_cell(c: Cell) -> str:
     if c.unavailable is not None:
-        return "unavailable"
+        return c.missing_label
     if not c.is_number:
         return _md_escape(c.text or "")
     text = _number_text(c, " ± ")
@@ -167,7 +178,7 @@ def latex_escape(text: str) -> str:
 
 def _tex_cell(c: Cell) -> str:
     if c.unavailable is not None:
-        return r"\textit{unavailable}"
+        return rf"\textit{{{c.missing_label}}}"
     if not c.is_number:
         return latex_escape(c.text or "")
     text = _number_text(c, r" $\pm$ ")
@@ -224,7 +235,7 @@ def to_csv(table: Table) -> str:
         out = [row.label]
         for c, kinds in zip(map(as_cell, row.cells), extras):
             if c.unavailable is not None:
-                out.append(f"unavailable: {c.unavailable}")
+                out.append(c.missing_note)
             else:
                 out.append(repr(c.value) if c.is_number and isinstance(c.value, float) else
                            str(c.value) if c.is_number else (c.text or ""))
