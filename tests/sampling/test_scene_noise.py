@@ -4,6 +4,8 @@ switched on (DDIM eta, re-noising, DiffusionDrop), so any draw from a shared str
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 from sampling_toys import SCHEDULE, sampler_cfg
@@ -64,8 +66,7 @@ def test_scene_seed_is_stable_and_depends_on_seed_and_key():
     assert len({scene_seed(0, "scene-a"), scene_seed(1, "scene-a"), scene_seed(0, "scene-b")}) == 3
     assert 0 <= scene_seed(123, "x") < 2 ** 63
     # a fixed value: the seed must not change across Python runs or machines (hash() is salted per process)
-    assert scene_seed(0, "scene-a") == int.from_bytes(
-        __import__("hashlib").sha256(b"0/scene-a").digest()[:8], "little") >> 1
+    assert scene_seed(0, "scene-a") == int.from_bytes(hashlib.sha256(b"0/scene-a").digest()[:8], "little") >> 1
 
 
 def test_uniform_draws_follow_the_generator_not_the_default_stream():

@@ -190,12 +190,12 @@ class FusedSampler:
         belong to another trajectory, and no shift makes a difference between them meaningful: the
         solver restarts at first order for this step and the next (an empty history, as at t = T).
         """
-        history = scheduler.model_outputs
         if state_jumped:
             _restart_multistep(scheduler)
             z_prev = self._step(scheduler, eps, t, z, noise)
             _restart_multistep(scheduler)
             return z_prev
+        history = scheduler.model_outputs
         saved = list(history)
         for j in range(1, len(history)):
             if history[j] is not None:
