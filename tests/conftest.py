@@ -1,6 +1,7 @@
 """Project-wide test set-up: GPU marker handling, quiet offline W&B, bounded CPU threads."""
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +11,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 torch.set_num_threads(1)  # for session-scoped fixtures too, which run outside `one_thread`
+# The CLI's thread policy (satdiffmoe/threads.py) would otherwise re-choose the count in every in-process
+# and subprocess command; tests/test_threads.py exercises the automatic choice itself.
+os.environ.setdefault("SATDIFFMOE_THREADS", "1")
+# The content-addressed cache (satdiffmoe/cache.py) of this test session, not the user's ~/.cache.
+os.environ.setdefault("SATDIFFMOE_CACHE", tempfile.mkdtemp(prefix="satdiffmoe-test-cache-"))
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 
-from . import commands, interrupts
+from . import commands, interrupts, threads
 from .errors import UserError
 
 # sub-command name -> its module in satdiffmoe/commands/ (`register(subparsers)`, `run(args) -> int`)
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="satdiffmoe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug-level logging")
+    parser.add_argument("--threads", metavar="N|auto", default=None,
+                        help="torch threads per process (default auto: the CPUs other processes leave free; "
+                             "also SATDIFFMOE_THREADS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS.values():
@@ -85,6 +88,9 @@ def _main(argv: list[str] | None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
+        if args.threads is not None:  # an environment variable, so that sweep workers and DDP ranks inherit it
+            os.environ[threads.ENV] = args.threads
+        threads.apply()
         result = COMMANDS[args.command].run(args)
         return int(result or 0)
     except UserError as exc:

@@ -5,15 +5,13 @@ import json
 import pytest
 
 from satdiffmoe.errors import UserError
-from satdiffmoe.reports.publish import BEGIN, END, FIGURES, GRID, TABLES, publish
+from satdiffmoe.reports.publish import BEGIN, END, FIGURES, GRID, NFE_GRIDS, TABLES, publish
 
 
 def fake_quickstart(root, psnr: str):
     report = root / "report"
     report.mkdir(parents=True)
-    grids = ["ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_lpips.md",
-             "ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_psnr.md"]
-    for name in TABLES + grids:
+    for name in TABLES + NFE_GRIDS:
         (report / name).write_text(f"**{name}**\n\n| PSNR |\n|---:|\n| {psnr} |\n\nFiles: [md]({name})\n")
     for name in FIGURES:
         (report / name).write_bytes(b"\x89PNG fake")
@@ -33,6 +31,7 @@ def test_publish_replaces_the_marked_section_and_nothing_else(tmp_path):
     assert "| 17.5 |" in first and "5.0 min" in first and "Files:" not in first
     assert "is **4.0 min**" in first  # the quickstart without its ablation steps
     assert "ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_lpips.md" in first
+    assert "ablation_quickstart_consensus_sampler_backprojection_x_sampler_optimize_steps_lpips.md" in first
     assert (docs / "methods.md").is_file() and (docs / "convergence_val_psnr.png").is_file()
 
     publish(fake_quickstart(tmp_path / "q2", "18.25"), docs, readme)

@@ -4,7 +4,7 @@ synthetic shards -> autoencoder -> prior -> SatDiffMoE, ControlNet, DiffusionSat
 every method and the non-generative references -> a small fusion sweep -> report.
 
 `--ablations` (what `make docs` runs) adds the README's ablations on the same checkpoints: the NFE ×
-timestep-spacing sweep, and SatDiffMoE fine-tuned with `train.trainable` lora and new_only (same
+timestep-spacing sweep, the data-consistency cost sweep (optimize_steps × backprojection), and SatDiffMoE fine-tuned with `train.trainable` lora and new_only (same
 steps, same prior) evaluated beside the full fine-tune.
 
 Every stage goes through the same public CLI a user would type, with fixed run ids under `--out`, so
@@ -49,6 +49,8 @@ SCENES = 640
 STEPS = {"autoencoder": 400, "prior": 400, "satdiffmoe": 400, "controlnet": 400, "diffusionsat": 400}
 STEPS.update({name: STEPS["satdiffmoe"] for name in TRAINABLE})
 SWEEP_SCENES = 16  # test scenes per sweep trial: six trials with the data-consistency sampler must fit the budget
+SET_METRICS_NOT_IN_SWEEPS = ("fid", "kid")
+ABLATION_STUDIES = ("sweep_nfe", "sweep_consensus")
 
 
 class Quickstart:
@@ -133,19 +135,27 @@ class Quickstart:
         for name in TRAINABLE:  # the same 64 scenes and noise as satdiffmoe_n8: the methods table pairs them
             self._evaluate(name, "satdiffmoe", f"{name}_n8", ["data.num_lr=8"], False)
 
-    def nfe_sweep(self) -> None:
-        self._cli(["sweep", SWEEPS / "quickstart_nfe.yaml", f"ckpt={self.run_dir('satdiffmoe')}",
-                   f"base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES}]",
-                   "--out", self.out / "sweep_nfe"])
+    def _sweep(self, spec: str, out: str) -> None:
+        from ..evaluation.catalog import DEFAULT_METRICS
+
+        # FID and KID over 16 scenes say nothing (2048-d features): the sweeps score the per-image metrics
+        metrics = ",".join(m for m in DEFAULT_METRICS if m not in SET_METRICS_NOT_IN_SWEEPS)
+        # key=value overrides go before --out: argparse does not take positionals after options
+        self._cli(["sweep", SWEEPS / spec, f"ckpt={self.run_dir('satdiffmoe')}",
+                   f'base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES},"eval.metrics=[{metrics}]"]',
+                   "--out", self.out / out])
 
     def sweep(self) -> None:
-        # key=value overrides go before --out: argparse does not take positionals after options
-        self._cli(["sweep", SWEEPS / "quickstart_fusion.yaml", f"ckpt={self.run_dir('satdiffmoe')}",
-                   f"base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES}]",
-                   "--out", self.out / "sweep"])
+        self._sweep("quickstart_fusion.yaml", "sweep")
+
+    def nfe_sweep(self) -> None:
+        self._sweep("quickstart_nfe.yaml", "sweep_nfe")
+
+    def consensus_sweep(self) -> None:
+        self._sweep("quickstart_consensus.yaml", "sweep_consensus")
 
     def make_report(self) -> None:
-        studies = [self.out / "sweep"] + ([self.out / "sweep_nfe"] if self.ablations else [])
+        studies = [self.out / "sweep"] + ([self.out / s for s in ABLATION_STUDIES] if self.ablations else [])
         evals = [self.run_dir(s) / "eval" for s, _, _ in TRAINING[2:]]
         evals += [self.run_dir(name) / "eval" for name in TRAINABLE] if self.ablations else []
         # convergence runs: the three methods only (a LoRA run would join SatDiffMoE's median)
@@ -160,7 +170,8 @@ class Quickstart:
         steps += [("evaluate methods", self.evaluate), ("fusion sweep", self.sweep)]
         if self.ablations:
             steps += [("train satdiffmoe lora / new_only", self.train_trainable),
-                      ("evaluate lora / new_only", self.evaluate_trainable), ("NFE sweep", self.nfe_sweep)]
+                      ("evaluate lora / new_only", self.evaluate_trainable), ("NFE sweep", self.nfe_sweep),
+                      ("consensus sweep", self.consensus_sweep)]
         steps += [("report", self.make_report)]
         for index, (title, func) in enumerate(steps, 1):
             self._step(index, len(steps), title, func)

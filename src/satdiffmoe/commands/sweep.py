@@ -160,13 +160,15 @@ def _check_choice_types(spec, cfg) -> None:
 def _run_processes(spec, sweep_dir: Path, storage_url, budgets, verbose: bool) -> None:
     from omegaconf import OmegaConf
 
+    from .. import threads
     from ..sweeps.study import worker_process
 
+    per_worker = threads.per_worker(len(budgets))  # the free CPUs shared out, measured once before they start
     # spawn, not fork: each worker builds its own torch state, storage connections and W&B service.
     context = multiprocessing.get_context("spawn")
     container = OmegaConf.to_container(spec, resolve=True)
     workers = [context.Process(target=worker_process, name=f"sweep-worker-{i}",
-                               args=(container, str(sweep_dir), storage_url, budget, verbose))
+                               args=(container, str(sweep_dir), storage_url, budget, verbose, per_worker))
                for i, budget in enumerate(budgets)]
     for worker in workers:
         worker.start()

@@ -126,10 +126,11 @@ class MetricSuite:
         elif inception:
             if self._inception is None:
                 self._inception = M.inception_features(self.inception_weights)
-            # every method is compared with the same HR set: its features are computed once
+            # every method is compared with the same HR set: its features are computed once (and cached
+            # on disk across processes: the quickstart's evaluations and sweep trials share them)
             key = (tuple(targets.shape), float(targets.double().sum()), float(targets.double().square().sum()))
             if key not in self._real_features:
-                self._real_features[key] = M.set_features(targets, self._inception)
+                self._real_features[key] = M.reference_set_features(targets, self._inception)
             scores = M.inception_scores(targets, outputs, self._inception, inception, self._real_features[key])
             for name in inception:
                 results[name] = {"mean": scores[name], "n": len(outputs), "set_level": True}

@@ -34,6 +34,8 @@ from diffusers.utils import BaseOutput
 from ..data.lr_stack import bicubic_upsample
 from ..models.autoencoder import downsampling_factor
 from ..models.denoisers import Denoiser
+from ..models.latent_cache import encode_posterior
+from ..sampling.backprojection import back_project
 from ..sampling.config import SamplerConfig
 from ..sampling.fused_sampler import BranchInputs, FusedSampler
 from .inputs import SRInputs
@@ -131,7 +133,7 @@ class LatentSRPipeline(DiffusionPipeline):
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
                sample: bool = False) -> torch.Tensor:
         """Images in [-1, 1] -> scaled latents (the posterior's mode, or a sample of it)."""
-        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        posterior = encode_posterior(self.vae, images.to(self.vae.dtype))
         return (posterior.sample(generator) if sample else posterior.mode()) * self.latent_scale
 
     @torch.no_grad()
@@ -192,8 +194,11 @@ class LatentSRPipeline(DiffusionPipeline):
             lr, dt, lr_mask, lr_valid, gsd, lr_doy, lr_cloud)
         inputs = inputs.to(self.device)
         settings = self.adjust_sampler(self.sampler_config(sampler, **sampler_overrides))
-        out = self.fused_sampler(settings, progress).sample(self.branches(inputs, settings), self.latent_shape,
-                                                            generator)
+        branches = self.branches(inputs, settings)
+        out = self.fused_sampler(settings, progress).sample(branches, self.latent_shape, generator)
+        if settings.backprojection and branches.lr is not None:
+            observed = branches.valid if branches.lr_valid is None else branches.lr_valid
+            out.image = back_project(out.image, branches.lr, observed, branches.lr_mask, settings.backprojection)
         return SRPipelineOutput(image=out.image, uncertainty=out.uncertainty, branch_images=out.branch_images,
                                 latent=out.latent, nfe=out.nfe, timesteps=out.timesteps)
 

@@ -28,8 +28,11 @@ FIGURES = ["convergence_val_lpips.png", "convergence_val_psnr.png", "sparsificat
            "ablation_quickstart_fusion_sampler_fusion_every.png", "ablation_quickstart_fusion_data_num_lr.png",
            "pareto_quickstart_fusion_lpips.png"]
 # `quickstart --ablations`: the NFE × timestep-spacing grids of LPIPS and PSNR (sweeps/quickstart_nfe.yaml)
+# and what data consistency costs and buys: decoder-gradient steps × back-projection (sweeps/quickstart_consensus.yaml)
 NFE_GRIDS = [f"ablation_quickstart_nfe_sampler_nfe_x_sampler_timestep_spacing_{metric}.md" for metric in ("lpips", "psnr")]
-ABLATION_STEPS = ("train satdiffmoe lora / new_only", "evaluate lora / new_only", "NFE sweep")
+NFE_GRIDS += [f"ablation_quickstart_consensus_sampler_backprojection_x_sampler_optimize_steps_{metric}.md"
+              for metric in ("lpips", "psnr", "lr_psnr", "seconds_per_image")]
+ABLATION_STEPS = ("train satdiffmoe lora / new_only", "evaluate lora / new_only", "NFE sweep", "consensus sweep")
 # the eval grid of SatDiffMoE with every LR (LRs | bicubic | output | uncertainty | HR), from its run folder
 GRID = Path("runs") / "satdiffmoe" / "quickstart" / "eval" / "satdiffmoe_n8.png"
 

@@ -44,6 +44,7 @@ class SamplerConfig:
     optimize_steps: int = 5  # K for consensus=optimized
     optimize_lr: float = 0.1
     dc_weight: float = 1.0  # λ, the LR data-consistency weight
+    backprojection: int = 0  # K pixel-space back-projections of the LR error after decoding (sampling/backprojection.py)
     chunk_size: int = 64  # max (scene × branch) rows per UNet call
     late_fusion: bool = False  # baselines: average per-LR samples instead of the nearest LR
     precision: str = "32"  # 32 | bf16: denoiser calls under bf16 autocast; latents, scheduler, VAE stay fp32
@@ -136,6 +137,7 @@ class SamplerConfig:
             (self.eps_after_fusion in EPS_AFTER_FUSION,
              f"sampler.eps_after_fusion must be one of {', '.join(EPS_AFTER_FUSION)}, got {self.eps_after_fusion}"),
             (0 <= self.fusion_drop < 1, f"sampler.fusion_drop must be in [0, 1), got {self.fusion_drop}"),
+            (self.backprojection >= 0, f"sampler.backprojection must be >= 0 steps (0 = off), got {self.backprojection}"),
             (self.guidance_scale >= 0, f"sampler.guidance_scale must be >= 0 (1 = off), got {self.guidance_scale}"),
             (self.optimize_steps >= 0, f"sampler.optimize_steps must be >= 0, got {self.optimize_steps}"),
             (self.optimize_lr > 0, f"sampler.optimize_lr must be > 0, got {self.optimize_lr}"),

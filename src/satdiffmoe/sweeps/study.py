@@ -229,14 +229,14 @@ def fail_own_running(study: optuna.Study) -> None:
 
 
 def worker_process(spec_container: dict, sweep_dir: str, storage_url: str | None, budget: int | None,
-                   verbose: bool) -> None:
+                   verbose: bool, threads: int = 1) -> None:
     """Entry point of a spawned worker: rebuild the spec, then work on the shared study."""
     import torch
     from omegaconf import OmegaConf
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(1)  # K workers on K cores: one thread each avoids oversubscription
+    torch.set_num_threads(threads)  # the parent's share of the free CPUs (satdiffmoe/threads.py)
     with interrupts.handling():  # SIGTERM from the parent (or Ctrl-C): Optuna fails the running trial
         try:
             run_worker(OmegaConf.create(spec_container), Path(sweep_dir), storage_url, budget)

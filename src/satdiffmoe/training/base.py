@@ -14,6 +14,7 @@ owns how LRs become conditions and sampling branches; training calls the denoise
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from ..config import as_plain, config_from_dict, with_overrides
 from ..data.lr_stack import bicubic_upsample, lr_band_count, lr_rgb_view
 from ..errors import UserError, user_errors
 from ..evaluation.metrics import load_lpips, lpips, lpips_unavailable
+from ..models import latent_cache
 from ..models.autoencoder import downsampling_factor, load_pretrained_vae
 from ..models.condition_encoder import default_widths
 from ..models.denoisers import DENOISERS, Denoiser
+from ..models.latent_cache import encode_posterior
 from ..models.portable import portable_config
 from ..models.stable_diffusion import SDBackbone, load_sd_backbone, pretrained_folder_kind
 from ..models.trainable import apply_trainable
@@ -190,6 +193,15 @@ class DiffusionTask(SatTask):
         self.finish_init()
 
     # ------------------------------------------------------------------------------ construction
+    def on_fit_start(self) -> None:
+        self._latent_cache_start = dataclasses.replace(latent_cache.stats)
+
+    def on_fit_end(self) -> None:
+        start, now = getattr(self, "_latent_cache_start", latent_cache.CacheStats()), latent_cache.stats
+        if self.global_rank == 0:
+            log.info(latent_cache.CacheStats(*(getattr(now, f.name) - getattr(start, f.name)
+                                               for f in dataclasses.fields(now))).line())
+
     def configure_vae(self, networks: dict | None) -> AutoencoderKL:
         """The frozen VAE: from stored configs (weights follow in the state dict), a local diffusers
         folder (`model.vae.pretrained`), or the autoencoder stage's checkpoint (`init.vae_ckpt`)."""
@@ -303,7 +315,7 @@ class DiffusionTask(SatTask):
         images = images.to(self.vae.dtype)
         if self.cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        posterior = self.vae.encode(images).latent_dist
+        posterior = encode_posterior(self.vae, images)  # frozen VAE: each image encoded once (latent_cache.py)
         latents = posterior.sample(generator) if sample else posterior.mode()
         return latents * self.latent_scale
 
