@@ -16,6 +16,9 @@ import torch
 from ..errors import UserError
 from ..sampling.tiling import handover_lines, padded_size, tile_starts
 
+# not in the metric catalog: `evaluate` scores one-tile scenes, which have no seams; `score --tile-grid` adds them
+SEAM_LABELS = {"seam": "seam ratio", "seam_ref": "seam ratio of the HR"}
+
 
 @dataclass(frozen=True)
 class TileGrid:
