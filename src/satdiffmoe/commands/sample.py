@@ -485,10 +485,10 @@ def _run(args) -> int:
     per_batch = max(1, sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
     nfe = sampler.network_evaluations  # guidance: a second, unconditional call per step
     print(describe_sampler(sampler, sampler_settings), file=sys.stderr, flush=True)
-    mode = "fused in the sampler at every step" if fused else "sampled independently and blended"
+    mode = "fused inside the sampler at every step" if fused else "sampled independently, then blended"
     print(f"{branches} LR images of {height}×{width} px -> {scale * height}×{scale * width} px: {tiles} tiles of "
-          f"{tile} px ({mode}) in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
-          f"(each over {branches} LR branches)", file=sys.stderr, flush=True)
+          f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
+          f"(each over {branches} LR branches); tiles {mode}", file=sys.stderr, flush=True)
     if tiles > 1:
         print(f"tile grid: score this output's seams with `satdiffmoe score --tile-grid {tile} {overlap} {scale}"
               f"{f' {align}' if align != 1 else ''}`", file=sys.stderr, flush=True)
