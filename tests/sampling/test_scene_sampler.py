@@ -8,7 +8,7 @@ from sampling_toys import SCHEDULE, ConstantEstimateDenoiser, ToyDenoiser, sampl
 
 from satdiffmoe.sampling.fused_sampler import BranchInputs, FusedSampler
 from satdiffmoe.sampling.scene_sampler import SceneSampler, SceneTiles
-from satdiffmoe.sampling.tiling import tile_grid
+from satdiffmoe.sampling.tiling import padded_size, tile_grid, tile_starts
 
 
 def stack(count: int, size: int, seed: int = 0):
@@ -116,3 +116,12 @@ def max_overlap_disagreement(rows: torch.Tensor, boxes, tile: int, size: int) ->
             worst = max(worst, float((region[known] - row[known]).abs().max()))
         region[~known] = row[~known]
     return worst
+
+
+def test_aligned_tiles_start_on_the_latent_grid_and_cover_the_padded_image():
+    # f = 8 at ×4: one latent px is 2 LR px, so tiles start on even LR px; 21 px pads to 8 + 14 = 22
+    size = padded_size(21, 8, 2)
+    starts = tile_starts(size, 8, 2, align=2)
+    assert size == 22 and starts[0] == 0 and starts[-1] == size - 8
+    assert all(s % 2 == 0 for s in starts) and all(b - a < 8 for a, b in zip(starts, starts[1:]))
+    assert tile_starts(10, 4, 1) == tile_starts(10, 4, 1, align=1)  # align 1 is the tiling `sample` always had
