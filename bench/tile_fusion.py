@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the SynthSat folder the model was trained on (its test split)")
     parser.add_argument("--scenes", type=int, default=16, help="stitched scenes (each uses 4 test scenes)")
     parser.add_argument("--lrs", type=int, default=4, help="LRs per stitched scene")
-    parser.add_argument("--shards", default="test-*.tar", help="the split's shards (data.shards.test), e.g. 'val-*.tar'")
+    parser.add_argument("--shards", default="test-*.tar", help="the split's shards inside --data (default the test split), e.g. 'val-*.tar'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--png", default=None, help="folder for the first scene's hr.png, independent.png, fused.png")
@@ -84,7 +84,7 @@ def main() -> None:
     cfg = pipe.cfg
     cfg.data.root = args.data
     cfg.data.num_lr = max(8, args.lrs)
-    cfg.data.shards.test = args.shards
+    cfg.data.shards.test = str(Path(args.data) / args.shards)
     cfg.eval.metrics = ["lpips", "psnr"]
     # SynthSat scenes have 1 to 8 LRs: only those with at least --lrs are stitched, in test-split order
     test = [s for s in rows(Evaluator(cfg).scenes(cfg)) if int(s["lr_valid"].sum()) >= args.lrs]
