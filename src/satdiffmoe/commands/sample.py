@@ -8,8 +8,8 @@ overlapping tiles inside the sampler at every step (sampling/scene_sampler.py), 
 over steps and, after the first step, a time estimate; `--tiles independent` samples each tile on
 its own, `chunk_size // N` tiles per batch so one batch fills one UNet call, and blends the HR tiles,
 with a progress bar over tiles. Either way the tile count and UNet-call count are printed (stderr)
-before sampling, with the `score --tile-grid` values that measure the output's seams. GeoTIFF georeferencing is carried to the outputs with `scale`-times
-finer pixels. Pixels map to [-1, 1] through the training manifest's LR normalisation and back through
+before sampling, with the `score --tile-grid` values that measure the output's seams. GeoTIFF
+georeferencing is carried to the outputs with `scale`-times finer pixels. Pixels map to [-1, 1] through the training manifest's LR normalisation and back through
 its HR one (`--normalisation`, data/radiometry.py) unless `--value-max` is given or none is recorded.
 """
 
