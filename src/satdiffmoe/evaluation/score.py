@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..sampling.image_io import GEOTIFF, PNG, read_raster
 from .catalog import METRICS
 from .evaluator import aggregate
+from .seams import SEAM_LABELS, TileGrid, grid_seam_ratio
 from .suite import MetricSuite, finite_or_none
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,11 @@ def _shape(x: torch.Tensor) -> str:
     return f"{x.shape[1]} bands × {x.shape[-2]}×{x.shape[-1]} px"
 
 
-def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = None) -> dict[str, Any]:
-    """The summary {"num_images", "metrics": {name: entry}, "rows": [...]} of the matched images."""
+def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = None,
+          tile_grid: TileGrid | None = None) -> dict[str, Any]:
+    """The summary {"num_images", "metrics": {name: entry}, "rows": [...]} of the matched images; with
+    `tile_grid` (the tiling `sample` used) also the seam ratio of each output, and of its reference
+    on the same lines (what the scene itself has there)."""
     suite = MetricSuite(eval_cfg)
     first = load_item(items[0], value_max)
     channels = int(first["pred"].shape[1])
@@ -104,6 +108,10 @@ def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = 
         if loaded["pred"].shape[1] != channels:
             raise UserError(f"{item['pred']} has {loaded['pred'].shape[1]} bands but {items[0]['pred']} has {channels}")
         values = suite.per_image(loaded["batch"], loaded["pred"], None, unavailable)
+        if tile_grid is not None:
+            values["seam"] = [grid_seam_ratio(loaded["pred"][0], tile_grid)]
+            if "hr" in loaded["batch"]:
+                values["seam_ref"] = [grid_seam_ratio(loaded["batch"]["hr"][0], tile_grid)]
         rows.append({"name": item["name"], **{k: finite_or_none(v[0]) for k, v in values.items()}})
         outputs.append(loaded["pred"])
         if "hr" in loaded["batch"]:
@@ -124,4 +132,7 @@ def score(items: list[dict[str, Any]], eval_cfg: Any, value_max: float | None = 
             metrics[name] = {"unavailable": "a set-level score needs images of one size"}
         else:
             metrics[name] = {"unavailable": "undefined on every image"}
+    for name in SEAM_LABELS if tile_grid is not None else ():
+        if any(name in row for row in rows):
+            metrics[name] = aggregate([row.get(name) for row in rows])
     return {"num_images": len(items), "metrics": metrics, "rows": rows}

@@ -10,6 +10,8 @@ A pipeline owns what turns user inputs into a sample, diffusers-style (`pipeline
                 folder still says which data, bands and radiometry it expects)
 
     pipe(lr, dt, lr_mask=None, gsd=None, sampler=None, generator=None) -> SRPipelineOutput
+    pipe.sample_scene(lr, dt, lr_mask=None, overlap=..., sampler=None, generator=None)
+                one scene of any size: overlapping tiles fused inside the sampler (sampling/scene_sampler.py)
 
 Each method says how a scene's LRs become sampling branches (`branches`); the fused sampler
 (sampling/fused_sampler.py) does the rest. `save_pretrained` / `from_pretrained` are diffusers' own:
@@ -22,7 +24,9 @@ match their configs (pipelines/weights_check.py) and never runs that module.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,8 @@ from ..models.latent_cache import encode_posterior
 from ..sampling.backprojection import back_project
 from ..sampling.config import SamplerConfig
 from ..sampling.fused_sampler import BranchInputs, FusedSampler
+from ..sampling.scene_sampler import SceneSampler, SceneTiles
+from ..sampling.tiling import padded_size, tile_grid
 from .inputs import SRInputs
 from .weights_check import check_weights
 
@@ -201,6 +207,86 @@ class LatentSRPipeline(DiffusionPipeline):
             out.image = back_project(out.image, branches.lr, observed, branches.lr_mask, settings.backprojection)
         return SRPipelineOutput(image=out.image, uncertainty=out.uncertainty, branch_images=out.branch_images,
                                 latent=out.latent, nfe=out.nfe, timesteps=out.timesteps)
+
+    # ------------------------------------------------------------------------------ scene mode
+    @property
+    def lr_tile(self) -> int:
+        """The LR side of one training tile."""
+        return self.config.hr_size // self.config.scale
+
+    @property
+    def tile_align(self) -> int:
+        """LR px between possible tile starts: a tile must start on a latent pixel (2 for f = 8 at ×4)."""
+        return Fraction(self.lr_tile, self.latent_shape[1]).numerator
+
+    @torch.no_grad()
+    def sample_scene(self, lr: torch.Tensor, dt: Any = None, lr_mask: Any = None, *, overlap: int,
+                     sampler: Any = None, generator: torch.Generator | None = None, progress: bool = False,
+                     report: Callable[[str], None] | None = None, **sampler_overrides: Any) -> SRPipelineOutput:
+        """Super-resolve ONE scene of any size (`lr` N×C×h×w in [-1, 1], `dt` N days, `lr_mask` N×h×w) with
+        tiles of the training size overlapping by `overlap` LR px, fused inside the sampler at every
+        step (sampling/scene_sampler.py). One tile: exactly `pipe(lr[None], ...)`."""
+        settings = self.adjust_sampler(self.sampler_config(sampler, **sampler_overrides))
+        lr = torch.as_tensor(lr, dtype=torch.float32)
+        count, height, width = lr.shape[0], lr.shape[-2], lr.shape[-1]
+        mask = torch.ones(count, height, width) if lr_mask is None else torch.as_tensor(lr_mask, dtype=torch.float32)
+        dt = torch.full((count,), float("nan")) if dt is None else torch.as_tensor(dt, dtype=torch.float32)
+        tile, align = self.lr_tile, self.tile_align
+        full_h, full_w = padded_size(height, tile, align), padded_size(width, tile, align)
+        if (full_h, full_w) != (height, width):  # as sample_tiled: reflect where the image is large enough
+            pad = (0, full_w - width, 0, full_h - height)
+            mode = "reflect" if full_h - height < height and full_w - width < width else "replicate"
+            lr = F.pad(lr, pad, mode=mode)
+            mask = F.pad(mask[:, None], pad, mode="replicate")[:, 0]
+        boxes = tile_grid(full_h, full_w, tile, overlap, align)
+        tile_inputs = self._tile_branches(lr, dt, mask, boxes, tile, settings)
+        # the scene's own LRs (for the consensus and the map), stitched from the tiles' crops of them
+        scene_lr = tile_inputs.lr.new_zeros(1, *tile_inputs.lr.shape[1:3], full_h, full_w)
+        scene_mask = None if tile_inputs.lr_mask is None else tile_inputs.lr_mask.new_zeros(
+            1, tile_inputs.lr_mask.shape[1], full_h, full_w)
+        for i, (y, x) in enumerate(boxes):
+            scene_lr[0, ..., y:y + tile, x:x + tile] = tile_inputs.lr[i]
+            if scene_mask is not None:
+                scene_mask[0, :, y:y + tile, x:x + tile] = tile_inputs.lr_mask[i]
+        scene = BranchInputs(cond=None, dt=tile_inputs.dt[:1], valid=tile_inputs.valid[:1], lr=scene_lr,
+                             lr_mask=scene_mask,
+                             lr_valid=None if tile_inputs.lr_valid is None else tile_inputs.lr_valid[:1])
+        channels, side = self.latent_shape[0], self.latent_shape[1]
+        per_lr = Fraction(side, tile)  # latent px per LR px
+        tiles = SceneTiles(boxes=[(int(y * per_lr), int(x * per_lr)) for y, x in boxes], side=side,
+                           height=int(full_h * per_lr), width=int(full_w * per_lr),
+                           factor=self.config.hr_size // side)
+        sampler = SceneSampler(self.denoiser, self.scheduler.config, self.scheduler.config.prediction_type, settings,
+                               vae=self.vae, latent_scale=self.latent_scale, progress=progress,
+                               uncondition=self.denoiser.drop_condition, report=report)
+        out = sampler.sample_scene(scene, tile_inputs, tiles, channels, generator)
+        crop = (..., slice(0, height * self.config.scale), slice(0, width * self.config.scale))
+        latent_crop = (..., slice(0, int(height * per_lr)), slice(0, int(width * per_lr)))
+        return SRPipelineOutput(image=out.image[crop], uncertainty=out.uncertainty[crop],
+                                branch_images=out.branch_images[crop], latent=out.latent[latent_crop], nfe=out.nfe,
+                                timesteps=out.timesteps)
+
+    def _tile_branches(self, lr: torch.Tensor, dt: torch.Tensor, mask: torch.Tensor, boxes: list[tuple[int, int]],
+                       tile: int, settings: SamplerConfig) -> BranchInputs:
+        """Every tile's BranchInputs as one batch row each, conditions encoded `chunk_size` rows at a time."""
+        per_call = max(1, settings.chunk_size // lr.shape[0])
+        parts = []
+        for first in range(0, len(boxes), per_call):
+            group = boxes[first:first + per_call]
+            tiles = torch.stack([lr[..., y:y + tile, x:x + tile] for y, x in group])
+            masks = torch.stack([mask[..., y:y + tile, x:x + tile] for y, x in group])
+            inputs = SRInputs.build(tiles, dt.expand(len(group), -1), masks).to(self.device)
+            parts.append(self.branches(inputs, settings))
+
+        def cat(values):
+            if values[0] is None:
+                return None
+            if isinstance(values[0], dict):
+                return {key: torch.cat([v[key] for v in values]) for key in values[0]}
+            return torch.cat(values)
+
+        return BranchInputs(**{f: cat([getattr(p, f) for p in parts])
+                               for f in ("cond", "dt", "valid", "lr", "lr_mask", "lr_valid")})
 
     def sample(self, batch: dict[str, Any], sampler: Any = None,
                generator: torch.Generator | list[torch.Generator] | None = None) -> SRPipelineOutput:
