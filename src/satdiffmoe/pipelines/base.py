@@ -202,9 +202,7 @@ class LatentSRPipeline(DiffusionPipeline):
         settings = self.adjust_sampler(self.sampler_config(sampler, **sampler_overrides))
         branches = self.branches(inputs, settings)
         out = self.fused_sampler(settings, progress).sample(branches, self.latent_shape, generator)
-        if settings.backprojection and branches.lr is not None:
-            observed = branches.valid if branches.lr_valid is None else branches.lr_valid
-            out.image = back_project(out.image, branches.lr, observed, branches.lr_mask, settings.backprojection)
+        self._back_project(out, branches, settings)
         return SRPipelineOutput(image=out.image, uncertainty=out.uncertainty, branch_images=out.branch_images,
                                 latent=out.latent, nfe=out.nfe, timesteps=out.timesteps)
 
@@ -260,6 +258,7 @@ class LatentSRPipeline(DiffusionPipeline):
                                vae=self.vae, latent_scale=self.latent_scale, progress=progress,
                                uncondition=self.denoiser.drop_condition, report=report)
         out = sampler.sample_scene(scene, tile_inputs, tiles, channels, generator)
+        self._back_project(out, scene, settings)
         crop = (..., slice(0, height * self.config.scale), slice(0, width * self.config.scale))
         latent_crop = (..., slice(0, int(height * per_lr)), slice(0, int(width * per_lr)))
         return SRPipelineOutput(image=out.image[crop], uncertainty=out.uncertainty[crop],
@@ -287,6 +286,13 @@ class LatentSRPipeline(DiffusionPipeline):
 
         return BranchInputs(**{f: cat([getattr(p, f) for p in parts])
                                for f in ("cond", "dt", "valid", "lr", "lr_mask", "lr_valid")})
+
+    @staticmethod
+    def _back_project(out, branches: BranchInputs, settings: SamplerConfig) -> None:
+        """`sampler.backprojection` on the decoded output, in place (sampling/backprojection.py)."""
+        if settings.backprojection and branches.lr is not None:
+            observed = branches.valid if branches.lr_valid is None else branches.lr_valid
+            out.image = back_project(out.image, branches.lr, observed, branches.lr_mask, settings.backprojection)
 
     def sample(self, batch: dict[str, Any], sampler: Any = None,
                generator: torch.Generator | list[torch.Generator] | None = None) -> SRPipelineOutput:
