@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test quickstart baselines bench lint clean docs
+.PHONY: install test quickstart baselines bench lint clean docs paper-smoke
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -49,6 +49,13 @@ baselines: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/results
+
+# The paper-shape configs (SD 2.1-base architecture, random weights, 256 px HR) end to end on CPU: train of
+# every stage for 2 steps, evaluate, export, from_pretrained without lightning. Not part of `make test`;
+# its figures are in BENCHMARKS.md ("Paper-shape configs on CPU").
+PAPER_SMOKE_OUT ?= runs/paper_smoke
+paper-smoke: $(STAMP)
+	$(BIN)/python bench/paper_smoke.py --out $(PAPER_SMOKE_OUT)
 
 # Regenerates docs/quickstart/ and the README's "Quickstart results" section from a fresh quickstart.
 docs: $(STAMP)

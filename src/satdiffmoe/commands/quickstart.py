@@ -7,6 +7,9 @@ every method and the non-generative references -> a small fusion sweep -> report
 timestep-spacing sweep, the data-consistency cost sweep (optimize_steps × backprojection), and SatDiffMoE fine-tuned with `train.trainable` lora and new_only (same
 steps, same prior) evaluated beside the full fine-tune.
 
+Independent commands (the evaluations, the ablation runs) run side by side in child processes when
+the free CPUs allow (`_cli_parallel`, `--jobs`), and the sweeps take as many workers.
+
 Every stage goes through the same public CLI a user would type, with fixed run ids under `--out`, so
 re-running the command resumes: finished training runs are detected from their `last.ckpt` and
 skipped, the sweep resumes its Optuna study, and finished evaluations are not repeated.
@@ -16,6 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -50,12 +57,13 @@ STEPS = {"autoencoder": 400, "prior": 400, "satdiffmoe": 400, "controlnet": 400,
 STEPS.update({name: STEPS["satdiffmoe"] for name in TRAINABLE})
 SWEEP_SCENES = 16  # test scenes per sweep trial: six trials with the data-consistency sampler must fit the budget
 SET_METRICS_NOT_IN_SWEEPS = ("fid", "kid")
+SWEEP_TRIALS = 6  # at least this many trials in each sweep: enough to keep every worker busy
 ABLATION_STUDIES = ("sweep_nfe", "sweep_consensus")
 
 
 class Quickstart:
-    def __init__(self, out: Path, overrides: list[str], ablations: bool = False):
-        self.out, self.overrides, self.ablations = out, list(overrides), ablations
+    def __init__(self, out: Path, overrides: list[str], ablations: bool = False, jobs: int | None = None):
+        self.out, self.overrides, self.ablations, self.jobs = out, list(overrides), ablations, jobs
         self.data, self.runs, self.report = out / "data", out / "runs", out / "report"
         self.timings: dict = {}
         self.started = time.time()
@@ -69,6 +77,55 @@ class Quickstart:
         code = main([str(a) for a in argv])
         if code:
             raise UserError(f"quickstart step failed: satdiffmoe {' '.join(map(str, argv))} (exit {code})")
+
+    def _cli_parallel(self, commands: list[tuple[str, list]]) -> None:
+        """Independent commands at once, in child processes (threads.parallel_jobs: as many as the free
+        CPUs hold; one: in this process, as `_cli`). Each child writes its output to logs/<label>.log and
+        the line it ends with here; a failure names its log. Ctrl-C stops every child (they keep what
+        their own interruption keeps) and the quickstart resumes from there."""
+        from .. import threads
+
+        processes, each = threads.parallel_jobs(len(commands)) if self.jobs is None else (self.jobs, None)
+        if processes <= 1:
+            for _, argv in commands:
+                self._cli(argv)
+            return
+        env = dict(os.environ)
+        if each is not None:
+            env[threads.ENV] = str(each)
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        print(f"{len(commands)} commands in {processes} processes of {env.get(threads.ENV, 'auto')} thread(s); "
+              f"their output: {logs}/", flush=True)
+        pending, running, failed = list(commands), {}, []
+        try:
+            while pending or running:
+                while pending and len(running) < processes:
+                    label, argv = pending.pop(0)
+                    log = logs / f"{label}.log"
+                    with log.open("w") as out:
+                        child = subprocess.Popen([sys.executable, "-m", "satdiffmoe.cli", *map(str, argv)],
+                                                 stdout=out, stderr=subprocess.STDOUT, env=env)
+                    running[child.pid] = (child, label, log, time.time())
+                # polled, not os.wait(): that would also reap children that are not ours (W&B's service)
+                finished = [pid for pid, (child, *_) in running.items() if child.poll() is not None]
+                if not finished:
+                    time.sleep(0.2)
+                    continue
+                child, label, log, started = running.pop(finished[0])
+                lines = log.read_text(errors="replace").strip().splitlines() or [""]
+                print(f"  {label}: {'done' if child.returncode == 0 else f'exit {child.returncode}'} in "
+                      f"{time.time() - started:.0f} s ({log})", flush=True)
+                if child.returncode:
+                    failed.append(f"{label} ({lines[-1]}; {log})")
+        except KeyboardInterrupt:
+            for child, *_ in running.values():
+                child.send_signal(signal.SIGTERM)
+            for child, *_ in running.values():
+                child.wait()
+            raise
+        if failed:
+            raise UserError(f"quickstart step failed: {'; '.join(failed)}")
 
     def _step(self, index: int, total: int, title: str, func) -> None:
         start = time.time()
@@ -93,6 +150,10 @@ class Quickstart:
 
     def train(self, stage: str, config: Path, needs: list[str], name: str | None = None,
               extra: tuple[str, ...] = ()) -> None:
+        self._cli(self._training(stage, config, needs, name, extra)[1])
+
+    def _training(self, stage: str, config: Path, needs: list[str], name: str | None = None,
+                  extra: tuple[str, ...] = ()) -> tuple[str, list]:
         name = name or stage
         argv = ["train", config, f"stage={stage}", f"name={name}", f"run_id={RUN_ID}",
                 f"run_root={self.runs}", f"data.root={self.data}", f"train.max_steps={STEPS[name]}", *extra]
@@ -102,38 +163,41 @@ class Quickstart:
             argv.append(f"init.vae_ckpt={self.run_dir('autoencoder')}")
         if "prior" in needs:
             argv.append(f"init.prior_ckpt={self.run_dir('prior')}")
-        self._cli(argv + self.overrides)
+        return f"train_{name}", argv + self.overrides
 
     def evaluate(self) -> None:
         # (run, eval name, overrides, also evaluate the non-generative references on the same scenes)
-        jobs = [
-            ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"], False),
+        jobs = [  # the longest first: they run side by side when the CPUs allow (_cli_parallel)
             ("satdiffmoe", "satdiffmoe_n8", ["data.num_lr=8"], True),
+            ("satdiffmoe", "satdiffmoe_n1", ["data.num_lr=1"], False),
             ("controlnet", "controlnet_nearest", ["data.num_lr=8"], False),
             ("diffusionsat", "diffusionsat_t8", ["data.num_lr=8"], False),
         ]
-        for run, name, extra, references in jobs:
-            self._evaluate(run, run, name, extra, references)
+        self._cli_parallel([self._evaluation(run, run, name, extra, references)
+                            for run, name, extra, references in jobs if self._to_evaluate(run, name)])
 
-    def _evaluate(self, run: str, stage: str, name: str, extra: list[str], references: bool) -> None:
+    def _to_evaluate(self, run: str, name: str) -> bool:
         target = self.run_dir(run) / "eval" / f"{name}.json"
         if target.is_file():
             print(f"{target} exists; skipping")
-            return
+        return not target.is_file()
+
+    def _evaluation(self, run: str, stage: str, name: str, extra: list[str], references: bool) -> tuple[str, list]:
         configs = {stage: config for stage, config, _ in TRAINING}
-        self._cli(["evaluate", configs[stage], f"stage={stage}", f"name={run}", f"run_id={RUN_ID}",
-                   f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(run)}",
-                   f"eval.name={name}", f"eval.references={str(references).lower()}", *extra, *self.overrides])
+        return f"evaluate_{name}", [
+            "evaluate", configs[stage], f"stage={stage}", f"name={run}", f"run_id={RUN_ID}",
+            f"run_root={self.runs}", f"data.root={self.data}", f"ckpt={self.run_dir(run)}",
+            f"eval.name={name}", f"eval.references={str(references).lower()}", *extra, *self.overrides]
 
     def train_trainable(self) -> None:
         """SatDiffMoE with fewer trainable parameters, from the same prior for the same steps."""
-        for name, mode in TRAINABLE.items():
-            self.train("satdiffmoe", EXPERIMENTS / "quickstart.yaml", ["vae", "prior"], name=name,
-                       extra=(f"train.trainable={mode}",))
+        self._cli_parallel([self._training("satdiffmoe", EXPERIMENTS / "quickstart.yaml", ["vae", "prior"], name=name,
+                                           extra=(f"train.trainable={mode}",)) for name, mode in TRAINABLE.items()])
 
     def evaluate_trainable(self) -> None:
-        for name in TRAINABLE:  # the same 64 scenes and noise as satdiffmoe_n8: the methods table pairs them
-            self._evaluate(name, "satdiffmoe", f"{name}_n8", ["data.num_lr=8"], False)
+        # the same 64 scenes and noise as satdiffmoe_n8: the methods table pairs them
+        self._cli_parallel([self._evaluation(name, "satdiffmoe", f"{name}_n8", ["data.num_lr=8"], False)
+                            for name in TRAINABLE if self._to_evaluate(name, f"{name}_n8")])
 
     def _sweep(self, spec: str, out: str) -> None:
         from ..evaluation.catalog import DEFAULT_METRICS
@@ -141,7 +205,10 @@ class Quickstart:
         # FID and KID over 16 scenes say nothing (2048-d features): the sweeps score the per-image metrics
         metrics = ",".join(m for m in DEFAULT_METRICS if m not in SET_METRICS_NOT_IN_SWEEPS)
         # key=value overrides go before --out: argparse does not take positionals after options
-        self._cli(["sweep", SWEEPS / spec, f"ckpt={self.run_dir('satdiffmoe')}",
+        from .. import threads
+
+        workers = self.jobs or threads.parallel_jobs(SWEEP_TRIALS)[0]  # its trials side by side, as evaluations
+        self._cli(["sweep", SWEEPS / spec, f"ckpt={self.run_dir('satdiffmoe')}", "--workers", workers,
                    f'base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES},"eval.metrics=[{metrics}]"]',
                    "--out", self.out / out])
 
@@ -155,12 +222,19 @@ class Quickstart:
         self._sweep("quickstart_consensus.yaml", "sweep_consensus")
 
     def make_report(self) -> None:
+        from ..config import load_config
+
+        own = load_config(EXPERIMENTS / "quickstart.yaml", ["stage=satdiffmoe", *self.overrides]).sampler
         studies = [self.out / "sweep"] + ([self.out / s for s in ABLATION_STUDIES] if self.ablations else [])
         evals = [self.run_dir(s) / "eval" for s, _, _ in TRAINING[2:]]
         evals += [self.run_dir(name) / "eval" for name in TRAINABLE] if self.ablations else []
         # convergence runs: the three methods only (a LoRA run would join SatDiffMoE's median)
         self._cli(["report", "--runs", *[self.run_dir(s) for s, _, _ in TRAINING[2:]],
                    "--study", *studies, "--evals", *evals, "--methods-reference", "satdiffmoe_n8",
+                   # the consensus study's Δ against the quickstart's own setting (its other factors have
+                   # the paper's: fusion every 5, N = 8)
+                   "--ablation-reference", f"sampler.optimize_steps={own.optimize_steps}",
+                   f"sampler.backprojection={own.backprojection}",
                    "--out", self.report])
 
     def __call__(self) -> Path:
@@ -186,9 +260,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs/quickstart", help="where everything goes")
     p.add_argument("--ablations", action="store_true",
                    help="also the README's ablations: NFE x timestep spacing, trainable = lora / new_only (make docs)")
+    p.add_argument("--jobs", type=int, default=None, metavar="K",
+                   help="independent evaluations, sweep trials and ablation runs side by side in K processes "
+                        "(default: as many as the free CPUs hold; 1 = one after another in this process)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every stage's config")
 
 
 def run(args) -> int:
-    Quickstart(Path(args.out), args.overrides, args.ablations)()
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    Quickstart(Path(args.out), args.overrides, args.ablations, args.jobs)()
     return 0
