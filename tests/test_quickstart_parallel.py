@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from satdiffmoe import threads
 from satdiffmoe.commands.quickstart import Quickstart
 from satdiffmoe.errors import UserError
 
@@ -29,16 +28,3 @@ def test_a_failed_command_is_named_with_its_log_after_the_others_finish(tmp_path
     with pytest.raises(UserError, match=r"quickstart step failed: bad \(error: .*; .*bad\.log\)"):
         quickstart._cli_parallel([("bad", prepare(tmp_path / "x", scenes=0)), ("good", prepare(tmp_path / "g"))])
     assert (tmp_path / "g" / "manifest.json").is_file()
-
-
-@pytest.mark.parametrize(("busy", "fixed", "expected"), [
-    (0.0, None, (2, 1)),   # 2 idle CPUs: two 1-thread processes
-    (1.0, None, (1, 1)),   # one CPU taken: one after another
-    (None, 1, (2, 1)),     # SATDIFFMOE_THREADS=1 on 2 CPUs: two processes of 1
-    (None, 2, (1, 2)),     # SATDIFFMOE_THREADS=2: one process
-])
-def test_how_many_processes_fit_the_free_cpus(monkeypatch, busy, fixed, expected):
-    choice = threads.ThreadChoice(fixed or threads.choose(2, busy), 2, busy, "auto" if fixed is None else threads.ENV)
-    monkeypatch.setattr(threads, "_chosen", choice)
-    assert threads.parallel_jobs(4) == expected
-    assert threads.parallel_jobs(1)[0] == 1

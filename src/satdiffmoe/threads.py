@@ -106,19 +106,6 @@ def per_worker(workers: int) -> int:
     return choose(choice.cpus, choice.busy, workers)
 
 
-def parallel_jobs(jobs: int) -> tuple[int, int]:
-    """(processes, threads each) for `jobs` independent commands: as many processes as the free CPUs
-    hold at their thread count. Tiny models use a second thread poorly (BENCHMARKS.md: 1.33× at 2
-    threads), so two 1-thread processes on 2 idle CPUs do more work than one 2-thread process."""
-    choice = _chosen or apply(quiet=True)
-    if choice.busy is None:  # a count fixed by the user: N threads per process
-        free, each = float(choice.cpus), choice.threads
-    else:
-        free, each = choice.cpus - min(max(choice.busy, 0.0), choice.cpus), 1
-    processes = max(1, min(jobs, math.floor(free / each + 0.5)))
-    return processes, each if choice.busy is None else per_worker(processes)
-
-
 def apply(processes: int | None = None, quiet: bool = False) -> ThreadChoice:
     """Choose and set torch's intra-op threads for this process; print the one line unless `quiet`."""
     global _chosen

@@ -7,8 +7,8 @@ every method and the non-generative references -> a small fusion sweep -> report
 timestep-spacing sweep, the data-consistency cost sweep (optimize_steps × backprojection), and SatDiffMoE fine-tuned with `train.trainable` lora and new_only (same
 steps, same prior) evaluated beside the full fine-tune.
 
-Independent commands (the evaluations, the ablation runs) run side by side in child processes when
-the free CPUs allow (`_cli_parallel`, `--jobs`), and the sweeps take as many workers.
+`--jobs K` runs independent commands (the evaluations, the ablation runs) side by side in K child
+processes (`_cli_parallel`), and the sweeps with K workers.
 
 Every stage goes through the same public CLI a user would type, with fixed run ids under `--out`, so
 re-running the command resumes: finished training runs are detected from their `last.ckpt` and
@@ -57,7 +57,6 @@ STEPS = {"autoencoder": 400, "prior": 400, "satdiffmoe": 400, "controlnet": 400,
 STEPS.update({name: STEPS["satdiffmoe"] for name in TRAINABLE})
 SWEEP_SCENES = 16  # test scenes per sweep trial: six trials with the data-consistency sampler must fit the budget
 SET_METRICS_NOT_IN_SWEEPS = ("fid", "kid")
-SWEEP_TRIALS = 6  # at least this many trials in each sweep: enough to keep every worker busy
 ABLATION_STUDIES = ("sweep_nfe", "sweep_consensus")
 
 
@@ -79,20 +78,20 @@ class Quickstart:
             raise UserError(f"quickstart step failed: satdiffmoe {' '.join(map(str, argv))} (exit {code})")
 
     def _cli_parallel(self, commands: list[tuple[str, list]]) -> None:
-        """Independent commands at once, in child processes (threads.parallel_jobs: as many as the free
-        CPUs hold; one: in this process, as `_cli`). Each child writes its output to logs/<label>.log and
-        the line it ends with here; a failure names its log. Ctrl-C stops every child (they keep what
-        their own interruption keeps) and the quickstart resumes from there."""
+        """Independent commands in `--jobs` child processes at once (default 1: one after another in this
+        process, as `_cli`), each with its share of the free CPUs' threads. Each child writes its output
+        to logs/<label>.log and one line here when it ends; a failure names its log. Ctrl-C stops every
+        child (they keep what their own interruption keeps) and the quickstart resumes from there.
+        Not the default: on 2 cores a 1-thread evaluation runs 1.7× slower than a 2-thread one, so two
+        side by side gained nothing (BENCHMARKS.md, "Quickstart, end to end")."""
         from .. import threads
 
-        processes, each = threads.parallel_jobs(len(commands)) if self.jobs is None else (self.jobs, None)
+        processes = min(self.jobs or 1, len(commands))
         if processes <= 1:
             for _, argv in commands:
                 self._cli(argv)
             return
-        env = dict(os.environ)
-        if each is not None:
-            env[threads.ENV] = str(each)
+        env = {**os.environ, threads.ENV: str(threads.per_worker(processes))}
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         print(f"{len(commands)} commands in {processes} processes of {env.get(threads.ENV, 'auto')} thread(s); "
@@ -205,10 +204,7 @@ class Quickstart:
         # FID and KID over 16 scenes say nothing (2048-d features): the sweeps score the per-image metrics
         metrics = ",".join(m for m in DEFAULT_METRICS if m not in SET_METRICS_NOT_IN_SWEEPS)
         # key=value overrides go before --out: argparse does not take positionals after options
-        from .. import threads
-
-        workers = self.jobs or threads.parallel_jobs(SWEEP_TRIALS)[0]  # its trials side by side, as evaluations
-        self._cli(["sweep", SWEEPS / spec, f"ckpt={self.run_dir('satdiffmoe')}", "--workers", workers,
+        self._cli(["sweep", SWEEPS / spec, f"ckpt={self.run_dir('satdiffmoe')}", "--workers", self.jobs or 1,
                    f'base_overrides=[data.root={self.data},data.test_subset={SWEEP_SCENES},"eval.metrics=[{metrics}]"]',
                    "--out", self.out / out])
 
@@ -262,7 +258,7 @@ def register(subparsers) -> None:
                    help="also the README's ablations: NFE x timestep spacing, trainable = lora / new_only (make docs)")
     p.add_argument("--jobs", type=int, default=None, metavar="K",
                    help="independent evaluations, sweep trials and ablation runs side by side in K processes "
-                        "(default: as many as the free CPUs hold; 1 = one after another in this process)")
+                        "(default 1: one after another in this process, the faster on 2 cores)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every stage's config")
 
 
