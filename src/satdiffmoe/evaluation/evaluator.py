@@ -313,6 +313,8 @@ class Evaluator:
             "dataset": dataset_identity(cfg, num_scenes),
             "sampler": settings["sampler"],
             "wall_time_s": wall, "seconds_per_image": wall / max(1, len(rows)),
+            # the numbers depend on it at the float-rounding level (satdiffmoe/threads.py)
+            "torch_threads": torch.get_num_threads(),
             "params": params, "trainable": None if is_reference else trainable_mode(method), "metrics": results,
         }
 
