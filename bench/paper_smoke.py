@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -99,7 +100,12 @@ def step_figures(run_dir: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/paper_smoke", type=Path)
+    parser.add_argument("--saved-activations", nargs="+", metavar=("CONFIG", "KEY=VALUE"),
+                        help="(internal) print saved_activation_bytes of one stage and exit")
     args = parser.parse_args()
+    if args.saved_activations:
+        print(saved_activation_bytes(Path(args.saved_activations[0]), args.saved_activations[1:]))
+        return 0
     sys.path.insert(0, str(Path(__file__).parent))  # bench/flops.py
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +113,10 @@ def main() -> int:
     logs.mkdir(exist_ok=True)
     sd = write_sd21_base(out / "sd21_base_random")
     data, runs = out / "data", out / "runs"
+    for previous in (runs, out / "export"):  # a smoke proves a fresh run: its own scratch folders start empty
+        if previous.exists():
+            print(f"paper-smoke: removing the previous smoke's {previous}", flush=True)
+            shutil.rmtree(previous)
     results: dict = {"sd_folder": str(sd), "stages": {}}
     if not (data / "manifest.json").is_file():
         results["prepare"] = run(["prepare", "synthetic", "--out", data, "--num-scenes", 20, "--hr-size", 256,
@@ -139,7 +149,8 @@ def main() -> int:
     results["evaluate"] = run(["evaluate", sd_config, *common, f"ckpt={moe}", "data.test_subset=2", "sampler.nfe=2",
                                "data.num_lr=4", "eval.name=smoke_nfe2", "eval.references=false",
                                "eval.metrics=[psnr,ssim,lr_psnr,lpips]"], logs / "evaluate.log")
-    results["evaluate"]["metrics"] = json.loads((moe / "eval" / "smoke_nfe2.json").read_text())["metrics"]
+    written = Path(Path(results["evaluate"]["log"]).read_text().strip().splitlines()[-1])  # evaluate prints its JSON
+    results["evaluate"]["metrics"] = json.loads(written.read_text())["metrics"]
     export = out / "export" / "satdiffmoe_lora"
     results["export"] = run(["export", moe, "--out", export], logs / "export.log")
     load = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_LIGHTNING, str(export)], capture_output=True,
@@ -147,7 +158,7 @@ def main() -> int:
     if load.returncode:
         raise SystemExit(f"paper-smoke: from_pretrained of {export} failed:\n{load.stderr[-2000:]}")
     results["from_pretrained"] = json.loads(load.stdout.strip().splitlines()[-1])
-    results["gpu_estimate"] = gpu_estimate(results)
+    results["gpu_estimate"] = gpu_estimate(results, [(name, config, [*common, *extra]) for name, config, extra in stages])
     (out / "paper_smoke.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     print(estimate_table(results["gpu_estimate"]))
@@ -186,32 +197,73 @@ def unet_flops_per_sample() -> int:
     return count_flops(step)
 
 
-def gpu_estimate(results: dict) -> dict:
-    """What a GPU needs at batch 8/16/32 in bf16-mixed, from the CPU peaks at batch 1 (an ESTIMATE).
+def saved_activation_bytes(config: Path, overrides: list[str]) -> int:
+    """Bytes autograd keeps for the backward pass of one batch-1 training step of this stage, in fp32:
+    every tensor saved for backward, counted once per storage, parameters excluded (static memory).
+    The step is the task's own `training_step` on the first batch of its own datamodule."""
+    import torch
 
-    Static memory (fp32 master weights of every parameter, fp32 gradients and AdamW's two moments of the
-    trainable ones, the EMA copy of the trainable ones) does not grow with the batch; the rest of the
-    CPU peak (activations, workspace, the Python process itself) is taken as batch-1 activations in fp32
-    and halved for bf16, so the estimate errs high by the process's fixed overhead."""
+    from satdiffmoe.config import load_config
+    from satdiffmoe.data.datamodule import SatDataModule
+    from satdiffmoe.training.trainer import build_task
+
+    cfg = load_config(config, overrides)
+    task = build_task(cfg).train()
+    datamodule = SatDataModule(cfg)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    parameters = {p.untyped_storage().data_ptr() for p in task.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        task.training_step(batch, 0)
+    return sum(saved.values())
+
+
+def measured_in_child(config: Path, overrides: list[str]) -> int:
+    """`saved_activation_bytes` in its own process: each stage's models are freed with it, as in `run`."""
+    child = subprocess.run([sys.executable, __file__, "--saved-activations", str(config), *overrides],
+                           capture_output=True, text=True, cwd=ROOT)
+    if child.returncode:
+        raise SystemExit(f"paper-smoke: measuring the saved activations of {config} {overrides[-3:]} failed "
+                         f"(exit {child.returncode}):\n{child.stderr[-2000:]}")
+    return int(child.stdout.strip().splitlines()[-1])
+
+
+def gpu_estimate(results: dict, stages: list) -> dict:
+    """What a GPU needs at batch 8/16/32 in bf16-mixed (an ESTIMATE, not a GPU measurement).
+
+    static: fp32 weights of every parameter, fp32 gradients, AdamW's two moments and the EMA copy of the
+    trainable ones; activations: the bytes autograd saves for backward at batch 1 (measured on CPU in
+    fp32, `saved_activation_bytes`), halved for bf16 autocast and multiplied by the batch. Not counted:
+    the CUDA context and kernel workspaces (~1-2 GB) and the allocator's fragmentation."""
     flops = unet_flops_per_sample()
     estimate = {"unet_tflop_per_sample_fwd_bwd": round(flops / 1e12, 3), "stages": {}}
-    for name, row in results["stages"].items():
+    for name, config, overrides in stages:
+        row = results["stages"][name]
         static = 4 * row["total_params"] + (4 + 8 + 4) * row["trainable_params"]
-        activations_b1 = max(0, row["peak_rss_mb"] * 2**20 - static) / 2  # fp32 -> bf16
-        estimate["stages"][name] = {
-            f"batch_{b}_gb": round((static + b * activations_b1) / 2**30, 1) for b in (8, 16, 32)}
-        estimate["stages"][name]["static_gb"] = round(static / 2**30, 1)
+        activations = measured_in_child(config, overrides)
+        estimate["stages"][name] = {"static_gb": round(static / 2**30, 1),
+                                    "saved_activations_fp32_batch1_gb": round(activations / 2**30, 2)}
+        for b in (8, 16, 32):
+            estimate["stages"][name][f"batch_{b}_gb"] = round((static + b * activations / 2) / 2**30, 1)
     return estimate
 
 
 def estimate_table(estimate: dict) -> str:
-    lines = ["| stage (bf16-mixed, AdamW, EMA) | static (GB) | batch 8 (GB) | batch 16 (GB) | batch 32 (GB) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| stage (bf16-mixed, AdamW, EMA) | static (GB) | saved activations, batch 1, fp32 (GB) | batch 8 (GB) "
+             "| batch 16 (GB) | batch 32 (GB) |", "|---|---:|---:|---:|---:|---:|"]
     for name, row in estimate["stages"].items():
-        lines.append(f"| {name} | {row['static_gb']} | {row['batch_8_gb']} | {row['batch_16_gb']} | "
-                     f"{row['batch_32_gb']} |")
+        lines.append(f"| {name} | {row['static_gb']} | {row['saved_activations_fp32_batch1_gb']} | {row['batch_8_gb']} | "
+                     f"{row['batch_16_gb']} | {row['batch_32_gb']} |")
     lines.append(f"\nUNet forward + backward: {estimate['unet_tflop_per_sample_fwd_bwd']} TFLOP per 256 px sample "
-                 "(bench/flops.py); ESTIMATES from the CPU peaks, not measurements on a GPU.")
+                 "(bench/flops.py); ESTIMATES from the CPU's saved-tensor bytes, not measurements on a GPU.")
     return "\n".join(lines)
 
 

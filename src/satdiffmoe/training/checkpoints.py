@@ -20,8 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def _read(path: Path) -> dict:
+    """Memory-mapped: what is never touched (a full checkpoint's optimizer moments and EMA copy, 10 of
+    its 14 GB at SD 2.1 width) is never read. torch's legacy (non-zip) format cannot be mapped."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "zipfile" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]  # EOFError of an empty file has no message
         raise UserError(f"cannot read checkpoint {path}: {reason}") from None
