@@ -7,7 +7,7 @@ Each variant is the project's own switch, so the number is what a user would get
 
     training  train.channels_last=true | train.precision=bf16-mixed | train.compile=true
               on the quickstart `autoencoder` and `satdiffmoe` stages (optimizer steps on in-memory
-              batches, bench_training.py's), reported as steady samples/s plus the first step's
+              batches, bench_training.py's loop), reported as steady samples/s plus the first step's
               seconds (where compilation happens) and the break-even step count against eager;
     sampling  sampler.precision=bf16 | channels_last denoiser and VAE | compiled denoiser, for one
               quickstart evaluation batch (8 scenes × N = 8 LRs, the quickstart's NFE and consensus).
@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-from bench_training import fake_batch
+from bench_training import fake_batch, time_steps
 
-from satdiffmoe.config import load_config, with_overrides
+from satdiffmoe.config import load_config
+from satdiffmoe.data.collate import random_batch
 from satdiffmoe.training import task_class
 from satdiffmoe.training.autoencoder import AutoencoderTask
 
@@ -47,26 +48,14 @@ def training_row(stage: str, overrides: list[str], vae_dir: Path, steps: int) ->
     task = task_class(stage)(cfg).train()
     if cfg.train.channels_last:  # what Lightning's setup hook does in a real run (training/base.py)
         task.to(memory_format=torch.channels_last)
-    batch = fake_batch(cfg, torch.device("cpu"))
-    optimizer = task.configure_optimizers()["optimizer"]
-    bf16 = "bf16" in cfg.train.precision
-    times = []
-    for index in range(steps + 2):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = task.training_step(batch, index)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    steady = sum(times[2:]) / steps  # the first two steps hold compilation (and its recompile for grad mode)
-    return {"first_steps_s": round(times[0] + times[1], 2), "seconds_per_step": round(steady, 4),
+    batch, cpu = fake_batch(cfg, torch.device("cpu")), torch.device("cpu")
+    first = time_steps(task, batch, 2, 0, cpu)  # the first two steps hold compilation (and its recompile for grad mode)
+    steady = time_steps(task, batch, steps, 0, cpu) / steps
+    return {"first_steps_s": round(first, 2), "seconds_per_step": round(steady, 4),
             "samples_per_s": round(cfg.data.batch_size / steady, 2)}
 
 
 def sampling_row(variant: str, vae_dir: Path, repeats: int) -> dict:
-    from bench_sampling import scene_batch
-
     overrides = ["stage=satdiffmoe", f"model.vae.pretrained={vae_dir}"]
     cfg = load_config(CONFIG, overrides + (["sampler.precision=bf16"] if variant == "bf16" else []))
     task = task_class("satdiffmoe")(cfg).eval()
@@ -74,14 +63,11 @@ def sampling_row(variant: str, vae_dir: Path, repeats: int) -> dict:
         task.to(memory_format=torch.channels_last)
     if variant == "compile":
         task.network.compile()
-    batch = scene_batch(cfg, 8, "cpu")
-    batch = {k: v.expand(cfg.data.eval_batch_size, *v.shape[1:]).contiguous() if torch.is_tensor(v) else
-             v * cfg.data.eval_batch_size for k, v in batch.items()}
-    sampler = with_overrides(cfg, {}).sampler
+    batch = random_batch(cfg, cfg.data.eval_batch_size, 8)
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        task.sample(batch, sampler, torch.Generator().manual_seed(0))
+        task.sample(batch, cfg.sampler, torch.Generator().manual_seed(0))
         times.append(time.perf_counter() - started)
     steady = sum(times[1:]) / repeats
     return {"first_call_s": round(times[0], 2), "seconds_per_batch": round(steady, 3),

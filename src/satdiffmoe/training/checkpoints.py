@@ -10,6 +10,7 @@ Checkpoints are read with `weights_only=True` (no arbitrary code runs); the stor
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,12 +24,7 @@ def _read(path: Path) -> dict:
     """Memory-mapped: what is never touched (a full checkpoint's optimizer moments and EMA copy, 10 of
     its 14 GB at SD 2.1 width) is never read. torch's legacy (non-zip) format cannot be mapped."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "zipfile" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]  # EOFError of an empty file has no message
         raise UserError(f"cannot read checkpoint {path}: {reason}") from None
