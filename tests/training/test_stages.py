@@ -123,6 +123,16 @@ def test_autoencoder_perceptual_term_adds_lpips_to_the_l1_loss(tmp_path):
     assert not any("lpips" in key for key in task.state_dict())  # the metric network is not saved
 
 
+@pytest.mark.parametrize("stage", ["autoencoder", "prior"])
+def test_train_compile_compiles_the_trained_network_of_every_stage(stage, tmp_path, trained_chain):
+    # the autoencoder stage once ignored train.compile: its VAE is the network it trains
+    extra = [] if stage == "autoencoder" else [f"init.vae_ckpt={trained_chain['autoencoder']}"]
+    task = build_task(tiny_config(tmp_path, f"stage={stage}", "train.compile=true", *extra))
+    trained = [task.vae.encoder, task.vae.decoder] if stage == "autoencoder" else [task.network]
+    assert all(module._compiled_call_impl is not None for module in trained)
+    assert not any("_orig_mod" in key for key in task.state_dict())  # compiled in place: keys unchanged
+
+
 def test_autoencoder_perceptual_term_on_images_too_small_for_alexnet_is_a_user_error(tmp_path):
     from satdiffmoe.training.autoencoder import AutoencoderTask
 

@@ -45,6 +45,11 @@ class AutoencoderTask(SatTask):
             if reason:
                 raise UserError(f"train.perceptual_weight={self.cfg.train.perceptual_weight} needs LPIPS: {reason}; "
                                 "or set train.perceptual_weight=0")
+        if self.cfg.train.compile:
+            # the VAE is this stage's network; training calls vae.encode/decode, never vae(), so its encoder
+            # and decoder are what run compiled (in place: the state_dict keys stay)
+            self.vae.encoder.compile()
+            self.vae.decoder.compile()
         self.finish_init()
 
     def network_configs(self) -> dict:
