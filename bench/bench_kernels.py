@@ -48,7 +48,8 @@ def training_row(stage: str, overrides: list[str], vae_dir: Path, steps: int) ->
     task = task_class(stage)(cfg).train()
     if cfg.train.channels_last:  # what Lightning's setup hook does in a real run (training/base.py)
         task.to(memory_format=torch.channels_last)
-    batch, cpu = fake_batch(cfg, torch.device("cpu")), torch.device("cpu")
+    cpu = torch.device("cpu")
+    batch = fake_batch(cfg, cpu)
     first = time_steps(task, batch, 2, 0, cpu)  # the first two steps hold compilation (and its recompile for grad mode)
     steady = time_steps(task, batch, steps, 0, cpu) / steps
     return {"first_steps_s": round(first, 2), "seconds_per_step": round(steady, 4),

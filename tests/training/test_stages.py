@@ -124,7 +124,7 @@ def test_autoencoder_perceptual_term_adds_lpips_to_the_l1_loss(tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["autoencoder", "prior"])
-def test_train_compile_compiles_the_trained_network_of_every_stage(stage, tmp_path, trained_chain):
+def test_train_compile_compiles_the_trained_network_of_the_autoencoder_and_diffusion_stages(stage, tmp_path, trained_chain):
     # the autoencoder stage once ignored train.compile: its VAE is the network it trains
     extra = [] if stage == "autoencoder" else [f"init.vae_ckpt={trained_chain['autoencoder']}"]
     task = build_task(tiny_config(tmp_path, f"stage={stage}", "train.compile=true", *extra))
